@@ -1,0 +1,166 @@
+//! Paired benchmarks: each of our hot paths is measured beside a raw-memory baseline in the
+//! same run, and the ratio `baseline time / our time` is printed (1.0 = as fast as the raw
+//! baseline; the targets are fractions of it). Criterion does the sampling and statistics;
+//! this crate records the mean time per iteration of each side through `iter_custom`.
+#![forbid(unsafe_code)]
+
+use criterion::{BenchmarkId, Criterion};
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// One compared pair.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// What is measured.
+    pub name: String,
+    /// Our mean time per operation, in nanoseconds.
+    pub ours_ns: f64,
+    /// The baseline's mean time per operation, in nanoseconds.
+    pub baseline_ns: f64,
+    /// The baseline's description.
+    pub baseline: String,
+    /// The ratio we aim for.
+    pub target: f64,
+}
+
+impl Row {
+    /// `baseline / ours`: our speed as a fraction of the baseline's.
+    pub fn ratio(&self) -> f64 {
+        self.baseline_ns / self.ours_ns
+    }
+}
+
+/// Collects pairs and prints them as a table.
+#[derive(Default)]
+pub struct Comparison {
+    rows: Vec<Row>,
+}
+
+#[derive(Default)]
+struct Acc {
+    iters: Cell<u64>,
+    nanos: Cell<u128>,
+}
+
+impl Acc {
+    fn add(&self, iters: u64, d: Duration) {
+        self.iters.set(self.iters.get() + iters);
+        self.nanos.set(self.nanos.get() + d.as_nanos());
+    }
+    fn mean(&self) -> f64 {
+        self.nanos.get() as f64 / self.iters.get().max(1) as f64
+    }
+}
+
+impl Comparison {
+    /// A new, empty comparison.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Measures `baseline` and `ours` in one criterion group named `name`. Each closure runs
+    /// `iters` operations and returns the time they took (criterion's `iter_custom`).
+    pub fn pair(
+        &mut self,
+        c: &mut Criterion,
+        name: &str,
+        target: f64,
+        baseline_label: &str,
+        mut baseline: impl FnMut(u64) -> Duration,
+        mut ours: impl FnMut(u64) -> Duration,
+    ) {
+        let (base_acc, ours_acc) = (Rc::new(Acc::default()), Rc::new(Acc::default()));
+        let mut group = c.benchmark_group(name);
+        {
+            let acc = base_acc.clone();
+            group.bench_function(BenchmarkId::new("baseline", baseline_label), |b| {
+                b.iter_custom(|iters| {
+                    let d = baseline(iters);
+                    acc.add(iters, d);
+                    d
+                })
+            });
+        }
+        {
+            let acc = ours_acc.clone();
+            group.bench_function("ours", |b| {
+                b.iter_custom(|iters| {
+                    let d = ours(iters);
+                    acc.add(iters, d);
+                    d
+                })
+            });
+        }
+        group.finish();
+        let row = Row {
+            name: name.to_string(),
+            ours_ns: ours_acc.mean(),
+            baseline_ns: base_acc.mean(),
+            baseline: baseline_label.to_string(),
+            target,
+        };
+        println!(
+            "{name}: ours {:.2} ns, {} {:.2} ns, ratio {:.2} (target >= {:.2})",
+            row.ours_ns,
+            row.baseline,
+            row.baseline_ns,
+            row.ratio(),
+            row.target
+        );
+        self.rows.push(row);
+    }
+
+    /// The rows measured so far.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// The comparison as a Markdown table (what README records).
+    pub fn markdown(&self) -> String {
+        let mut s = String::from(
+            "| benchmark | ours (ns/op) | baseline | baseline (ns/op) | ratio | target |\n|---|---:|---|---:|---:|---:|\n",
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {} | {:.2} | {:.2} | >= {:.2} {} |",
+                r.name,
+                r.ours_ns,
+                r.baseline,
+                r.baseline_ns,
+                r.ratio(),
+                r.target,
+                if r.ratio() >= r.target {
+                    "met"
+                } else {
+                    "missed"
+                }
+            );
+        }
+        s
+    }
+
+    /// Prints the table.
+    pub fn report(&self) {
+        println!("\n{}", self.markdown());
+    }
+}
+
+/// A fast deterministic random sequence (xorshift64*), the same for ours and the baseline.
+#[derive(Clone, Copy, Debug)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// Next value.
+    #[inline(always)]
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}

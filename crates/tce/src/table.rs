@@ -1,0 +1,423 @@
+//! One TCE table = one DMA window (the kernel's `struct iommu_table` with the PowerNV
+//! `pnv_tce_*` accessors; QEMU's `SpaprTceTable`).
+
+use crate::addr::{Iova, RealAddress, TceIndex};
+use crate::entry::{Access, Tce};
+use crate::error::{Fault, TceError};
+use crate::geometry::TableGeometry;
+use crate::kill::{NoKill, TceKill};
+use crate::levels::LevelTree;
+use crate::sync::Ordering;
+use core::marker::PhantomData;
+
+/// Most entries one batched put may carry (one 4 KiB page of TCEs, PAPR's
+/// H_PUT_TCE_INDIRECT limit).
+pub const MAX_BATCH: usize = 512;
+
+/// Options of a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableOptions {
+    /// PowerNV's `pnv_tce_build`/`pnv_tce_xchg` rule: an entry with write permission is
+    /// stored with read permission too.
+    pub write_implies_read: bool,
+    /// Most bytes the table's levels may hold; a level that would pass it fails to
+    /// allocate (models allocation failure, -ENOMEM).
+    pub max_bytes: u64,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        Self {
+            write_implies_read: false,
+            max_bytes: u64::MAX,
+        }
+    }
+}
+
+impl TableOptions {
+    /// PowerNV's options: write implies read.
+    pub fn powernv() -> Self {
+        Self {
+            write_implies_read: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// What a clear did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClearStats {
+    /// Entries that were non-zero and are now zero.
+    pub cleared: u64,
+    /// Allocated leaves the clear looked at (missing levels are skipped, never visited).
+    pub leaves_visited: u64,
+}
+
+/// A run of consecutive entries mapping consecutive pages with the same permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappedRun {
+    /// First index.
+    pub first: TceIndex,
+    /// Entries in the run.
+    pub count: u64,
+    /// The first entry of the run.
+    pub tce: Tce,
+}
+
+/// A TCE table over one DMA window. `A` is the address space its entries point into
+/// ([`crate::Hpa`] on bare metal, [`crate::Gpa`] inside a guest); `K` receives the
+/// invalidations.
+///
+/// Every operation takes `&self`: readers (translate, get) and exchanges are lock-free and
+/// safe from many threads; a racing reader sees the old or the new entry, never a torn one.
+/// Entries sit in memory big-endian, as the hardware reads them.
+pub struct TceTable<A: RealAddress = crate::Hpa, K: TceKill = NoKill> {
+    geometry: TableGeometry,
+    tree: LevelTree,
+    kill: K,
+    write_implies_read: bool,
+    _addr: PhantomData<fn() -> A>,
+}
+
+impl<A: RealAddress> TceTable<A, NoKill> {
+    /// A table without a TCE cache to invalidate.
+    pub fn new(geometry: TableGeometry, options: TableOptions) -> Result<Self, TceError> {
+        Self::with_kill(geometry, options, NoKill)
+    }
+}
+
+impl<A: RealAddress, K: TceKill> TceTable<A, K> {
+    /// A table whose updates are reported to `kill`.
+    pub fn with_kill(
+        geometry: TableGeometry,
+        options: TableOptions,
+        kill: K,
+    ) -> Result<Self, TceError> {
+        Ok(Self {
+            tree: LevelTree::new(&geometry, options.max_bytes)?,
+            geometry,
+            kill,
+            write_implies_read: options.write_implies_read,
+            _addr: PhantomData,
+        })
+    }
+
+    /// The table's shape.
+    #[inline]
+    pub fn geometry(&self) -> &TableGeometry {
+        &self.geometry
+    }
+    /// The invalidation hook.
+    #[inline]
+    pub fn kill_hook(&self) -> &K {
+        &self.kill
+    }
+    /// Bytes held by the allocated levels (`it_allocated_size` as it grows).
+    #[inline]
+    pub fn allocated_bytes(&self) -> u64 {
+        self.tree.bytes()
+    }
+    /// Leaves allocated so far.
+    #[inline]
+    pub fn allocated_leaves(&self) -> u64 {
+        self.tree.leaves()
+    }
+    /// Whether writes force read permission on writable entries.
+    #[inline]
+    pub fn write_implies_read(&self) -> bool {
+        self.write_implies_read
+    }
+
+    #[inline]
+    fn rel(&self, index: TceIndex) -> Result<u64, TceError> {
+        let g = &self.geometry;
+        let rel = index.0.wrapping_sub(g.first_index().0);
+        if rel < g.entries() {
+            Ok(rel)
+        } else {
+            Err(TceError::IndexOutOfWindow {
+                index,
+                first: g.first_index(),
+                end: g.end_index(),
+            })
+        }
+    }
+
+    #[inline]
+    fn rel_range(&self, first: TceIndex, count: u64) -> Result<u64, TceError> {
+        let g = &self.geometry;
+        let rel = first.0.wrapping_sub(g.first_index().0);
+        if first.0 >= g.first_index().0 && rel <= g.entries() && count <= g.entries() - rel {
+            Ok(rel)
+        } else {
+            Err(TceError::RangeOutOfWindow {
+                first,
+                count,
+                window_first: g.first_index(),
+                window_end: g.end_index(),
+            })
+        }
+    }
+
+    #[inline]
+    fn stored(&self, tce: Tce) -> u64 {
+        let t = if self.write_implies_read {
+            tce.with_write_implies_read()
+        } else {
+            tce
+        };
+        t.0.to_be()
+    }
+
+    /// The entry at `index` (0 where no level exists). Never allocates.
+    #[inline]
+    pub fn get(&self, index: TceIndex) -> Result<Tce, TceError> {
+        let rel = self.rel(index)?;
+        Ok(Tce(self
+            .tree
+            .slot(rel)
+            .map_or(0, |s| u64::from_be(s.load(Ordering::Acquire)))))
+    }
+
+    /// The entry at `index` as the hardware holds it in memory (big-endian bytes).
+    pub fn get_be_bytes(&self, index: TceIndex) -> Result<[u8; 8], TceError> {
+        self.get(index).map(Tce::to_be_bytes)
+    }
+
+    /// Atomically replaces the entry at `index` and returns the old one, without
+    /// invalidating (the kernel's `xchg_no_kill`; the caller batches a [`Self::kill`]).
+    /// Clearing (`Tce::EMPTY`) an entry whose level is missing succeeds without allocating.
+    #[inline]
+    pub fn exchange_no_kill(&self, index: TceIndex, tce: Tce) -> Result<Tce, TceError> {
+        let rel = self.rel(index)?;
+        let slot = if tce.is_empty() {
+            match self.tree.slot(rel) {
+                Some(s) => s,
+                None => return Ok(Tce::EMPTY),
+            }
+        } else {
+            self.tree.slot_alloc(rel)?
+        };
+        Ok(Tce(u64::from_be(
+            slot.swap(self.stored(tce), Ordering::AcqRel),
+        )))
+    }
+
+    /// Atomically replaces the entry at `index`, returns the old one and invalidates it.
+    #[inline]
+    pub fn exchange(&self, index: TceIndex, tce: Tce) -> Result<Tce, TceError> {
+        let old = self.exchange_no_kill(index, tce)?;
+        self.kill.kill_range(index, 1);
+        Ok(old)
+    }
+
+    /// Sets the entry at `index` (an exchange whose old value is not needed).
+    #[inline]
+    pub fn set(&self, index: TceIndex, tce: Tce) -> Result<(), TceError> {
+        self.exchange(index, tce).map(drop)
+    }
+
+    /// Writes `tces` to consecutive entries from `first`, then invalidates the range once.
+    /// At most [`MAX_BATCH`] entries. All-or-nothing: the whole range is checked and every
+    /// level it needs is allocated before the first entry is written.
+    pub fn put_batch(&self, first: TceIndex, tces: &[Tce]) -> Result<(), TceError> {
+        if tces.len() > MAX_BATCH {
+            return Err(TceError::BatchTooLarge {
+                len: tces.len(),
+                max: MAX_BATCH,
+            });
+        }
+        self.write_runs(first, tces.len() as u64, |i| tces[i])
+    }
+
+    /// Writes the same entry to `count` consecutive entries from `first` (H_STUFF_TCE),
+    /// then invalidates the range once. All-or-nothing like [`Self::put_batch`]; clearing
+    /// never allocates.
+    pub fn fill(&self, first: TceIndex, count: u64, tce: Tce) -> Result<(), TceError> {
+        if tce.is_empty() {
+            return self.clear(first, count).map(drop);
+        }
+        self.write_runs(first, count, |_| tce)
+    }
+
+    /// Shared body of batched writes: check, pre-allocate, write leaf by leaf, kill once.
+    fn write_runs(
+        &self,
+        first: TceIndex,
+        count: u64,
+        value: impl Fn(usize) -> Tce,
+    ) -> Result<(), TceError> {
+        let rel = self.rel_range(first, count)?;
+        if count == 0 {
+            return Ok(());
+        }
+        let leaf = self.geometry.leaf_entries();
+        // Pass 1 allocates every leaf the range needs, so pass 2 cannot fail half-way.
+        let mut r = rel;
+        while r < rel + count {
+            self.tree.slot_alloc(r)?;
+            r = (r / leaf + 1) * leaf;
+        }
+        let mut done = 0usize;
+        let mut r = rel;
+        while r < rel + count {
+            let n = ((r / leaf + 1) * leaf).min(rel + count) - r;
+            let run = self
+                .tree
+                .leaf_run(r, n as usize, false)?
+                .ok_or(TceError::AllocFailed { bytes: 0 })?;
+            for (k, slot) in run.iter().enumerate() {
+                slot.store(self.stored(value(done + k)), Ordering::Release);
+            }
+            done += n as usize;
+            r += n;
+        }
+        self.kill.kill_range(first, count);
+        Ok(())
+    }
+
+    /// Clears `count` entries from `first` and invalidates the range; missing levels count
+    /// as empty and are neither visited nor allocated. Costs time in proportion to the
+    /// allocated leaves in the range, not to its size.
+    pub fn clear(&self, first: TceIndex, count: u64) -> Result<ClearStats, TceError> {
+        self.clear_with(first, count, |_, _| {})
+    }
+
+    /// Like [`Self::clear`], calling `f(index, old)` for every entry that was non-zero
+    /// (the caller releases what the old entries held, as VFIO unpins pages).
+    pub fn clear_with(
+        &self,
+        first: TceIndex,
+        count: u64,
+        mut f: impl FnMut(TceIndex, Tce),
+    ) -> Result<ClearStats, TceError> {
+        let rel = self.rel_range(first, count)?;
+        let base = self.geometry.first_index().0;
+        let mut stats = ClearStats::default();
+        self.tree
+            .for_each_leaf(rel, rel + count, &mut |start, run| {
+                stats.leaves_visited += 1;
+                for (k, slot) in run.iter().enumerate() {
+                    if slot.load(Ordering::Relaxed) != 0 {
+                        let old = u64::from_be(slot.swap(0, Ordering::AcqRel));
+                        if old != 0 {
+                            stats.cleared += 1;
+                            f(TceIndex(base + start + k as u64), Tce(old));
+                        }
+                    }
+                }
+            });
+        if count > 0 {
+            self.kill.kill_range(first, count);
+        }
+        Ok(stats)
+    }
+
+    /// Invalidates `[first, first + count)` (the kernel's `tce_kill`), after a run of
+    /// [`Self::exchange_no_kill`].
+    pub fn kill(&self, first: TceIndex, count: u64) {
+        self.kill.kill_range(first, count);
+    }
+
+    /// Invalidates the whole window: call when the window is set or unset on a PE.
+    pub fn kill_all(&self) {
+        self.kill.kill_all();
+    }
+
+    /// Translates a device access at bus address `iova`: the real address it reaches, or
+    /// the fault the hardware would raise.
+    #[inline]
+    pub fn translate(&self, iova: Iova, access: Access) -> Result<A, Fault> {
+        let g = &self.geometry;
+        let Some(rel) = g.relative_index(iova) else {
+            return Err(Fault::OutsideWindow { iova });
+        };
+        let raw = self
+            .tree
+            .slot(rel)
+            .map_or(0, |s| u64::from_be(s.load(Ordering::Acquire)));
+        let tce = Tce(raw);
+        let index = TceIndex(g.first_index().0 + rel);
+        if raw & 3 == 0 {
+            // Neither read nor write: an empty (or poisoned) entry.
+            return Err(Fault::NoEntry { iova, index });
+        }
+        if !tce.perm().permits(access) {
+            return Err(Fault::Permission {
+                iova,
+                index,
+                tce,
+                access,
+            });
+        }
+        let mask = g.page_shift().offset_mask();
+        Ok(A::from_raw((raw & !mask) | (iova.0 & mask)))
+    }
+
+    /// Calls `f(index, tce)` for every non-zero entry in `[first, first + count)`, visiting
+    /// only allocated leaves.
+    pub fn for_each_entry(
+        &self,
+        first: TceIndex,
+        count: u64,
+        mut f: impl FnMut(TceIndex, Tce),
+    ) -> Result<(), TceError> {
+        let rel = self.rel_range(first, count)?;
+        let base = self.geometry.first_index().0;
+        self.tree
+            .for_each_leaf(rel, rel + count, &mut |start, run| {
+                for (k, slot) in run.iter().enumerate() {
+                    let v = u64::from_be(slot.load(Ordering::Acquire));
+                    if v != 0 {
+                        f(TceIndex(base + start + k as u64), Tce(v));
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    /// The mapped entries of the whole window, coalesced into runs of consecutive pages
+    /// with the same permission (what `show` prints).
+    pub fn mapped_runs(&self) -> Vec<MappedRun> {
+        let page = self.geometry.page_shift().size();
+        let shift = self.geometry.page_shift().shift();
+        let mut runs: Vec<MappedRun> = Vec::new();
+        let g = self.geometry;
+        // The range is the whole window, which `rel_range` always accepts.
+        let _ = self.for_each_entry(g.first_index(), g.entries(), |index, tce| {
+            if let Some(last) = runs.last_mut() {
+                let expect = last.tce.page_addr(shift).wrapping_add(last.count * page);
+                if last.first.0 + last.count == index.0
+                    && tce.perm() == last.tce.perm()
+                    && tce.page_addr(shift) == expect
+                {
+                    last.count += 1;
+                    return;
+                }
+            }
+            runs.push(MappedRun {
+                first: index,
+                count: 1,
+                tce,
+            });
+        });
+        runs
+    }
+
+    /// Number of non-zero entries in the window (walks allocated leaves).
+    pub fn count_mapped(&self) -> u64 {
+        let mut n = 0;
+        let g = self.geometry;
+        let _ = self.for_each_entry(g.first_index(), g.entries(), |_, _| n += 1);
+        n
+    }
+}
+
+impl<A: RealAddress, K: TceKill> core::fmt::Debug for TceTable<A, K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TceTable")
+            .field("geometry", &self.geometry)
+            .field("allocated_bytes", &self.allocated_bytes())
+            .finish_non_exhaustive()
+    }
+}

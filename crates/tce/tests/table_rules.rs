@@ -1,0 +1,310 @@
+//! One test per rule of the TCE table (kernel.md section 4, papr.md A.3).
+
+use spapr_tce::*;
+use std::sync::Arc;
+
+const K64_HOST: u32 = 16;
+
+fn two_level_1g_64k() -> TableGeometry {
+    TableGeometry::ioda2(Iova(1 << 59), PageShift::K64, 1 << 30, 2, K64_HOST).unwrap()
+}
+
+#[test]
+fn table_memory_holds_entries_big_endian() {
+    let g = TableGeometry::flat(Iova(0), PageShift::K4, 16).unwrap();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    t.set(TceIndex(3), Tce(0x0123_4567_89ab_c003)).unwrap();
+    assert_eq!(
+        t.get_be_bytes(TceIndex(3)).unwrap(),
+        [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xc0, 0x03]
+    );
+    assert_eq!(t.get(TceIndex(3)).unwrap(), Tce(0x0123_4567_89ab_c003));
+}
+
+#[test]
+fn entries_are_stored_verbatim_without_write_implies_read() {
+    let g = TableGeometry::flat(Iova(0), PageShift::K4, 4).unwrap();
+    let t: TceTable<Gpa> = TceTable::new(g, TableOptions::default()).unwrap();
+    t.set(TceIndex(0), Tce(u64::MAX)).unwrap();
+    t.set(TceIndex(1), Tce(0x5000_0002)).unwrap();
+    assert_eq!(t.get(TceIndex(0)).unwrap(), Tce(u64::MAX));
+    assert_eq!(t.get(TceIndex(1)).unwrap(), Tce(0x5000_0002));
+}
+
+#[test]
+fn powernv_option_stores_write_only_entries_as_read_write() {
+    let t: TceTable = TceTable::new(two_level_1g_64k(), TableOptions::powernv()).unwrap();
+    let i = two_level_1g_64k().first_index();
+    t.set(i, Tce::new(0x10_0000, TcePerm::WRITE)).unwrap();
+    assert_eq!(t.get(i).unwrap().perm(), TcePerm::READ_WRITE);
+    let old = t.exchange(i, Tce::new(0x20_0000, TcePerm::WRITE)).unwrap();
+    assert_eq!(old, Tce(0x10_0003));
+    assert_eq!(t.get(i).unwrap(), Tce(0x20_0003));
+}
+
+#[test]
+fn index_outside_the_window_is_a_typed_error_and_changes_nothing() {
+    let g = two_level_1g_64k();
+    let t: TceTable = TceTable::new(g, TableOptions::powernv()).unwrap();
+    let before = t.allocated_bytes();
+    let past = g.end_index();
+    let below = TceIndex(g.first_index().0 - 1);
+    for i in [past, below, TceIndex(0)] {
+        assert_eq!(
+            t.set(i, Tce(0x1003)),
+            Err(TceError::IndexOutOfWindow {
+                index: i,
+                first: g.first_index(),
+                end: g.end_index()
+            })
+        );
+        assert!(matches!(t.get(i), Err(TceError::IndexOutOfWindow { .. })));
+    }
+    assert!(matches!(
+        t.put_batch(TceIndex(past.0 - 1), &[Tce(0x1003), Tce(0x2003)]),
+        Err(TceError::RangeOutOfWindow { count: 2, .. })
+    ));
+    assert!(matches!(
+        t.clear(g.first_index(), g.entries() + 1),
+        Err(TceError::RangeOutOfWindow { .. })
+    ));
+    assert_eq!(t.allocated_bytes(), before);
+    assert_eq!(t.count_mapped(), 0);
+}
+
+#[test]
+fn lower_levels_are_allocated_on_first_write_only() {
+    let g = two_level_1g_64k();
+    let t: TceTable = TceTable::new(g, TableOptions::powernv()).unwrap();
+    let top = g.top_bytes();
+    assert_eq!((t.allocated_bytes(), t.allocated_leaves()), (top, 0));
+    let i = TceIndex(g.first_index().0 + 5000);
+    // Reads, translations, clears and exchanges with an empty entry never allocate.
+    assert_eq!(t.get(i).unwrap(), Tce::EMPTY);
+    assert!(t
+        .translate(Iova((1 << 59) + (5000 << 16)), Access::Read)
+        .is_err());
+    assert_eq!(
+        t.clear(g.first_index(), g.entries())
+            .unwrap()
+            .leaves_visited,
+        0
+    );
+    assert_eq!(t.exchange(i, Tce::EMPTY).unwrap(), Tce::EMPTY);
+    assert_eq!(t.allocated_bytes(), top);
+    // The first write allocates exactly one leaf.
+    t.set(i, Tce(0x4000_0003)).unwrap();
+    assert_eq!(t.allocated_leaves(), 1);
+    assert_eq!(t.allocated_bytes(), top + g.lower_level_bytes());
+}
+
+#[test]
+fn five_level_table_allocates_one_path_per_write() {
+    // The IODA2 rule never allows 5 levels (9 bits * 5 + 12 >= 55 even with 4K host
+    // pages), so the general constructor builds one: 5 levels of 8 index bits.
+    assert!(TableGeometry::ioda2(Iova(0), PageShift::K4, 1 << 52, 5, 12).is_err());
+    let g = TableGeometry::new(Iova(0), PageShift::K4, 1 << 40, 5, 8).unwrap();
+    assert_eq!(g.levels(), 5);
+    let t: TceTable = TceTable::new(g, TableOptions::powernv()).unwrap();
+    t.set(TceIndex((1 << 40) - 1), Tce(0x7000_0001)).unwrap();
+    // One write = top + 4 lower levels on its path.
+    assert_eq!(
+        t.allocated_bytes(),
+        g.top_bytes() + 4 * g.lower_level_bytes()
+    );
+    assert_eq!(t.allocated_leaves(), 1);
+    assert_eq!(
+        t.translate(Iova(((1 << 40) - 1) << 12 | 0x123), Access::Read),
+        Ok(Hpa(0x7000_0123))
+    );
+}
+
+#[test]
+fn exchange_returns_the_old_entry() {
+    let t: TceTable = TceTable::new(two_level_1g_64k(), TableOptions::default()).unwrap();
+    let i = two_level_1g_64k().first_index();
+    assert_eq!(t.exchange(i, Tce(0x1_0001)).unwrap(), Tce::EMPTY);
+    assert_eq!(t.exchange(i, Tce(0x2_0002)).unwrap(), Tce(0x1_0001));
+    assert_eq!(t.exchange(i, Tce::EMPTY).unwrap(), Tce(0x2_0002));
+    assert_eq!(t.get(i).unwrap().direction(), DmaDirection::None);
+}
+
+#[test]
+fn clear_reports_every_old_entry_and_missing_levels_count_as_empty() {
+    let g = two_level_1g_64k();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    let f = g.first_index().0;
+    t.set(TceIndex(f + 1), Tce(0x1_0001)).unwrap();
+    t.set(TceIndex(f + 9000), Tce(0x2_0002)).unwrap();
+    let mut seen = Vec::new();
+    let stats = t
+        .clear_with(g.first_index(), g.entries(), |i, old| seen.push((i, old)))
+        .unwrap();
+    assert_eq!(
+        seen,
+        [
+            (TceIndex(f + 1), Tce(0x1_0001)),
+            (TceIndex(f + 9000), Tce(0x2_0002))
+        ]
+    );
+    assert_eq!(
+        stats,
+        ClearStats {
+            cleared: 2,
+            leaves_visited: 2
+        }
+    );
+    assert_eq!(t.count_mapped(), 0);
+}
+
+#[test]
+fn batched_put_writes_up_to_512_entries_and_refuses_more() {
+    let g = two_level_1g_64k();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    // Straddles a leaf boundary (8192 entries per leaf with 64K host pages).
+    let first = TceIndex(g.first_index().0 + 8192 - 100);
+    let tces: Vec<Tce> = (0..512).map(|k| Tce(((k + 1) << 16) | 1)).collect();
+    t.put_batch(first, &tces).unwrap();
+    assert_eq!(t.allocated_leaves(), 2);
+    for (k, tce) in tces.iter().enumerate() {
+        assert_eq!(t.get(TceIndex(first.0 + k as u64)).unwrap(), *tce);
+    }
+    let too_many = vec![Tce(0x1001); 513];
+    assert_eq!(
+        t.put_batch(first, &too_many),
+        Err(TceError::BatchTooLarge { len: 513, max: 512 })
+    );
+}
+
+#[test]
+fn allocation_failure_is_an_error_and_writes_nothing() {
+    let g = two_level_1g_64k();
+    // Budget: the top level and one leaf.
+    let opts = TableOptions {
+        max_bytes: g.top_bytes() + g.lower_level_bytes(),
+        ..TableOptions::default()
+    };
+    let t: TceTable = TceTable::new(g, opts).unwrap();
+    let f = g.first_index().0;
+    t.set(TceIndex(f), Tce(0x1001)).unwrap();
+    let second_leaf = TceIndex(f + 8192);
+    assert_eq!(
+        t.set(second_leaf, Tce(0x2001)),
+        Err(TceError::AllocFailed {
+            bytes: g.lower_level_bytes()
+        })
+    );
+    // A batch straddling into the missing leaf fails before writing its first half.
+    let batch = vec![Tce(0x3001); 4];
+    assert!(matches!(
+        t.put_batch(TceIndex(f + 8190), &batch),
+        Err(TceError::AllocFailed { .. })
+    ));
+    assert_eq!(t.get(TceIndex(f + 8190)).unwrap(), Tce::EMPTY);
+    assert_eq!(t.count_mapped(), 1);
+    // A top level over budget fails at creation.
+    let tiny = TableOptions {
+        max_bytes: 8,
+        ..TableOptions::default()
+    };
+    assert!(matches!(
+        TceTable::<Hpa>::new(g, tiny),
+        Err(TceError::AllocFailed { .. })
+    ));
+}
+
+#[test]
+fn translate_says_why_it_faults() {
+    let g = TableGeometry::flat(Iova(0x1000_0000), PageShift::K4, 4).unwrap();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    let base = 0x1000_0000u64;
+    t.set(TceIndex((base >> 12) + 1), Tce::new(0xAB000, TcePerm::READ))
+        .unwrap();
+    assert_eq!(
+        t.translate(Iova(base - 1), Access::Read),
+        Err(Fault::OutsideWindow {
+            iova: Iova(base - 1)
+        })
+    );
+    assert_eq!(
+        t.translate(Iova(base + 0x4000), Access::Read),
+        Err(Fault::OutsideWindow {
+            iova: Iova(base + 0x4000)
+        })
+    );
+    assert_eq!(
+        t.translate(Iova(base + 0x10), Access::Read),
+        Err(Fault::NoEntry {
+            iova: Iova(base + 0x10),
+            index: TceIndex(base >> 12)
+        })
+    );
+    assert_eq!(
+        t.translate(Iova(base + 0x1010), Access::Write),
+        Err(Fault::Permission {
+            iova: Iova(base + 0x1010),
+            index: TceIndex((base >> 12) + 1),
+            tce: Tce(0xAB001),
+            access: Access::Write
+        })
+    );
+    assert_eq!(
+        t.translate(Iova(base + 0x1010), Access::Read),
+        Ok(Hpa(0xAB010))
+    );
+}
+
+#[test]
+fn every_update_reports_its_range_to_the_kill_hook() {
+    let g = two_level_1g_64k();
+    let kills = Arc::new(KillCounter::default());
+    let t: TceTable<Hpa, Arc<KillCounter>> =
+        TceTable::with_kill(g, TableOptions::default(), kills.clone()).unwrap();
+    let f = g.first_index();
+    t.set(f, Tce(0x1001)).unwrap();
+    t.exchange(f, Tce(0x2001)).unwrap();
+    t.put_batch(f, &[Tce(0x3001); 10]).unwrap();
+    t.fill(f, 20, Tce(0x4001)).unwrap();
+    t.clear(f, 30).unwrap();
+    assert_eq!(
+        (kills.range_kills(), kills.entries_killed()),
+        (5, 1 + 1 + 10 + 20 + 30)
+    );
+    // xchg_no_kill does not invalidate; the caller does, once.
+    t.exchange_no_kill(f, Tce(0x5001)).unwrap();
+    assert_eq!(kills.range_kills(), 5);
+    t.kill(f, 1);
+    t.kill_all();
+    assert_eq!((kills.range_kills(), kills.window_kills()), (6, 1));
+}
+
+#[test]
+fn mapped_runs_coalesce_contiguous_pages_with_the_same_permission() {
+    let g = TableGeometry::flat(Iova(0), PageShift::K4, 64).unwrap();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    for k in 0..8u64 {
+        t.set(TceIndex(k), Tce((0x10_0000 + (k << 12)) | 3))
+            .unwrap();
+    }
+    t.set(TceIndex(8), Tce(0x90_0000 | 1)).unwrap();
+    t.set(TceIndex(20), Tce(0x91_0000 | 1)).unwrap();
+    let runs = t.mapped_runs();
+    assert_eq!(runs.len(), 3);
+    assert_eq!((runs[0].first, runs[0].count), (TceIndex(0), 8));
+    assert_eq!((runs[1].first, runs[1].count), (TceIndex(8), 1));
+    assert_eq!((runs[2].first, runs[2].count), (TceIndex(20), 1));
+}
+
+#[test]
+fn one_gigabyte_pages_and_sixteen_gigabyte_pages_translate() {
+    for ps in [PageShift::G1, PageShift::G16] {
+        let g = TableGeometry::flat(Iova(0), ps, 4).unwrap();
+        let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        let page = ps.size();
+        t.set(TceIndex(2), Tce((5 * page) | 3)).unwrap();
+        assert_eq!(
+            t.translate(Iova(2 * page + 77), Access::Write),
+            Ok(Hpa(5 * page + 77))
+        );
+    }
+}

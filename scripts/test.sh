@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: every crate's unit, integration, property and doc tests, the fuzz
+# corpus replays, the examples, and the loom model of the TCE level publication.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace --locked
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p spapr-tce --test loom --release --locked
