@@ -94,6 +94,10 @@ impl Comparison {
             });
         }
         group.finish();
+        if ours_acc.iters.get() == 0 || base_acc.iters.get() == 0 {
+            // Filtered out on the command line: nothing measured, nothing to report.
+            return;
+        }
         let row = Row {
             name: name.to_string(),
             ours_ns: ours_acc.mean(),

@@ -173,11 +173,14 @@ impl TableGeometry {
             .wrapping_sub(self.bus_offset >> self.page_shift.shift())
             < self.entries
     }
-    /// The window-relative index of a bus address, if it lies in the window.
-    #[inline]
+    /// The window-relative index of a bus address, if it lies in the window. One
+    /// comparison: below the window the wrapping difference is at least the window size
+    /// (the window ends at or below 2^64 and its offset is page aligned), so it fails the
+    /// same test as an address past the end (QEMU's index check works the same way).
+    #[inline(always)]
     pub const fn relative_index(&self, iova: Iova) -> Option<u64> {
         let rel = iova.0.wrapping_sub(self.bus_offset) >> self.page_shift.shift();
-        if iova.0 >= self.bus_offset && rel < self.entries {
+        if rel < self.entries {
             Some(rel)
         } else {
             None

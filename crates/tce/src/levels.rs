@@ -106,18 +106,38 @@ impl LevelTree {
         (1u64 << self.level_bits) - 1
     }
 
-    /// The leaf slot of `rel`, without allocating. `rel` must be inside the window (the
-    /// caller checked it against the geometry, which also bounds the top index).
-    #[inline]
+    /// The leaf slot of `rel`, without allocating. The caller guarantees `rel` is inside
+    /// the window (`rel < geometry.entries()`), which bounds the top-level index.
+    #[inline(always)]
     pub(crate) fn slot(&self, rel: u64) -> Option<&AtomicU64> {
         match &self.top {
             Top::Leaf(leaf) => leaf.get(rel as usize),
             Top::Dir(dir) => {
-                let leaf = self.walk(dir, rel, false).ok()??;
+                let leaf = self.walk_read(dir, rel)?;
                 // SAFETY: `leaf` is the first slot of a live leaf of `level_len()` slots (I1),
                 // and the masked index is below `level_len()`.
                 Some(unsafe { &*leaf.add((rel & self.mask()) as usize) })
             }
+        }
+    }
+
+    /// Read-only walk: the first slot of the leaf holding `rel`, if it exists.
+    #[inline(always)]
+    fn walk_read(&self, top: &[Child], rel: u64) -> Option<*const AtomicU64> {
+        let mut shift = (self.levels - 1) * self.level_bits;
+        let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
+        loop {
+            if child.is_null() {
+                return None;
+            }
+            shift -= self.level_bits;
+            if shift == 0 {
+                return Some(child as *const AtomicU64);
+            }
+            let idx = ((rel >> shift) & self.mask()) as usize;
+            // SAFETY: `child` is a live directory level of `level_len()` slots (I1; not a
+            // leaf since `shift > 0` below it); `idx` is masked below `level_len()`.
+            child = unsafe { &*(child as *const Child).add(idx) }.load(Ordering::Acquire);
         }
     }
 

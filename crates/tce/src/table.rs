@@ -53,6 +53,13 @@ pub struct ClearStats {
     pub leaves_visited: u64,
 }
 
+/// Where a batched write takes its entries from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Slice(&'a [Tce]),
+    Repeat(Tce),
+}
+
 /// A run of consecutive entries mapping consecutive pages with the same permission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MappedRun {
@@ -159,24 +166,23 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         }
     }
 
-    #[inline]
+    /// The entry as stored: write-implies-read applied (branch-free), big-endian.
+    #[inline(always)]
     fn stored(&self, tce: Tce) -> u64 {
-        let t = if self.write_implies_read {
-            tce.with_write_implies_read()
-        } else {
-            tce
-        };
-        t.0.to_be()
+        let read_if_write = (tce.0 >> 1) & u64::from(self.write_implies_read);
+        (tce.0 | read_if_write).to_be()
     }
 
     /// The entry at `index` (0 where no level exists). Never allocates.
     #[inline]
     pub fn get(&self, index: TceIndex) -> Result<Tce, TceError> {
         let rel = self.rel(index)?;
+        // Relaxed: the entry is a value, nothing is published through it; the level
+        // pointers on the way were loaded with Acquire.
         Ok(Tce(self
             .tree
             .slot(rel)
-            .map_or(0, |s| u64::from_be(s.load(Ordering::Acquire)))))
+            .map_or(0, |s| u64::from_be(s.load(Ordering::Relaxed)))))
     }
 
     /// The entry at `index` as the hardware holds it in memory (big-endian bytes).
@@ -227,7 +233,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                 max: MAX_BATCH,
             });
         }
-        self.write_runs(first, tces.len() as u64, |i| tces[i])
+        self.write_runs(first, tces.len() as u64, Source::Slice(tces))
     }
 
     /// Writes the same entry to `count` consecutive entries from `first` (H_STUFF_TCE),
@@ -237,16 +243,11 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         if tce.is_empty() {
             return self.clear(first, count).map(drop);
         }
-        self.write_runs(first, count, |_| tce)
+        self.write_runs(first, count, Source::Repeat(tce))
     }
 
     /// Shared body of batched writes: check, pre-allocate, write leaf by leaf, kill once.
-    fn write_runs(
-        &self,
-        first: TceIndex,
-        count: u64,
-        value: impl Fn(usize) -> Tce,
-    ) -> Result<(), TceError> {
+    fn write_runs(&self, first: TceIndex, count: u64, src: Source<'_>) -> Result<(), TceError> {
         let rel = self.rel_range(first, count)?;
         if count == 0 {
             return Ok(());
@@ -261,16 +262,26 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         let mut done = 0usize;
         let mut r = rel;
         while r < rel + count {
-            let n = ((r / leaf + 1) * leaf).min(rel + count) - r;
+            let n = (((r / leaf + 1) * leaf).min(rel + count) - r) as usize;
             let run = self
                 .tree
-                .leaf_run(r, n as usize, false)?
+                .leaf_run(r, n, false)?
                 .ok_or(TceError::AllocFailed { bytes: 0 })?;
-            for (k, slot) in run.iter().enumerate() {
-                slot.store(self.stored(value(done + k)), Ordering::Release);
+            match src {
+                Source::Slice(tces) => {
+                    for (slot, tce) in run.iter().zip(&tces[done..done + n]) {
+                        slot.store(self.stored(*tce), Ordering::Release);
+                    }
+                }
+                Source::Repeat(tce) => {
+                    let v = self.stored(tce);
+                    for slot in run {
+                        slot.store(v, Ordering::Release);
+                    }
+                }
             }
-            done += n as usize;
-            r += n;
+            done += n;
+            r += n as u64;
         }
         self.kill.kill_range(first, count);
         Ok(())
@@ -326,32 +337,44 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
 
     /// Translates a device access at bus address `iova`: the real address it reaches, or
     /// the fault the hardware would raise.
-    #[inline]
+    #[inline(always)]
     pub fn translate(&self, iova: Iova, access: Access) -> Result<A, Fault> {
         let g = &self.geometry;
         let Some(rel) = g.relative_index(iova) else {
             return Err(Fault::OutsideWindow { iova });
         };
+        // Relaxed: see `get`.
         let raw = self
             .tree
             .slot(rel)
-            .map_or(0, |s| u64::from_be(s.load(Ordering::Acquire)));
-        let tce = Tce(raw);
-        let index = TceIndex(g.first_index().0 + rel);
-        if raw & 3 == 0 {
-            // Neither read nor write: an empty (or poisoned) entry.
-            return Err(Fault::NoEntry { iova, index });
-        }
-        if !tce.perm().permits(access) {
-            return Err(Fault::Permission {
-                iova,
-                index,
-                tce,
-                access,
-            });
+            .map_or(0, |s| u64::from_be(s.load(Ordering::Relaxed)));
+        let need = match access {
+            Access::Read => 1,
+            Access::Write => 2,
+        };
+        if raw & need == 0 {
+            return Err(self.fault(iova, rel, raw, access));
         }
         let mask = g.page_shift().offset_mask();
         Ok(A::from_raw((raw & !mask) | (iova.0 & mask)))
+    }
+
+    /// Builds the fault of a refused access (kept out of the translation fast path).
+    #[cold]
+    #[inline(never)]
+    fn fault(&self, iova: Iova, rel: u64, raw: u64, access: Access) -> Fault {
+        let index = TceIndex(self.geometry.first_index().0 + rel);
+        if raw & 3 == 0 {
+            // Neither read nor write: an empty (or poisoned) entry.
+            Fault::NoEntry { iova, index }
+        } else {
+            Fault::Permission {
+                iova,
+                index,
+                tce: Tce(raw),
+                access,
+            }
+        }
     }
 
     /// Calls `f(index, tce)` for every non-zero entry in `[first, first + count)`, visiting
