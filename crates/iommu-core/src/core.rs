@@ -1,0 +1,925 @@
+//! The core (`drivers/iommu/iommu.c`): instances, buses, devices, probing, groups, default
+//! domains, driver binding and DMA ownership.
+//!
+//! Locking: the core's state is under one mutex, each group's state under its own; the
+//! order is always core, then group. Driver callbacks run under the core lock and must not
+//! call back into the core, except [`Core::alloc_group`], which takes no core lock.
+
+use crate::check::{Rule, Violation};
+use crate::device::{BusType, DeviceId, DeviceInfo, DriverBinding};
+use crate::domain::{AttachCtx, Domain, DomainType};
+use crate::errno::Errno;
+use crate::group::{Group, GroupId, GroupInner, GroupState, OwnerCookie};
+use crate::ops::{Cap, IommuOps};
+use crate::trace::{Event, EventKind};
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// A registered hardware IOMMU instance (`struct iommu_device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(pub usize);
+
+struct Instance {
+    name: String,
+    ops: Arc<dyn IommuOps>,
+}
+
+struct DeviceEntry {
+    info: DeviceInfo,
+    iommu: Option<InstanceId>,
+    group: Option<Group>,
+    driver: Option<DriverBinding>,
+}
+
+#[derive(Default)]
+struct State {
+    instances: Vec<Instance>,
+    buses: BTreeSet<BusType>,
+    devices: Vec<Option<DeviceEntry>>,
+    trace: Vec<Event>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    groups: Mutex<Vec<Weak<GroupInner>>>,
+    live_after_prune: std::sync::atomic::AtomicUsize,
+    next_group: AtomicU64,
+}
+
+/// One IOMMU core. Cheap to clone (a handle); many cores live side by side.
+#[derive(Clone)]
+pub struct Core(Arc<Shared>);
+
+impl Default for Core {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Summary of one device for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceView {
+    /// Handle.
+    pub id: DeviceId,
+    /// Description.
+    pub info: DeviceInfo,
+    /// Instance that probed it.
+    pub iommu: Option<String>,
+    /// Its group's name.
+    pub group: Option<String>,
+    /// Bound driver.
+    pub driver: Option<DriverBinding>,
+}
+
+/// Summary of one group for listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupView {
+    /// Id.
+    pub id: GroupId,
+    /// Name.
+    pub name: String,
+    /// Devices, in join order.
+    pub devices: Vec<DeviceId>,
+    /// Current domain type.
+    pub domain: Option<DomainType>,
+    /// Default domain type.
+    pub default_domain: Option<DomainType>,
+    /// Owner cookie.
+    pub owner: Option<OwnerCookie>,
+    /// `owner_cnt`.
+    pub owner_cnt: u32,
+}
+
+impl Core {
+    /// A core with the PCI and platform buses registered (`iommu_init`).
+    pub fn new() -> Self {
+        let core = Core(Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            groups: Mutex::new(Vec::new()),
+            live_after_prune: std::sync::atomic::AtomicUsize::new(0),
+            next_group: AtomicU64::new(0),
+        }));
+        {
+            let mut st = core.state();
+            st.buses.insert(BusType::Pci);
+            st.buses.insert(BusType::Platform);
+            st.buses.insert(BusType::Vio);
+        }
+        core
+    }
+
+    /// A core with no bus registered yet, for modelling boot order.
+    pub fn without_buses() -> Self {
+        Core(Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            groups: Mutex::new(Vec::new()),
+            live_after_prune: std::sync::atomic::AtomicUsize::new(0),
+            next_group: AtomicU64::new(0),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a bus type (`bus_register`); devices on it are probed by instances
+    /// registered afterwards, and devices already on it are probed by every instance now.
+    pub fn register_bus(&self, bus: BusType) {
+        let mut st = self.state();
+        if st.buses.insert(bus) {
+            let ids: Vec<DeviceId> = live_devices(&st)
+                .filter(|d| dev_bus(&st, *d) == Some(bus))
+                .collect();
+            for d in ids {
+                let _ = probe_locked(&mut st, d);
+            }
+        }
+    }
+
+    /// Registers a hardware instance (`iommu_device_register`) and probes every device
+    /// already present on every registered bus.
+    pub fn register_instance(&self, name: &str, ops: Arc<dyn IommuOps>) -> InstanceId {
+        let mut st = self.state();
+        let id = InstanceId(st.instances.len());
+        st.instances.push(Instance {
+            name: name.to_string(),
+            ops,
+        });
+        push_event(
+            &mut st,
+            EventKind::RegisterInstance,
+            None,
+            None,
+            name.to_string(),
+        );
+        let ids: Vec<DeviceId> = live_devices(&st)
+            .filter(|d| dev_bus(&st, *d).is_some_and(|b| st.buses.contains(&b)))
+            .collect();
+        for d in ids {
+            let _ = probe_locked(&mut st, d);
+        }
+        id
+    }
+
+    /// Allocates a group (`iommu_group_alloc` + `iommu_group_set_iommudata` + name). The
+    /// caller holds the returned reference; `release` runs when the last reference goes.
+    /// Takes no core lock, so `device_group` callbacks may call it.
+    pub fn alloc_group(
+        &self,
+        name: Option<String>,
+        data: Box<dyn Any + Send + Sync>,
+        release: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Group {
+        let id = GroupId(self.0.next_group.fetch_add(1, Ordering::Relaxed));
+        let name = name.unwrap_or_else(|| id.0.to_string());
+        let g = Group::new(id, name, data, release);
+        let mut groups = self.0.groups.lock().unwrap_or_else(|p| p.into_inner());
+        // Prune dead entries only when the list doubled since the last prune: amortised
+        // O(1) per allocation, so creating N groups stays linear.
+        if groups.len() >= 2 * self.0.live_after_prune.load(Ordering::Relaxed).max(16) {
+            groups.retain(|w| w.strong_count() > 0);
+            self.0
+                .live_after_prune
+                .store(groups.len(), Ordering::Relaxed);
+        }
+        groups.push(g.downgrade());
+        g
+    }
+
+    /// Adds a device to its bus; probed at once if an instance claims it and the bus is
+    /// registered (the bus notifier). A probe failure is recorded in the trace and leaves
+    /// the device without an IOMMU, as the kernel does.
+    pub fn add_device(&self, info: DeviceInfo) -> DeviceId {
+        let mut st = self.state();
+        let id = DeviceId(st.devices.len());
+        let bus = info.addr.bus();
+        push_event(
+            &mut st,
+            EventKind::AddDevice,
+            Some(info.name.clone()),
+            None,
+            info.addr.to_string(),
+        );
+        st.devices.push(Some(DeviceEntry {
+            info,
+            iommu: None,
+            group: None,
+            driver: None,
+        }));
+        if st.buses.contains(&bus) {
+            let _ = probe_locked(&mut st, id);
+        }
+        id
+    }
+
+    /// `iommu_probe_device`: probes one device explicitly (POWER's `iommu_add_device`
+    /// after the PE is set up). Ok if the device now has a group.
+    pub fn probe_device(&self, dev: DeviceId) -> Result<(), Errno> {
+        let mut st = self.state();
+        entry(&st, dev)?;
+        probe_locked(&mut st, dev)
+    }
+
+    /// Removes a device: unbinds its driver, leaves its group (dropping its reference) and
+    /// tells the driver (`release_device`).
+    pub fn remove_device(&self, dev: DeviceId) -> Result<(), Errno> {
+        let mut st = self.state();
+        entry(&st, dev)?;
+        if st.devices[dev.0]
+            .as_ref()
+            .is_some_and(|e| e.driver.is_some())
+        {
+            unbind_locked(&mut st, dev)?;
+        }
+        let Some(e) = st.devices[dev.0].take() else {
+            return Err(Errno::Enodev);
+        };
+        if let Some(g) = &e.group {
+            g.lock().devices.retain(|d| *d != dev);
+        }
+        if let Some(i) = e.iommu {
+            st.instances[i.0].ops.release_device(&e.info);
+        }
+        let group_name = e.group.as_ref().map(|g| g.name().to_string());
+        push_event(
+            &mut st,
+            EventKind::RemoveDevice,
+            Some(e.info.name.clone()),
+            group_name,
+            String::new(),
+        );
+        drop(st);
+        drop(e); // the device's group reference goes here
+        Ok(())
+    }
+
+    /// The device's group (`iommu_group_get`), as a new counted reference.
+    pub fn device_group(&self, dev: DeviceId) -> Result<Option<Group>, Errno> {
+        let st = self.state();
+        Ok(entry(&st, dev)?.group.clone())
+    }
+
+    /// The device's description.
+    pub fn device_info(&self, dev: DeviceId) -> Result<DeviceInfo, Errno> {
+        let st = self.state();
+        Ok(entry(&st, dev)?.info.clone())
+    }
+
+    /// Finds a live device by name.
+    pub fn find_device(&self, name: &str) -> Option<DeviceId> {
+        let st = self.state();
+        let found = live_devices(&st).find(|d| {
+            st.devices[d.0]
+                .as_ref()
+                .is_some_and(|e| e.info.name == name)
+        });
+        found
+    }
+
+    /// `device_iommu_capable`: false for a device without an IOMMU.
+    pub fn device_capable(&self, dev: DeviceId, cap: Cap) -> Result<bool, Errno> {
+        let st = self.state();
+        let e = entry(&st, dev)?;
+        Ok(match e.iommu {
+            Some(i) => st.instances[i.0].ops.capable(&e.info, cap),
+            None => false,
+        })
+    }
+
+    /// Binds a driver (`really_probe` → `iommu_device_use_default_domain` unless the driver
+    /// manages DMA itself). -EBUSY if the group is user-owned; -EBUSY if a driver is bound.
+    pub fn bind_driver(
+        &self,
+        dev: DeviceId,
+        name: &str,
+        driver_managed_dma: bool,
+    ) -> Result<(), Errno> {
+        let mut st = self.state();
+        let e = entry(&st, dev)?;
+        if e.driver.is_some() {
+            return Err(Errno::Ebusy);
+        }
+        if !driver_managed_dma {
+            if let Some(g) = &e.group {
+                let mut gs = g.lock();
+                if gs.owner_cnt > 0
+                    && (!same_domain(&gs.domain, &gs.default_domain) || gs.owner.is_some())
+                {
+                    return Err(Errno::Ebusy);
+                }
+                gs.owner_cnt += 1;
+            }
+        }
+        let gname = e.group.as_ref().map(|g| g.name().to_string());
+        let dname = e.info.name.clone();
+        if let Some(Some(e)) = st.devices.get_mut(dev.0) {
+            e.driver = Some(DriverBinding {
+                name: name.to_string(),
+                driver_managed_dma,
+            });
+        }
+        push_event(
+            &mut st,
+            EventKind::DriverBind,
+            Some(dname),
+            gname,
+            name.to_string(),
+        );
+        Ok(())
+    }
+
+    /// Unbinds the device's driver (`iommu_device_unuse_default_domain`). -ENODEV if none.
+    pub fn unbind_driver(&self, dev: DeviceId) -> Result<(), Errno> {
+        let mut st = self.state();
+        entry(&st, dev)?;
+        unbind_locked(&mut st, dev)
+    }
+
+    /// `iommu_group_claim_dma_owner`: the whole group for `owner`, exclusively. The claim is
+    /// released when the returned guard is dropped (or by [`GroupClaim::release`]).
+    pub fn claim_group(&self, group: &Group, owner: OwnerCookie) -> Result<GroupClaim, Errno> {
+        if owner == OwnerCookie::NULL {
+            return Err(Errno::Einval);
+        }
+        let mut st = self.state();
+        {
+            let mut gs = group.lock();
+            if gs.owner_cnt != 0 {
+                return Err(Errno::Eperm);
+            }
+            take_ownership(&st, group, &mut gs, owner)?;
+        }
+        push_event(
+            &mut st,
+            EventKind::Ownership,
+            None,
+            Some(group.name().to_string()),
+            format!("claimed by {:#x}", owner.0),
+        );
+        Ok(GroupClaim {
+            core: self.clone(),
+            group: group.clone(),
+            owner,
+            live: true,
+        })
+    }
+
+    /// `iommu_device_claim_dma_owner`: shares the group with other claims of the same
+    /// owner. -ENODEV if the device has no group; -EPERM if another owner or a kernel
+    /// driver holds it.
+    pub fn claim_device(&self, dev: DeviceId, owner: OwnerCookie) -> Result<DeviceClaim, Errno> {
+        if owner == OwnerCookie::NULL {
+            return Err(Errno::Einval);
+        }
+        let mut st = self.state();
+        let group = entry(&st, dev)?.group.clone().ok_or(Errno::Enodev)?;
+        {
+            let mut gs = group.lock();
+            if gs.owner_cnt != 0 {
+                if gs.owner != Some(owner) {
+                    return Err(Errno::Eperm);
+                }
+                gs.owner_cnt += 1;
+            } else {
+                take_ownership(&st, &group, &mut gs, owner)?;
+            }
+        }
+        push_event(
+            &mut st,
+            EventKind::Ownership,
+            None,
+            Some(group.name().to_string()),
+            format!("device claim by {:#x}", owner.0),
+        );
+        Ok(DeviceClaim {
+            core: self.clone(),
+            group,
+            owner,
+            live: true,
+        })
+    }
+
+    /// `iommu_group_dma_owner_claimed`: true while any owner or kernel driver uses the group.
+    pub fn owner_claimed(&self, group: &Group) -> bool {
+        group.lock().owner_cnt != 0
+    }
+
+    /// Every live device.
+    pub fn devices(&self) -> Vec<DeviceView> {
+        let st = self.state();
+        live_devices(&st)
+            .filter_map(|d| {
+                let e = st.devices[d.0].as_ref()?;
+                Some(DeviceView {
+                    id: d,
+                    info: e.info.clone(),
+                    iommu: e.iommu.map(|i| st.instances[i.0].name.clone()),
+                    group: e.group.as_ref().map(|g| g.name().to_string()),
+                    driver: e.driver.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every live group (`iommu_group` kset listing), in creation order.
+    pub fn groups(&self) -> Vec<Group> {
+        let groups = self.0.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups
+            .iter()
+            .filter_map(|w| w.upgrade().map(Group))
+            .collect()
+    }
+
+    /// A group's summary.
+    pub fn group_view(&self, g: &Group) -> GroupView {
+        let gs = g.lock();
+        GroupView {
+            id: g.id(),
+            name: g.name().to_string(),
+            devices: gs.devices.clone(),
+            domain: gs.domain.as_ref().map(|d| d.ty()),
+            default_domain: gs.default_domain.as_ref().map(|d| d.ty()),
+            owner: gs.owner,
+            owner_cnt: gs.owner_cnt,
+        }
+    }
+
+    /// Instance names, in registration order.
+    pub fn instances(&self) -> Vec<String> {
+        self.state()
+            .instances
+            .iter()
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
+    /// Takes the trace recorded so far.
+    pub fn take_trace(&self) -> Vec<Event> {
+        std::mem::take(&mut self.state().trace)
+    }
+
+    /// Records an event on behalf of a layer above (VFIO, the platform).
+    pub fn record(
+        &self,
+        kind: EventKind,
+        device: Option<String>,
+        group: Option<String>,
+        detail: String,
+    ) {
+        push_event(&mut self.state(), kind, device, group, detail);
+    }
+
+    /// Checks the invariants of kernel.md section 3 that the core can see, plus what each
+    /// driver reports of kernel translations left for user-owned groups.
+    pub fn check(&self) -> Vec<Violation> {
+        let st = self.state();
+        let mut v = Vec::new();
+        for d in live_devices(&st) {
+            let Some(e) = st.devices[d.0].as_ref() else {
+                continue;
+            };
+            if let Some(g) = &e.group {
+                let gs = g.lock();
+                if !gs.devices.contains(&d) {
+                    v.push(Violation::new(
+                        Rule::RefcountBalance,
+                        Some(&e.info.name),
+                        Some(g.name()),
+                        "device points to a group that does not list it".into(),
+                    ));
+                }
+            }
+        }
+        for g in self.groups() {
+            let gs = g.lock();
+            let mut kernel_drivers = 0u32;
+            for d in &gs.devices {
+                match st.devices.get(d.0).and_then(|e| e.as_ref()) {
+                    Some(e) if e.group.as_ref().is_some_and(|eg| eg.same(&g)) => {
+                        if e.driver.as_ref().is_some_and(|b| !b.driver_managed_dma) {
+                            kernel_drivers += 1;
+                            if gs.owner.is_some() {
+                                v.push(Violation::new(
+                                    Rule::NoKernelDriverOnUserGroup,
+                                    Some(&e.info.name),
+                                    Some(g.name()),
+                                    format!(
+                                        "driver {} bound while the group is owned",
+                                        e.driver.as_ref().map_or("", |b| b.name.as_str())
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    _ => v.push(Violation::new(
+                        Rule::RefcountBalance,
+                        None,
+                        Some(g.name()),
+                        format!("lists device {} that is gone or elsewhere", d.0),
+                    )),
+                }
+            }
+            // Every device holds a reference, plus this listing's own.
+            if g.ref_count() < gs.devices.len() + 1 {
+                v.push(Violation::new(
+                    Rule::RefcountBalance,
+                    None,
+                    Some(g.name()),
+                    format!(
+                        "{} references for {} devices",
+                        g.ref_count() - 1,
+                        gs.devices.len()
+                    ),
+                ));
+            }
+            match gs.owner {
+                None if gs.owner_cnt != kernel_drivers => v.push(Violation::new(
+                    Rule::RefcountBalance,
+                    None,
+                    Some(g.name()),
+                    format!(
+                        "owner_cnt {} but {} kernel drivers bound",
+                        gs.owner_cnt, kernel_drivers
+                    ),
+                )),
+                Some(_) if gs.owner_cnt == 0 => v.push(Violation::new(
+                    Rule::RefcountBalance,
+                    None,
+                    Some(g.name()),
+                    "owned with owner_cnt 0".into(),
+                )),
+                Some(_) => {
+                    if same_domain(&gs.domain, &gs.default_domain) && gs.default_domain.is_some() {
+                        v.push(Violation::new(
+                            Rule::NoKernelTranslationOnUserGroup,
+                            None,
+                            Some(g.name()),
+                            "user-owned group still attached to its default (kernel) domain".into(),
+                        ));
+                    }
+                    let ops = gs
+                        .devices
+                        .iter()
+                        .find_map(|d| st.devices.get(d.0)?.as_ref()?.iommu)
+                        .map(|i| st.instances[i.0].ops.clone());
+                    drop(gs);
+                    if let Some(ops) = ops {
+                        for entry in ops.kernel_translations_left(&g) {
+                            v.push(Violation::new(
+                                Rule::NoKernelTranslationOnUserGroup,
+                                None,
+                                Some(g.name()),
+                                entry,
+                            ));
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        v
+    }
+}
+
+/// A group-level DMA ownership claim; released on drop.
+pub struct GroupClaim {
+    core: Core,
+    group: Group,
+    owner: OwnerCookie,
+    live: bool,
+}
+
+impl GroupClaim {
+    /// The claimed group.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+    /// The owner.
+    pub fn owner(&self) -> OwnerCookie {
+        self.owner
+    }
+    /// `iommu_group_release_dma_owner`: gives the group back to the kernel (default domain
+    /// re-attached). Errors of the re-attach are returned; the claim is gone either way.
+    pub fn release(mut self) -> Result<(), Errno> {
+        self.live = false;
+        release_group(&self.core, &self.group, true)
+    }
+}
+
+impl Drop for GroupClaim {
+    fn drop(&mut self) {
+        if self.live {
+            let _ = release_group(&self.core, &self.group, true);
+        }
+    }
+}
+
+/// A device-level DMA ownership claim; released on drop.
+pub struct DeviceClaim {
+    core: Core,
+    group: Group,
+    owner: OwnerCookie,
+    live: bool,
+}
+
+impl DeviceClaim {
+    /// The group of the device.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+    /// The owner.
+    pub fn owner(&self) -> OwnerCookie {
+        self.owner
+    }
+    /// `iommu_device_release_dma_owner`: drops one use; the last one gives the group back.
+    pub fn release(mut self) -> Result<(), Errno> {
+        self.live = false;
+        release_group(&self.core, &self.group, false)
+    }
+}
+
+impl Drop for DeviceClaim {
+    fn drop(&mut self) {
+        if self.live {
+            let _ = release_group(&self.core, &self.group, false);
+        }
+    }
+}
+
+fn release_group(core: &Core, group: &Group, whole: bool) -> Result<(), Errno> {
+    let mut st = core.state();
+    let result = {
+        let mut gs = group.lock();
+        if gs.owner_cnt == 0 || gs.owner.is_none() {
+            // The kernel WARNs and does nothing (e.g. a group release already happened).
+            return Ok(());
+        }
+        if !whole && gs.owner_cnt > 1 {
+            gs.owner_cnt -= 1;
+            return Ok(());
+        }
+        gs.owner_cnt = 0;
+        gs.owner = None;
+        let default = gs.default_domain.clone();
+        set_domain(&st, group, &mut gs, default)
+    };
+    push_event(
+        &mut st,
+        EventKind::Ownership,
+        None,
+        Some(group.name().to_string()),
+        "released to the kernel".into(),
+    );
+    result
+}
+
+fn same_domain(a: &Option<Arc<Domain>>, b: &Option<Arc<Domain>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn entry(st: &State, dev: DeviceId) -> Result<&DeviceEntry, Errno> {
+    st.devices
+        .get(dev.0)
+        .and_then(|e| e.as_ref())
+        .ok_or(Errno::Enodev)
+}
+
+fn live_devices(st: &State) -> impl Iterator<Item = DeviceId> + '_ {
+    st.devices
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.is_some())
+        .map(|(i, _)| DeviceId(i))
+}
+
+fn dev_bus(st: &State, d: DeviceId) -> Option<BusType> {
+    st.devices.get(d.0)?.as_ref().map(|e| e.info.addr.bus())
+}
+
+fn push_event(
+    st: &mut State,
+    kind: EventKind,
+    device: Option<String>,
+    group: Option<String>,
+    detail: String,
+) {
+    let seq = st.trace.len() as u64;
+    st.trace.push(Event {
+        seq,
+        kind,
+        device,
+        group,
+        detail,
+    });
+}
+
+fn ops_of(st: &State, group: &GroupState) -> Option<Arc<dyn IommuOps>> {
+    group
+        .devices
+        .iter()
+        .find_map(|d| st.devices.get(d.0)?.as_ref()?.iommu)
+        .map(|i| st.instances[i.0].ops.clone())
+}
+
+/// `__iommu_take_dma_ownership`: switch to the (cached) blocking domain, then own.
+fn take_ownership(
+    st: &State,
+    group: &Group,
+    gs: &mut GroupState,
+    owner: OwnerCookie,
+) -> Result<(), Errno> {
+    if !same_domain(&gs.domain, &gs.default_domain) {
+        return Err(Errno::Ebusy);
+    }
+    if gs.blocking_domain.is_none() {
+        let ops = ops_of(st, gs).ok_or(Errno::Enodev)?;
+        let blocking = ops
+            .blocked_domain()
+            .or_else(|| ops.domain_alloc(DomainType::Blocked))
+            .or_else(|| ops.domain_alloc(DomainType::Unmanaged))
+            .ok_or(Errno::Enomem)?;
+        gs.blocking_domain = Some(blocking);
+    }
+    let blocking = gs.blocking_domain.clone();
+    set_domain(st, group, gs, blocking)?;
+    gs.owner = Some(owner);
+    gs.owner_cnt += 1;
+    Ok(())
+}
+
+/// `__iommu_group_set_domain` with the v6.5 unwind: attach `new` to every device in order;
+/// if one fails, re-attach the old domain to those already switched and fail.
+fn set_domain(
+    st: &State,
+    group: &Group,
+    gs: &mut GroupState,
+    new: Option<Arc<Domain>>,
+) -> Result<(), Errno> {
+    if same_domain(&gs.domain, &new) {
+        return Ok(());
+    }
+    let old = gs.domain.clone();
+    let Some(new_dom) = new.clone() else {
+        // A NULL domain: nothing to attach (v6.4 platform DMA ops with no default domain).
+        gs.domain = None;
+        return Ok(());
+    };
+    let devices = gs.devices.clone();
+    for (k, d) in devices.iter().enumerate() {
+        let Some(e) = st.devices.get(d.0).and_then(|e| e.as_ref()) else {
+            continue;
+        };
+        let ctx = AttachCtx {
+            dev: *d,
+            info: &e.info,
+            group,
+            old: old.as_ref().map(|o| o.ty()),
+        };
+        if let Err(err) = new_dom.ops().attach_dev(&ctx) {
+            if let Some(old_dom) = &old {
+                for back in &devices[..k] {
+                    if let Some(e) = st.devices.get(back.0).and_then(|e| e.as_ref()) {
+                        let ctx = AttachCtx {
+                            dev: *back,
+                            info: &e.info,
+                            group,
+                            old: Some(new_dom.ty()),
+                        };
+                        let _ = old_dom.ops().attach_dev(&ctx);
+                    }
+                }
+            }
+            return Err(err);
+        }
+    }
+    gs.domain = new;
+    Ok(())
+}
+
+fn unbind_locked(st: &mut State, dev: DeviceId) -> Result<(), Errno> {
+    let e = entry(st, dev)?;
+    let Some(binding) = e.driver.clone() else {
+        return Err(Errno::Enodev);
+    };
+    if !binding.driver_managed_dma {
+        if let Some(g) = &e.group {
+            let mut gs = g.lock();
+            gs.owner_cnt = gs.owner_cnt.saturating_sub(1);
+        }
+    }
+    let gname = e.group.as_ref().map(|g| g.name().to_string());
+    let dname = e.info.name.clone();
+    if let Some(Some(e)) = st.devices.get_mut(dev.0) {
+        e.driver = None;
+    }
+    push_event(
+        st,
+        EventKind::DriverUnbind,
+        Some(dname),
+        gname,
+        binding.name,
+    );
+    Ok(())
+}
+
+/// `__iommu_probe_device`: find the instance, get the group, join it, attach its domain.
+fn probe_locked(st: &mut State, dev: DeviceId) -> Result<(), Errno> {
+    let e = entry(st, dev)?;
+    if e.group.is_some() {
+        return Ok(());
+    }
+    let info = e.info.clone();
+    let mut last = Errno::Enodev;
+    let mut found = None;
+    for (i, inst) in st.instances.iter().enumerate() {
+        match inst.ops.probe_device(&info) {
+            Ok(()) => {
+                found = Some(InstanceId(i));
+                break;
+            }
+            Err(err) => last = err,
+        }
+    }
+    let Some(iid) = found else {
+        push_event(
+            st,
+            EventKind::ProbeFailed,
+            Some(info.name.clone()),
+            None,
+            format!("probe_device: {last}"),
+        );
+        return Err(last);
+    };
+    let ops = st.instances[iid.0].ops.clone();
+    let group = match ops.device_group(&info) {
+        Ok(g) => g,
+        Err(err) => {
+            push_event(
+                st,
+                EventKind::ProbeFailed,
+                Some(info.name.clone()),
+                None,
+                format!("device_group: {err}"),
+            );
+            return Err(err);
+        }
+    };
+    {
+        let mut gs = group.lock();
+        if gs.default_domain.is_none() && gs.devices.is_empty() {
+            gs.default_domain = ops
+                .default_domain()
+                .or_else(|| ops.domain_alloc(ops.def_domain_type(&info)));
+        }
+        let target = if gs.domain.is_some() {
+            gs.domain.clone()
+        } else {
+            gs.default_domain.clone()
+        };
+        if let Some(dom) = &target {
+            let ctx = AttachCtx {
+                dev,
+                info: &info,
+                group: &group,
+                old: None,
+            };
+            if let Err(err) = dom.ops().attach_dev(&ctx) {
+                drop(gs);
+                push_event(
+                    st,
+                    EventKind::ProbeFailed,
+                    Some(info.name.clone()),
+                    Some(group.name().to_string()),
+                    format!("attach: {err}"),
+                );
+                return Err(err);
+            }
+        }
+        gs.domain = target;
+        gs.devices.push(dev);
+    }
+    let gname = group.name().to_string();
+    let dom = group
+        .lock()
+        .domain
+        .as_ref()
+        .map_or("none".to_string(), |d| d.ty().to_string());
+    if let Some(Some(e)) = st.devices.get_mut(dev.0) {
+        e.iommu = Some(iid);
+        e.group = Some(group);
+    }
+    push_event(
+        st,
+        EventKind::Attach,
+        Some(info.name),
+        Some(gname),
+        format!("joined, domain {dom}"),
+    );
+    Ok(())
+}

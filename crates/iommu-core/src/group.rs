@@ -1,0 +1,116 @@
+//! `struct iommu_group`: reference counted. A [`Group`] is one counted reference; the group
+//! lives exactly as long as some device or the platform holds one, and its release callback
+//! (`iommu_group_set_iommudata`'s release, which clears the PE's back-pointer on POWER) runs
+//! when the last one goes.
+
+use crate::device::DeviceId;
+use crate::domain::Domain;
+use core::fmt;
+use std::any::Any;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Identifies a group within a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u64);
+
+/// The cookie of a DMA owner (`void *owner`; 0 is the kernel's NULL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerCookie(pub u64);
+
+impl OwnerCookie {
+    /// The NULL cookie, which every claim refuses with -EINVAL.
+    pub const NULL: OwnerCookie = OwnerCookie(0);
+}
+
+/// The mutable state of a group, under its mutex (the kernel's `group->mutex`).
+#[derive(Debug, Default)]
+pub struct GroupState {
+    /// Devices in the group, in the order they joined.
+    pub devices: Vec<DeviceId>,
+    /// The domain the group's devices are attached to.
+    pub domain: Option<Arc<Domain>>,
+    /// The default domain (NULL on v6.4 POWER).
+    pub default_domain: Option<Arc<Domain>>,
+    /// The cached blocking domain.
+    pub blocking_domain: Option<Arc<Domain>>,
+    /// DMA owner; `None` means the kernel DMA API.
+    pub owner: Option<OwnerCookie>,
+    /// Users of the current ownership: bound kernel drivers, or claims of the owner.
+    pub owner_cnt: u32,
+}
+
+pub(crate) struct GroupInner {
+    id: GroupId,
+    name: String,
+    data: Box<dyn Any + Send + Sync>,
+    state: Mutex<GroupState>,
+    release: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Drop for GroupInner {
+    fn drop(&mut self) {
+        let release = match self.release.get_mut() {
+            Ok(r) => r.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(f) = release {
+            f();
+        }
+    }
+}
+
+/// One counted reference to a group.
+#[derive(Clone)]
+pub struct Group(pub(crate) Arc<GroupInner>);
+
+impl Group {
+    pub(crate) fn new(
+        id: GroupId,
+        name: String,
+        data: Box<dyn Any + Send + Sync>,
+        release: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Self {
+        Group(Arc::new(GroupInner {
+            id,
+            name,
+            data,
+            state: Mutex::new(GroupState::default()),
+            release: Mutex::new(release),
+        }))
+    }
+    /// Its id.
+    pub fn id(&self) -> GroupId {
+        self.0.id
+    }
+    /// Its kernel-style name (`domain0-pe1f` on POWER, a number elsewhere).
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The driver's data (`iommu_group_get_iommudata`), if it is a `T`.
+    pub fn data<T: 'static>(&self) -> Option<&T> {
+        self.0.data.downcast_ref::<T>()
+    }
+    /// References held right now (devices, the platform, handles in use).
+    pub fn ref_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+    /// Whether two handles are the same group.
+    pub fn same(&self, other: &Group) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    /// Locks the state (never poisoned in practice: no code panics while holding it; a
+    /// poisoned lock is recovered since the state is kept consistent step by step).
+    pub fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// A weak handle.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<GroupInner> {
+        Arc::downgrade(&self.0)
+    }
+}
+
+impl fmt::Debug for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Group({} #{})", self.0.name, self.0.id.0)
+    }
+}
