@@ -57,6 +57,8 @@ pub struct Report {
     pub state: Node,
     /// Invariant checks.
     pub checks: Vec<CheckReport>,
+    /// Core events, one line each.
+    pub trace: Vec<String>,
 }
 
 impl Report {
@@ -66,7 +68,7 @@ impl Report {
     }
 
     /// The report as text.
-    pub fn render_text(&self) -> String {
+    pub fn render_text(&self, with_trace: bool) -> String {
         let mut s = format!("scenario: {}\n\nsteps:\n", self.scenario);
         for st in &self.steps {
             let _ = writeln!(
@@ -82,6 +84,12 @@ impl Report {
                     format!(" (expected {})", st.expect)
                 }
             );
+        }
+        if with_trace {
+            let _ = writeln!(s, "\ntrace:");
+            for line in &self.trace {
+                let _ = writeln!(s, "  {line}");
+            }
         }
         let _ = writeln!(s, "\nstate:\n{}", to_tree(&self.state));
         let _ = writeln!(s, "checks:");
@@ -147,9 +155,129 @@ fn fault_name(r: &Result<Hpa, Fault>) -> String {
     }
 }
 
+fn errno_outcome<T>(r: Result<T, iommu_core::Errno>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The IOMMU core part: a generic page-table IOMMU with two devices, a kernel driver, and a
+/// user claiming a group (what VFIO does), with the ownership rules refusing what they must.
+fn core_part(r: &mut Runner) -> (Node, Vec<CheckReport>, Vec<String>) {
+    use iommu_core::simple::SimpleIommu;
+    use iommu_core::{Core, DeviceInfo, OwnerCookie};
+    let core = Core::new();
+    core.register_instance("simple-iommu0", SimpleIommu::new(&core, 16, false));
+    let nic = core.add_device(DeviceInfo::platform("nic0", 0));
+    let nvme = core.add_device(DeviceInfo::platform("nvme0", 1));
+    r.step(
+        "core: bind kernel driver nvme to nvme0",
+        "ok",
+        errno_outcome(core.bind_driver(nvme, "nvme", false)),
+    );
+    r.step(
+        "core: bind kernel driver e1000 to nic0",
+        "ok",
+        errno_outcome(core.bind_driver(nic, "e1000", false)),
+    );
+    let group = core.device_group(nvme).ok().flatten();
+    let claim = |owner| match &group {
+        Some(g) => core.claim_group(g, owner),
+        None => Err(iommu_core::Errno::Enodev),
+    };
+    r.step(
+        "core: user claims nvme0's group while nvme is bound",
+        "EPERM",
+        errno_outcome(claim(OwnerCookie(0x1))),
+    );
+    r.step(
+        "core: unbind nvme from nvme0",
+        "ok",
+        errno_outcome(core.unbind_driver(nvme)),
+    );
+    let held = claim(OwnerCookie(0x1));
+    r.step(
+        "core: user claims nvme0's group",
+        "ok",
+        errno_outcome(held.as_ref().map(drop).map_err(|e| *e)),
+    );
+    r.step(
+        "core: bind kernel driver nvme to the user-owned nvme0",
+        "EBUSY",
+        errno_outcome(core.bind_driver(nvme, "nvme", false)),
+    );
+    let mut checks = vec![CheckReport {
+        name: "core: security invariants while the group is user-owned".into(),
+        held: core.check().is_empty(),
+        detail: format!("{} violations", core.check().len()),
+    }];
+    let mut tree = Node {
+        label: "iommu core (generic page-table driver), seen while nvme0's group is user-owned"
+            .into(),
+        children: Vec::new(),
+    };
+    for inst in core.instances() {
+        let mut inode = Node {
+            label: format!("instance {inst}"),
+            children: Vec::new(),
+        };
+        for g in core.groups() {
+            let v = core.group_view(&g);
+            let mut gnode = Node {
+                label: format!(
+                    "group {}: domain {}, default {}, owner {}, owner_cnt {}",
+                    v.name,
+                    v.domain.map_or("none".into(), |d| d.to_string()),
+                    v.default_domain.map_or("none".into(), |d| d.to_string()),
+                    v.owner.map_or("kernel".into(), |o| format!("{:#x}", o.0)),
+                    v.owner_cnt
+                ),
+                children: Vec::new(),
+            };
+            for dv in core
+                .devices()
+                .into_iter()
+                .filter(|d| v.devices.contains(&d.id))
+            {
+                gnode.children.push(Node {
+                    label: format!(
+                        "device {} ({}), driver {}",
+                        dv.info.name,
+                        dv.info.addr,
+                        dv.driver.map_or("none".into(), |b| b.name)
+                    ),
+                    children: Vec::new(),
+                });
+            }
+            inode.children.push(gnode);
+        }
+        tree.children.push(inode);
+    }
+    let release = held.map(|c| c.release());
+    r.step(
+        "core: user releases the group",
+        "ok",
+        errno_outcome(release.and_then(|x| x)),
+    );
+    r.step(
+        "core: bind kernel driver nvme to nvme0 again",
+        "ok",
+        errno_outcome(core.bind_driver(nvme, "nvme", false)),
+    );
+    checks.push(CheckReport {
+        name: "core: security invariants after the release".into(),
+        held: core.check().is_empty(),
+        detail: format!("{} violations", core.check().len()),
+    });
+    let trace = core.take_trace().iter().map(ToString::to_string).collect();
+    (tree, checks, trace)
+}
+
 /// Runs the default scenario.
 pub fn run_default() -> Report {
     let mut r = Runner { steps: Vec::new() };
+    let (core_tree, core_checks, core_trace) = core_part(&mut r);
     let base = 1u64 << 59;
     let kills = Arc::new(KillCounter::default());
     let geometry = TableGeometry::ioda2(Iova(base), PageShift::K64, 1 << 40, 2, 16);
@@ -158,14 +286,15 @@ pub fn run_default() -> Report {
         "ok",
         outcome(geometry.as_ref().map(drop).map_err(Clone::clone)),
     );
+    let core = (core_tree, core_checks, core_trace);
     let Ok(g) = geometry else {
-        return finish(r, None, &kills);
+        return finish(r, None, &kills, core);
     };
     let table = match TceTable::with_kill(g, TableOptions::powernv(), kills.clone()) {
         Ok(t) => t,
         Err(e) => {
             r.step("allocate the top level", "ok", e.to_string());
-            return finish(r, None, &kills);
+            return finish(r, None, &kills, core);
         }
     };
     let first = g.first_index().0;
@@ -223,25 +352,27 @@ pub fn run_default() -> Report {
         "fault: no entry",
         fault_name(&table.translate(Iova(base + 0x1000), Access::Read)),
     );
-    finish(r, Some(&table), &kills)
+    finish(r, Some(&table), &kills, core)
 }
 
 fn finish(
     r: Runner,
     table: Option<&TceTable<Hpa, Arc<KillCounter>>>,
     kills: &KillCounter,
+    core: (Node, Vec<CheckReport>, Vec<String>),
 ) -> Report {
-    let mut checks = Vec::new();
+    let (core_tree, mut checks, trace) = core;
     let mut state = Node {
-        label: "machine (TCE engine only; PHBs, PEs and VFIO arrive with their layers)".into(),
-        children: Vec::new(),
+        label: "machine (IOMMU core and TCE engine; PHBs, PEs and VFIO arrive with their layers)"
+            .into(),
+        children: vec![core_tree],
     };
     if let Some(t) = table {
         let g = t.geometry();
         let leaf_bytes = t.allocated_leaves() * g.lower_level_bytes();
         let mut window = Node {
             label: format!(
-                "window 1: bus {:#x}..{:#x}, {}K pages, {} levels, {} entries, {} bytes held",
+                "TCE table (a PE's window 1): bus {:#x}..{:#x}, {}K pages, {} levels, {} entries, {} bytes held",
                 g.bus_offset().0,
                 g.bus_offset().0.saturating_add(g.window_size()),
                 g.page_shift().size() >> 10,
@@ -289,9 +420,10 @@ fn finish(
         });
     }
     Report {
-        scenario: "built-in default (TCE engine demonstration)".into(),
+        scenario: "built-in default (IOMMU core and TCE engine demonstration)".into(),
         steps: r.steps,
         state,
         checks,
+        trace,
     }
 }

@@ -32,13 +32,16 @@ enum Command {
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
+        /// Print one line per core event (attach, ownership change, bind, ...).
+        #[arg(long)]
+        trace: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { json } => {
+        Command::Run { json, trace } => {
             let report = demo::run_default();
             if json {
                 match serde_json::to_string_pretty(&report) {
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
                     }
                 }
             } else {
-                print!("{}", report.render_text());
+                print!("{}", report.render_text(trace));
             }
             if report.all_held() {
                 ExitCode::SUCCESS
