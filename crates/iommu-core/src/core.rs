@@ -583,15 +583,22 @@ impl Core {
     }
 }
 
-/// A group-level DMA ownership claim; released on drop.
-pub struct GroupClaim {
+/// A DMA ownership claim, released on drop. `WHOLE` says what a release gives back:
+/// the whole group (`iommu_group_release_dma_owner`) or one use of it
+/// (`iommu_device_release_dma_owner`; the last use gives the group back).
+pub struct Claim<const WHOLE: bool> {
     core: Core,
     group: Group,
     owner: OwnerCookie,
     live: bool,
 }
 
-impl GroupClaim {
+/// A group-level claim ([`Core::claim_group`]).
+pub type GroupClaim = Claim<true>;
+/// A device-level claim ([`Core::claim_device`]).
+pub type DeviceClaim = Claim<false>;
+
+impl<const WHOLE: bool> Claim<WHOLE> {
     /// The claimed group.
     pub fn group(&self) -> &Group {
         &self.group
@@ -600,50 +607,18 @@ impl GroupClaim {
     pub fn owner(&self) -> OwnerCookie {
         self.owner
     }
-    /// `iommu_group_release_dma_owner`: gives the group back to the kernel (default domain
-    /// re-attached). Errors of the re-attach are returned; the claim is gone either way.
+    /// Releases now. Errors of re-attaching the default domain are returned; the claim is
+    /// gone either way.
     pub fn release(mut self) -> Result<(), Errno> {
         self.live = false;
-        release_group(&self.core, &self.group, true)
+        release_group(&self.core, &self.group, WHOLE)
     }
 }
 
-impl Drop for GroupClaim {
+impl<const WHOLE: bool> Drop for Claim<WHOLE> {
     fn drop(&mut self) {
         if self.live {
-            let _ = release_group(&self.core, &self.group, true);
-        }
-    }
-}
-
-/// A device-level DMA ownership claim; released on drop.
-pub struct DeviceClaim {
-    core: Core,
-    group: Group,
-    owner: OwnerCookie,
-    live: bool,
-}
-
-impl DeviceClaim {
-    /// The group of the device.
-    pub fn group(&self) -> &Group {
-        &self.group
-    }
-    /// The owner.
-    pub fn owner(&self) -> OwnerCookie {
-        self.owner
-    }
-    /// `iommu_device_release_dma_owner`: drops one use; the last one gives the group back.
-    pub fn release(mut self) -> Result<(), Errno> {
-        self.live = false;
-        release_group(&self.core, &self.group, false)
-    }
-}
-
-impl Drop for DeviceClaim {
-    fn drop(&mut self) {
-        if self.live {
-            let _ = release_group(&self.core, &self.group, false);
+            let _ = release_group(&self.core, &self.group, WHOLE);
         }
     }
 }

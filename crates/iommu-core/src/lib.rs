@@ -22,7 +22,7 @@ pub mod ops;
 pub mod simple;
 pub mod trace;
 
-pub use crate::core::{Core, DeviceClaim, DeviceView, GroupClaim, GroupView, InstanceId};
+pub use crate::core::{Claim, Core, DeviceClaim, DeviceView, GroupClaim, GroupView, InstanceId};
 pub use check::{Rule, Violation};
 pub use device::{BusType, DeviceAddr, DeviceId, DeviceInfo, DriverBinding};
 pub use domain::{AttachCtx, Domain, DomainOps, DomainType};
