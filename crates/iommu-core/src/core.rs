@@ -93,19 +93,13 @@ pub struct GroupView {
 }
 
 impl Core {
-    /// A core with the PCI and platform buses registered (`iommu_init`).
+    /// A core with the PCI, platform and VIO buses registered (`iommu_init`).
     pub fn new() -> Self {
-        let core = Core(Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            groups: Mutex::new(Vec::new()),
-            live_after_prune: std::sync::atomic::AtomicUsize::new(0),
-            next_group: AtomicU64::new(0),
-        }));
+        let core = Self::without_buses();
         {
             let mut st = core.state();
-            st.buses.insert(BusType::Pci);
-            st.buses.insert(BusType::Platform);
-            st.buses.insert(BusType::Vio);
+            st.buses
+                .extend([BusType::Pci, BusType::Platform, BusType::Vio]);
         }
         core
     }
