@@ -11,6 +11,9 @@ pub enum Rule {
     NoKernelDriverOnUserGroup,
     /// 3.3: user mappings survived the return of the group to the kernel.
     NoUserMappingAfterRelease,
+    /// 3.3 (kernel side): a group given back to the kernel has no DMA translation for its
+    /// devices (the v6.7 bug: the host driver finds no DMA table after the VM goes).
+    KernelDmaRestored,
     /// 3.8 and group lifetime: references and counts do not add up.
     RefcountBalance,
 }

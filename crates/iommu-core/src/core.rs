@@ -570,7 +570,20 @@ impl Core {
                         }
                     }
                 }
-                None => {}
+                None => {
+                    let ops = ops_of(&st, &gs);
+                    drop(gs);
+                    if let Some(ops) = ops {
+                        for entry in ops.kernel_dma_missing(&g) {
+                            v.push(Violation::new(
+                                Rule::KernelDmaRestored,
+                                None,
+                                Some(g.name()),
+                                entry,
+                            ));
+                        }
+                    }
+                }
             }
         }
         v

@@ -96,4 +96,12 @@ pub trait IommuOps: Send + Sync {
         let _ = group;
         Vec::new()
     }
+
+    /// Platform-specific evidence for the checker: devices of a kernel-owned `group` left
+    /// without the DMA translation the kernel DMA API needs (each string names what is
+    /// missing). Called for groups with no owner. Default: none.
+    fn kernel_dma_missing(&self, group: &Group) -> Vec<String> {
+        let _ = group;
+        Vec::new()
+    }
 }

@@ -1,12 +1,145 @@
-//! # spapr-platform — PowerNV and pSeries
+//! # spapr-platform — the PowerNV platform
 //!
-//! PHBs, PEs, IODA2 table groups with their two windows and bypass, the "borrowing"
-//! table-group ops, `spapr_tce_iommu_ops` and the kernel DMA API, on top of `iommu-core`
-//! and `spapr-tce`.
+//! PHBs (PHB3, PHB4, IODA1), PEs with their IODA2 table group (window 0 at bus address 0,
+//! window 1 at 1<<59, bypass), the "borrowing" table-group ops, `spapr_tce_iommu_ops` with
+//! its PLATFORM and BLOCKED domains, the kernel's TCE allocator and DMA API, device DMA
+//! through the PHB's translation into a simulated RAM, and the boot sequence — on top of
+//! `iommu-core` and `spapr-tce`. [`PowerNv`] is a whole machine.
 //!
-//! Not implemented yet: this crate is the place the layer lands (issue 5).
+//! The history is selectable ([`Design`]) so that the checker can be seen catching the
+//! real bugs: the v1 patch leaves kernel translations behind at hand-over, the v6.7 design
+//! never gives the kernel its windows back, the fixed design does both right.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![forbid(unsafe_code)]
+
+pub mod alloc;
+pub mod dma;
+pub mod iommu;
+pub mod machine;
+pub mod pe;
+pub mod phb;
+pub mod ram;
+pub mod table;
+
+pub use alloc::{pool_hash, Allocation, TceAllocator};
+pub use dma::DmaMapError;
+pub use iommu::SpaprTceIommu;
+pub use machine::{
+    BootReport, DeviceConfig, Initcall, PeView, PhbView, PowerNv, PowerNvConfig, WindowView,
+};
+pub use pe::{DmaFault, OpalError, PciDev, Pe, PeScope, TableGroupOps, Tve1, BYPASS_BASE};
+pub use phb::{Phb, PhbConfig, PhbModel};
+pub use ram::Ram;
+pub use table::{IommuTable, PeCounters};
+
+use iommu_core::EventKind;
+use std::sync::Mutex;
+
+/// Which version of the POWER IOMMU ops to run (kernel.md section 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Design {
+    /// The 2022 v1 patch: blocking attach transfers no ownership; kernel mappings survive
+    /// the hand-over.
+    V1Patch,
+    /// v6.7: BLOCKED shares PLATFORM's ops; going back to PLATFORM never calls
+    /// `release_ownership`, so the host driver finds no DMA table after the VM goes.
+    V6_7,
+    /// The 2024 fix: PLATFORM attach releases, BLOCKED attach takes ownership.
+    #[default]
+    Fixed,
+}
+
+impl Design {
+    /// Name as written in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::V1Patch => "v1",
+            Design::V6_7 => "v6.7",
+            Design::Fixed => "fixed",
+        }
+    }
+    /// Parses a name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "v1" => Some(Design::V1Patch),
+            "v6.7" => Some(Design::V6_7),
+            "fixed" => Some(Design::Fixed),
+            _ => None,
+        }
+    }
+}
+
+/// A platform event waiting to go into the core's trace. Platform code runs inside core
+/// callbacks (under the core lock), so it notes events here and the machine moves them to
+/// the trace when the call returns.
+#[derive(Clone, Debug)]
+pub(crate) struct Note {
+    kind: EventKind,
+    device: Option<String>,
+    group: Option<String>,
+    detail: String,
+}
+
+/// Machine-wide parameters and the note buffer.
+#[derive(Debug)]
+pub struct Env {
+    /// Host `PAGE_SHIFT` (16 on POWER servers).
+    pub host_page_shift: u32,
+    /// RAM bytes.
+    pub ram_size: u64,
+    /// Boot option `iommu=nobypass`.
+    pub bypass_disabled: bool,
+    /// Largest default window (`maxblock * 8` pages in the kernel).
+    pub default_window_max: u64,
+    notes: Mutex<Vec<Note>>,
+    set_window_failure: Mutex<Option<OpalError>>,
+}
+
+impl Env {
+    pub(crate) fn new(host_page_shift: u32, ram_size: u64, bypass_disabled: bool) -> Self {
+        Self {
+            host_page_shift,
+            ram_size,
+            bypass_disabled,
+            default_window_max: 1 << 40,
+            notes: Mutex::new(Vec::new()),
+            set_window_failure: Mutex::new(None),
+        }
+    }
+    pub(crate) fn note(
+        &self,
+        kind: EventKind,
+        device: Option<String>,
+        group: Option<String>,
+        detail: String,
+    ) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Note {
+                kind,
+                device,
+                group,
+                detail,
+            });
+    }
+    pub(crate) fn take_notes(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    /// Makes the next `set_window` fail with `e` (OPAL error injection).
+    pub fn fail_next_set_window(&self, e: OpalError) {
+        *self
+            .set_window_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+    pub(crate) fn take_set_window_failure(&self) -> Option<OpalError> {
+        self.set_window_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}

@@ -1,0 +1,670 @@
+//! Partitionable endpoints and their `iommu_table_group`: the two windows, bypass, and the
+//! table-group ops — IODA2's real DDW ops (`pnv_pci_ioda2_ops`) and the "borrowing" ops
+//! (`spapr_tce_table_group_ops`) of IODA1 and pSeries.
+
+use crate::table::{IommuTable, PeCounters};
+use crate::Env;
+use iommu_core::{DeviceId, Errno, EventKind, Group};
+use spapr_tce::{ioda2_table_size, Access, Fault, Hpa, Iova, PageShift, PageSizes, TableGeometry};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+
+/// `tce_bypass_base`: PCI address bit 59 selects TVE#1.
+pub const BYPASS_BASE: u64 = 1 << 59;
+/// Windows per table group (`IOMMU_TABLE_GROUP_MAX_TABLES`).
+pub const MAX_WINDOWS: usize = 2;
+
+/// OPAL status codes that `set_window` can fail with (`opal_pci_map_pe_dma_window`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpalError {
+    /// `OPAL_PARAMETER` (-1).
+    Parameter,
+    /// `OPAL_HARDWARE` (-6).
+    Hardware,
+}
+
+impl OpalError {
+    /// The raw OPAL status.
+    pub fn code(self) -> i64 {
+        match self {
+            OpalError::Parameter => -1,
+            OpalError::Hardware => -6,
+        }
+    }
+    /// What the kernel returns: the raw status passed through as if it were an errno
+    /// (-1 reads as -EPERM, -6 as -ENXIO).
+    pub fn as_kernel_errno(self) -> Errno {
+        match self {
+            OpalError::Parameter => Errno::Eperm,
+            OpalError::Hardware => Errno::Enxio,
+        }
+    }
+}
+
+/// Which table-group ops the PE's PHB provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableGroupOps {
+    /// `pnv_pci_ioda2_ops`: creates tables, programs TVEs, two dynamic windows.
+    Ioda2,
+    /// `spapr_tce_table_group_ops`: lends the kernel's existing table (IODA1, pSeries).
+    Borrowing,
+}
+
+/// What a PE covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeScope {
+    /// Every function on a bus (a bus PE).
+    Bus(u8),
+    /// One function (`bus << 8 | devfn`).
+    Device(u16),
+}
+
+impl PeScope {
+    /// Whether the PE covers `bdfn`.
+    pub fn covers(&self, bdfn: u16) -> bool {
+        match *self {
+            PeScope::Bus(b) => (bdfn >> 8) as u8 == b,
+            PeScope::Device(d) => d == bdfn,
+        }
+    }
+}
+
+/// How TVE#1 (bus addresses with bit 59 set) translates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tve1 {
+    /// Not programmed: every access faults.
+    Off,
+    /// Real-mode bypass over `[0, size)` of RAM.
+    Bypass {
+        /// Bytes covered.
+        size: u64,
+    },
+    /// Window 1's table.
+    Table,
+}
+
+/// A PCI function as the platform sees it (`struct pci_dev` + `dev_archdata`).
+#[derive(Debug)]
+pub struct PciDev {
+    /// Core handle.
+    pub id: DeviceId,
+    /// Name.
+    pub name: String,
+    /// `bus << 8 | devfn`.
+    pub bdfn: u16,
+    /// DMA mask width in bits.
+    pub dma_mask_bits: u32,
+    /// `iommu_table_base`: the table the kernel DMA API maps through (NULL when the group
+    /// is handed to a user).
+    pub(crate) table_base: RwLock<Option<Arc<IommuTable>>>,
+    /// `dma_ops_bypass`: decided when a driver sets its mask, used by every map after.
+    pub(crate) bypass: std::sync::atomic::AtomicBool,
+    pub(crate) pe: Weak<Pe>,
+    /// The PE's kill counters (the DMA API counts its `tce_kill`s there).
+    pub(crate) counters: Arc<PeCounters>,
+}
+
+impl PciDev {
+    /// The PE it belongs to.
+    pub fn pe(&self) -> Option<Arc<Pe>> {
+        self.pe.upgrade()
+    }
+    /// Whether the kernel DMA API has a table for it.
+    pub fn has_table_base(&self) -> bool {
+        self.table_base
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+    /// Whether its DMA goes direct through bypass.
+    pub fn uses_bypass(&self) -> bool {
+        self.bypass.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub(crate) fn set_table_base(&self, t: Option<Arc<IommuTable>>) {
+        *self.table_base.write().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+}
+
+/// A PE's mutable state (`pnv_ioda_pe` + its `iommu_table_group`).
+#[derive(Debug, Default)]
+pub struct PeState {
+    /// `tables[0]` (32-bit / default window) and `tables[1]` (64-bit / DDW).
+    pub tables: [Option<Arc<IommuTable>>; MAX_WINDOWS],
+    /// `tce_bypass_enabled`.
+    pub bypass_enabled: bool,
+    /// Its devices (`device_count` is their number).
+    pub devices: Vec<Arc<PciDev>>,
+    /// `dma_setup_done`.
+    pub dma_setup_done: bool,
+    /// The platform's reference to the PE's group.
+    pub group: Option<Group>,
+}
+
+/// Group data: how a group finds its PE (`iommu_group_get_iommudata`).
+#[derive(Debug, Clone)]
+pub struct PeLink(pub Weak<Pe>);
+
+/// One partitionable endpoint.
+#[derive(Debug)]
+pub struct Pe {
+    /// `pe_number`.
+    pub number: u32,
+    /// What it covers.
+    pub scope: PeScope,
+    /// PHB index.
+    pub phb: u32,
+    /// PCI domain of the PHB.
+    pub pci_domain: u32,
+    /// Table-group ops.
+    pub ops: TableGroupOps,
+    /// `pgsizes`.
+    pub pgsizes: PageSizes,
+    /// `tce32_start`.
+    pub tce32_start: u64,
+    /// `tce32_size` (= the PHB's `m32_pci_base`).
+    pub tce32_size: u64,
+    /// Kills received.
+    pub counters: Arc<PeCounters>,
+    pub(crate) env: Arc<Env>,
+    state: Mutex<PeState>,
+}
+
+impl Pe {
+    pub(crate) fn new(
+        number: u32,
+        scope: PeScope,
+        phb: u32,
+        model: crate::phb::PhbModel,
+        tce32_size: u64,
+        env: Arc<Env>,
+    ) -> Self {
+        Self {
+            number,
+            scope,
+            phb,
+            pci_domain: phb,
+            ops: model.table_group_ops(),
+            pgsizes: model.page_sizes(),
+            tce32_start: 0,
+            tce32_size,
+            counters: Arc::new(PeCounters::default()),
+            env,
+            state: Mutex::new(PeState::default()),
+        }
+    }
+
+    /// Locks the state.
+    pub fn lock(&self) -> MutexGuard<'_, PeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel's group name: `domain<pci_domain>-pe<pe hex>`.
+    pub fn group_name(&self) -> String {
+        format!("domain{}-pe{:x}", self.pci_domain, self.number)
+    }
+
+    /// `max_dynamic_windows_supported`.
+    pub fn max_dynamic_windows(&self) -> u32 {
+        match self.ops {
+            TableGroupOps::Ioda2 => 2,
+            TableGroupOps::Borrowing => 0,
+        }
+    }
+
+    /// TVE index of window `num`: `(pe_number << 1) + num`.
+    pub fn tve_index(&self, num: usize) -> u32 {
+        (self.number << 1) + num as u32
+    }
+
+    fn note(&self, kind: EventKind, detail: String) {
+        self.env.note(kind, None, Some(self.group_name()), detail);
+    }
+
+    /// How TVE#1 translates now.
+    pub fn tve1(st: &PeState, ram_size: u64) -> Tve1 {
+        if st.tables[1].is_some() {
+            Tve1::Table
+        } else if st.bypass_enabled {
+            Tve1::Bypass {
+                size: ram_size.next_power_of_two(),
+            }
+        } else {
+            Tve1::Off
+        }
+    }
+
+    /// The PHB's translation of a device access at bus address `iova`.
+    pub fn translate(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
+        let st = self.lock();
+        let slot = usize::from(iova & BYPASS_BASE != 0);
+        if let Some(t) = &st.tables[slot] {
+            return t.tces.translate(Iova(iova), access).map_err(DmaFault::Tce);
+        }
+        if slot == 1 {
+            if let Tve1::Bypass { size } = Self::tve1(&st, self.env.ram_size) {
+                let off = iova - BYPASS_BASE;
+                return if off < size {
+                    Ok(Hpa(off))
+                } else {
+                    Err(DmaFault::BeyondBypass { iova })
+                };
+            }
+        }
+        Err(DmaFault::NoWindow {
+            iova,
+            tve: self.tve_index(slot),
+        })
+    }
+
+    // ---- table-group ops ----
+
+    /// `get_table_size`: bytes a table of these parameters takes (0 = invalid). Borrowing
+    /// ops: `window >> (shift - 3)` for one level, `!0` for more.
+    pub fn get_table_size(&self, page_shift: u32, window_size: u64, levels: u32) -> u64 {
+        match self.ops {
+            TableGroupOps::Ioda2 => {
+                ioda2_table_size(page_shift, window_size, levels, self.env.host_page_shift)
+            }
+            TableGroupOps::Borrowing => {
+                if levels > 1 {
+                    !0
+                } else {
+                    window_size >> page_shift.saturating_sub(3).min(63)
+                }
+            }
+        }
+    }
+
+    /// Bus offset of window `num`.
+    pub fn window_base(&self, num: usize) -> u64 {
+        if num == 0 {
+            self.tce32_start
+        } else {
+            BYPASS_BASE
+        }
+    }
+
+    /// `create_table`: a new table for window `num` (IODA2), or the borrowed existing one.
+    pub fn create_table(
+        &self,
+        num: usize,
+        page_shift: u32,
+        window_size: u64,
+        levels: u32,
+    ) -> Result<Arc<IommuTable>, Errno> {
+        if num >= MAX_WINDOWS {
+            return Err(Errno::Einval);
+        }
+        match self.ops {
+            TableGroupOps::Ioda2 => {
+                let ps = PageShift::new(page_shift).map_err(|_| Errno::Einval)?;
+                if !self.pgsizes.contains(ps) {
+                    return Err(Errno::Einval);
+                }
+                let g = TableGeometry::ioda2(
+                    Iova(self.window_base(num)),
+                    ps,
+                    window_size,
+                    levels,
+                    self.env.host_page_shift,
+                )
+                .map_err(|_| Errno::Einval)?;
+                let t = IommuTable::new(g, self.liobn(num), None).map_err(|_| Errno::Enomem)?;
+                Ok(Arc::new(t))
+            }
+            TableGroupOps::Borrowing => {
+                if num > 0 {
+                    return Err(Errno::Eperm);
+                }
+                let st = self.lock();
+                let t = st.tables[0].clone().ok_or(Errno::Einval)?;
+                let g = t.tces.geometry();
+                if g.page_shift().shift() != page_shift
+                    || g.window_size() != window_size
+                    || levels != g.levels()
+                {
+                    return Err(Errno::Einval);
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    /// `it_index` of window `num`.
+    pub fn liobn(&self, num: usize) -> u32 {
+        (self.phb << 16) | self.tve_index(num)
+    }
+
+    /// `set_window`: programs window `num` with `table` (OPAL map-PE-DMA-window with TVE
+    /// `(pe << 1) + num`), links the table, then a PE-wide kill.
+    pub fn set_window(&self, num: usize, table: &Arc<IommuTable>) -> Result<(), OpalError> {
+        let mut st = self.lock();
+        self.set_window_locked(&mut st, num, table)
+    }
+
+    fn set_window_locked(
+        &self,
+        st: &mut PeState,
+        num: usize,
+        table: &Arc<IommuTable>,
+    ) -> Result<(), OpalError> {
+        if self.ops == TableGroupOps::Borrowing {
+            return Ok(());
+        }
+        if num >= MAX_WINDOWS || table.start() != self.window_base(num) {
+            return Err(OpalError::Parameter);
+        }
+        if let Some(e) = self.env.take_set_window_failure() {
+            return Err(e);
+        }
+        table.links().link(&self.counters);
+        st.tables[num] = Some(table.clone());
+        self.counters.pe_kill();
+        table.tces.kill_all();
+        let g = table.tces.geometry();
+        self.note(
+            EventKind::TceKill,
+            format!(
+                "set window {num}: TVE#{} {:#x}+{:#x} page {} levels {}; PE-wide kill",
+                self.tve_index(num),
+                table.start(),
+                table.window_size(),
+                g.page_shift().size(),
+                g.levels()
+            ),
+        );
+        Ok(())
+    }
+
+    /// `unset_window`: clears TVE `num`, a PE-wide kill, unlinks the table.
+    pub fn unset_window(&self, num: usize) -> Result<(), Errno> {
+        let mut st = self.lock();
+        self.unset_window_locked(&mut st, num)
+    }
+
+    fn unset_window_locked(&self, st: &mut PeState, num: usize) -> Result<(), Errno> {
+        if self.ops == TableGroupOps::Borrowing {
+            return Ok(());
+        }
+        if num >= MAX_WINDOWS {
+            return Err(Errno::Einval);
+        }
+        if let Some(t) = st.tables[num].take() {
+            t.links().unlink(&self.counters);
+            self.counters.pe_kill();
+            self.note(
+                EventKind::TceKill,
+                format!(
+                    "unset window {num}: TVE#{}; PE-wide kill",
+                    self.tve_index(num)
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `take_ownership`: called per device at blocking attach. IODA2: the first call
+    /// disables bypass, unsets window 0 and leaves the devices without a table; later
+    /// calls find `tables[0]` empty and return at once. Borrowing: `iommu_take_ownership`
+    /// on every table (-EBUSY while a kernel mapping is live or the bitmap is saturated).
+    pub fn take_ownership(&self) -> Result<(), Errno> {
+        let mut st = self.lock();
+        match self.ops {
+            TableGroupOps::Ioda2 => {
+                let Some(old) = st.tables[0].clone() else {
+                    return Ok(());
+                };
+                let live = old.tces.count_mapped();
+                st.bypass_enabled = false;
+                self.unset_window_locked(&mut st, 0)?;
+                for d in &st.devices {
+                    d.set_table_base(None);
+                }
+                self.note(
+                    EventKind::Ownership,
+                    format!(
+                        "take_ownership: bypass off, window 0 dropped{}",
+                        if live > 0 {
+                            format!(" with {live} kernel TCEs (only warned)")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+                Ok(())
+            }
+            TableGroupOps::Borrowing => {
+                let mut taken: Vec<usize> = Vec::new();
+                for (i, t) in st.tables.iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    let Some(map) = &t.map else { continue };
+                    if let Err(e) = map.take_ownership() {
+                        for j in taken {
+                            if let Some(m) = st.tables[j].as_ref().and_then(|t| t.map.as_ref()) {
+                                m.release_ownership();
+                            }
+                        }
+                        self.note(
+                            EventKind::Ownership,
+                            format!("iommu_take_ownership: table {i} in use: {e}"),
+                        );
+                        return Err(e);
+                    }
+                    taken.push(i);
+                }
+                self.note(
+                    EventKind::Ownership,
+                    "take_ownership: bitmaps saturated".into(),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// `release_ownership`: IODA2 (first call) re-creates the default configuration;
+    /// borrowing clears every TCE and gives the bitmaps back.
+    pub fn release_ownership(&self) -> Result<(), Errno> {
+        let mut st = self.lock();
+        match self.ops {
+            TableGroupOps::Ioda2 => {
+                if st.tables[0].is_some() {
+                    return Ok(());
+                }
+                self.setup_default_config(&mut st)
+            }
+            TableGroupOps::Borrowing => {
+                for t in st.tables.iter().flatten() {
+                    let g = *t.tces.geometry();
+                    let _ = t.tces.clear(g.first_index(), g.entries());
+                    if let Some(m) = &t.map {
+                        m.release_ownership();
+                    }
+                }
+                self.note(
+                    EventKind::Ownership,
+                    "release_ownership: tables cleared, bitmaps released".into(),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// `pnv_pci_ioda2_setup_default_config`: a kernel table over RAM (host page size, at
+    /// least 2 levels, the 32-bit MMIO hole reserved) on window 0, bypass on, devices
+    /// pointed at the table. Borrowing PEs get a flat 4K table over the 32-bit window.
+    pub(crate) fn setup_default_config(&self, st: &mut PeState) -> Result<(), Errno> {
+        let table = match self.build_default_table() {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                self.note(
+                    EventKind::Ownership,
+                    format!("default window creation failed: {e}; bypass stays off"),
+                );
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.set_window_locked(st, 0, &table) {
+            st.bypass_enabled = !self.env.bypass_disabled;
+            self.note(
+                EventKind::Ownership,
+                format!("set_window 0 failed (OPAL {}); bypass on again", e.code()),
+            );
+            return Err(e.as_kernel_errno());
+        }
+        if self.ops == TableGroupOps::Borrowing {
+            st.tables[0] = Some(table.clone());
+        }
+        st.bypass_enabled = self.ops == TableGroupOps::Ioda2 && !self.env.bypass_disabled;
+        for d in &st.devices {
+            d.set_table_base(Some(table.clone()));
+        }
+        st.dma_setup_done = true;
+        self.note(
+            EventKind::Ownership,
+            format!(
+                "default config: window 0 {:#x} bytes, bypass {}",
+                table.window_size(),
+                if st.bypass_enabled { "on" } else { "off" }
+            ),
+        );
+        Ok(())
+    }
+
+    fn build_default_table(&self) -> Result<IommuTable, Errno> {
+        let (geometry, reserved) = match self.ops {
+            TableGroupOps::Ioda2 => {
+                let ps = PageShift::new(self.env.host_page_shift).map_err(|_| Errno::Einval)?;
+                let ram = self.env.ram_size.max(1 << 20);
+                let window = 1u64 << (63 - ram.leading_zeros());
+                let window = window.min(self.env.default_window_max);
+                let mut geometry = Err(Errno::Einval);
+                for levels in spapr_tce::DEFAULT_LEVELS..=spapr_tce::MAX_LEVELS {
+                    if let Ok(g) =
+                        TableGeometry::ioda2(Iova(0), ps, window, levels, self.env.host_page_shift)
+                    {
+                        geometry = Ok(g);
+                        break;
+                    }
+                }
+                let g = geometry?;
+                let shift = ps.shift();
+                let hole_end = window.min(1 << 32);
+                let reserved = if self.tce32_size < hole_end {
+                    (self.tce32_size >> shift, hole_end >> shift)
+                } else {
+                    (0, 0)
+                };
+                (g, reserved)
+            }
+            TableGroupOps::Borrowing => {
+                let g = TableGeometry::flat(Iova(0), PageShift::K4, (self.tce32_size >> 12).max(1))
+                    .map_err(|_| Errno::Einval)?;
+                (g, (0, 0))
+            }
+        };
+        IommuTable::new(geometry, self.liobn(0), Some(reserved)).map_err(|_| Errno::Enomem)
+    }
+
+    /// Gives up every window and the group reference (`pnv_ioda_release_pe`).
+    pub(crate) fn release(&self) -> Option<Group> {
+        let mut st = self.lock();
+        for num in 0..MAX_WINDOWS {
+            let _ = self.unset_window_locked(&mut st, num);
+            st.tables[num] = None;
+        }
+        st.bypass_enabled = false;
+        st.dma_setup_done = false;
+        st.group.take()
+    }
+
+    /// What the kernel DMA API can still reach for a user-owned PE (kernel.md 3.1).
+    pub fn kernel_translations(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut v = Vec::new();
+        for (i, t) in st.tables.iter().enumerate() {
+            let Some(t) = t else { continue };
+            let Some(map) = &t.map else { continue };
+            if map.saturated() {
+                if t.tces.count_mapped() > 0 {
+                    v.push(format!(
+                        "window {i}: borrowed kernel table still holds {} TCEs",
+                        t.tces.count_mapped()
+                    ));
+                }
+                continue;
+            }
+            v.push(format!(
+                "window {i}: kernel table {:#x}+{:#x} still programmed (TVE#{}, {} TCEs live)",
+                t.start(),
+                t.window_size(),
+                self.tve_index(i),
+                t.tces.count_mapped()
+            ));
+        }
+        if let Tve1::Bypass { size } = Self::tve1(&st, self.env.ram_size) {
+            v.push(format!(
+                "bypass TVE#{} still maps [{:#x}, {:#x}) onto all RAM",
+                self.tve_index(1),
+                BYPASS_BASE,
+                BYPASS_BASE + size
+            ));
+        }
+        for d in &st.devices {
+            if d.has_table_base() {
+                v.push(format!("{}: iommu_table_base still set", d.name));
+            }
+        }
+        v
+    }
+
+    /// What a kernel-owned PE lacks for kernel DMA (the v6.7 bug).
+    pub fn kernel_dma_missing(&self) -> Vec<String> {
+        let st = self.lock();
+        if st.devices.is_empty() || !st.dma_setup_done {
+            return Vec::new();
+        }
+        let mut v = Vec::new();
+        if st.tables[0].is_none() {
+            v.push(format!(
+                "window 0 (TVE#{}) not restored: table unavailable for kernel DMA",
+                self.tve_index(0)
+            ));
+        }
+        if self.ops == TableGroupOps::Ioda2 && !self.env.bypass_disabled && !st.bypass_enabled {
+            v.push("bypass not re-enabled".into());
+        }
+        for d in &st.devices {
+            if !d.has_table_base() {
+                v.push(format!("{}: iommu_table_base is NULL", d.name));
+            }
+        }
+        v
+    }
+}
+
+/// Why a device access faulted (an EEH freeze on real hardware).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DmaFault {
+    /// The TVE selected by the address is not programmed.
+    #[error("{iova:#x}: TVE#{tve} not programmed")]
+    NoWindow {
+        /// Faulting bus address.
+        iova: u64,
+        /// TVE selected.
+        tve: u32,
+    },
+    /// Through bypass, past the end of the bypass window.
+    #[error("{iova:#x}: beyond the bypass window")]
+    BeyondBypass {
+        /// Faulting bus address.
+        iova: u64,
+    },
+    /// The window's table refused it.
+    #[error("{0}")]
+    Tce(Fault),
+    /// The translated address is beyond RAM.
+    #[error("{0}")]
+    Ram(crate::ram::BeyondRam),
+    /// The device has no PE (never set up, or removed).
+    #[error("device has no PE")]
+    NoPe,
+}
