@@ -15,11 +15,11 @@
 //!   (reservations aside), else saturates the bitmap; `iommu_release_ownership` zeroes it
 //!   and re-applies the reservations.
 //!
-//! Each pool owns the bits of its range inside its own lock, on its own cache lines, so
-//! two CPUs allocating from different pools share no memory at all.
+//! Pools cover disjoint ranges of the bitmap and keep their hints on their own cache lines,
+//! so two CPUs allocating from different pools share no memory written on the hot path.
 
 use iommu_core::Errno;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// `IOMMU_NR_POOLS`.
 pub const NR_POOLS: usize = 4;
@@ -39,88 +39,12 @@ pub fn pool_hash(cpu: u32) -> usize {
 #[derive(Debug, Default)]
 struct Padded<T>(T);
 
+/// One pool's range and next-fit hint.
 #[derive(Debug)]
 struct Pool {
     start: u64,
     end: u64,
-    hint: u64,
-    /// Bits of `[start, end)`, bit `i - start` for entry `i`.
-    bits: Vec<u64>,
-}
-
-impl Pool {
-    fn new(start: u64, end: u64) -> Self {
-        Self {
-            start,
-            end,
-            hint: start,
-            bits: vec![0; ((end - start) as usize).div_ceil(64)],
-        }
-    }
-    #[inline]
-    fn test(&self, i: u64) -> bool {
-        let r = i - self.start;
-        self.bits[(r / 64) as usize] >> (r % 64) & 1 == 1
-    }
-    #[inline]
-    fn set_range(&mut self, from: u64, n: u64, on: bool) {
-        let (mut r, end) = (from - self.start, from - self.start + n);
-        while r < end {
-            let w = (r / 64) as usize;
-            let lo = r % 64;
-            let take = (64 - lo).min(end - r);
-            let mask = if take == 64 {
-                !0
-            } else {
-                ((1u64 << take) - 1) << lo
-            };
-            if on {
-                self.bits[w] |= mask;
-            } else {
-                self.bits[w] &= !mask;
-            }
-            r += take;
-        }
-    }
-    /// First entry at or after `from` (absolute, relative to the table) whose bit is
-    /// `want`, below `to`.
-    #[inline]
-    fn find(&self, from: u64, to: u64, want: bool) -> Option<u64> {
-        let mut r = from - self.start;
-        let end = to - self.start;
-        while r < end {
-            let w = (r / 64) as usize;
-            let word = if want { self.bits[w] } else { !self.bits[w] };
-            let masked = word & (!0u64 << (r % 64));
-            if masked != 0 {
-                let hit = (w as u64) * 64 + u64::from(masked.trailing_zeros());
-                return (hit < end).then_some(hit + self.start);
-            }
-            r = (w as u64 + 1) * 64;
-        }
-        None
-    }
-    /// `iommu_area_alloc`: the first run of `n` clear bits in `[from, to)`.
-    #[inline]
-    fn area(&self, from: u64, to: u64, n: u64) -> Option<u64> {
-        let mut i = from;
-        loop {
-            let z = self.find(i, to, false)?;
-            if z + n > to {
-                return None;
-            }
-            if n == 1 {
-                return Some(z);
-            }
-            match self.find(z, z + n, true) {
-                None => return Some(z),
-                Some(one) => i = one + 1,
-            }
-        }
-    }
-    fn any_set(&self) -> bool {
-        self.bits.iter().any(|w| *w != 0)
-    }
+    hint: AtomicU64,
 }
 
 /// Where an allocation came from, for the trace and tests.
@@ -135,20 +59,28 @@ pub struct Allocation {
 }
 
 /// `it_map` and its pools for one table of `size` entries.
+///
+/// The kernel guards each pool with a spinlock. Here a pool is its hint, and the bitmap's
+/// words are claimed with atomic `fetch_or` (a racing claim of the same bits is detected
+/// and retried), so a map costs one atomic read-modify-write and an unmap one more, and
+/// CPUs in different pools touch disjoint cache lines. Ownership is a flag checked before
+/// and after every claim, so a table taken by a user never hands out an entry.
 #[derive(Debug)]
 pub struct TceAllocator {
     size: u64,
     poolsize: u64,
     nr_pools: usize,
-    pools: Box<[Padded<Mutex<Pool>>]>,
-    large: Padded<Mutex<Pool>>,
+    bits: Box<[AtomicU64]>,
+    /// One bit per word of `bits`: set while that word is full, so a search skips a run
+    /// of full words 64 at a time (the reserved 32-bit hole, a full pool) instead of
+    /// loading each. A hint only: a transiently stale bit costs a skipped free entry,
+    /// never a double allocation.
+    full: Box<[AtomicU64]>,
+    pools: Box<[Padded<Pool>]>,
+    large: Padded<Pool>,
+    owned: AtomicBool,
     reserve_page0: bool,
     reserved: (u64, u64),
-}
-
-fn lock(m: &Mutex<Pool>) -> MutexGuard<'_, Pool> {
-    // No code panics while holding a pool lock; a poisoned lock still holds a valid bitmap.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TceAllocator {
@@ -159,17 +91,29 @@ impl TceAllocator {
         let bytes = u128::from(size) << page_shift;
         let nr_pools = if bytes >= 1 << 30 { NR_POOLS } else { 1 };
         let poolsize = (size * 3 / 4) / nr_pools as u64;
-        let pools: Box<[Padded<Mutex<Pool>>]> = (0..nr_pools as u64)
-            .map(|i| Padded(Mutex::new(Pool::new(poolsize * i, poolsize * (i + 1)))))
+        let pool = |start: u64, end: u64| {
+            Padded(Pool {
+                start,
+                end,
+                hint: AtomicU64::new(start),
+            })
+        };
+        let pools: Box<[Padded<Pool>]> = (0..nr_pools as u64)
+            .map(|i| pool(poolsize * i, poolsize * (i + 1)))
             .collect();
-        let large = Padded(Mutex::new(Pool::new(poolsize * nr_pools as u64, size)));
+        let large = pool(poolsize * nr_pools as u64, size);
         let reserved = (reserved.0.min(size), reserved.1.min(size));
         let a = Self {
             size,
             poolsize,
             nr_pools,
+            bits: (0..size.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            full: (0..size.div_ceil(64).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             pools,
             large,
+            owned: AtomicBool::new(false),
             reserve_page0: starts_at_zero,
             reserved: if reserved.0 < reserved.1 {
                 reserved
@@ -185,6 +129,10 @@ impl TceAllocator {
     pub fn size(&self) -> u64 {
         self.size
     }
+    /// Entries per small pool.
+    pub fn poolsize(&self) -> u64 {
+        self.poolsize
+    }
     /// Small pools (1 or 4).
     pub fn nr_pools(&self) -> usize {
         self.nr_pools
@@ -194,31 +142,142 @@ impl TceAllocator {
         self.reserved
     }
 
-    fn pool_of(&self, entry: u64) -> &Mutex<Pool> {
-        if entry >= self.poolsize * self.nr_pools as u64 {
-            &self.large.0
-        } else {
-            &self.pools[(entry / self.poolsize.max(1)) as usize].0
+    #[inline]
+    fn test(&self, i: u64) -> bool {
+        self.bits[(i / 64) as usize].load(Ordering::Relaxed) >> (i % 64) & 1 == 1
+    }
+
+    /// Sets or clears `[from, from + n)`; with `exclusive`, fails (undoing its own bits)
+    /// if any bit was already set.
+    #[inline]
+    fn update(&self, from: u64, n: u64, on: bool, exclusive: bool) -> bool {
+        let (mut r, end) = (from, from + n);
+        while r < end {
+            let w = (r / 64) as usize;
+            let lo = r % 64;
+            let take = (64 - lo).min(end - r);
+            let mask = if take == 64 {
+                !0
+            } else {
+                ((1u64 << take) - 1) << lo
+            };
+            if on {
+                let old = self.bits[w].fetch_or(mask, Ordering::SeqCst);
+                if exclusive && old & mask != 0 {
+                    // Give back only the bits this call set, then everything before.
+                    self.bits[w].fetch_and(!(mask & !old), Ordering::SeqCst);
+                    self.word_not_full(w);
+                    if r > from {
+                        self.update(from, r - from, false, false);
+                    }
+                    return false;
+                }
+                if old | mask == !0 {
+                    self.word_full(w);
+                }
+            } else {
+                self.bits[w].fetch_and(!mask, Ordering::SeqCst);
+                self.word_not_full(w);
+            }
+            r += take;
+        }
+        true
+    }
+
+    #[inline]
+    fn word_full(&self, w: usize) {
+        let bit = 1u64 << (w % 64);
+        self.full[w / 64].fetch_or(bit, Ordering::SeqCst);
+        // A racing free may have emptied a bit before the summary was set: undo.
+        if self.bits[w].load(Ordering::SeqCst) != !0 {
+            self.full[w / 64].fetch_and(!bit, Ordering::SeqCst);
         }
     }
 
-    fn mark(&self, from: u64, to: u64, on: bool) {
+    #[inline]
+    fn word_not_full(&self, w: usize) {
+        let bit = 1u64 << (w % 64);
+        if self.full[w / 64].load(Ordering::SeqCst) & bit != 0 {
+            self.full[w / 64].fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    /// First entry in `[from, to)` whose bit is `want`.
+    #[inline]
+    fn find(&self, from: u64, to: u64, want: bool) -> Option<u64> {
+        let mut r = from;
+        while r < to {
+            let w = (r / 64) as usize;
+            if !want {
+                // Skip the run of full words starting here, 64 at a time at most.
+                let summary = self.full[w / 64].load(Ordering::Relaxed) >> (w % 64);
+                let run = u64::from((!summary).trailing_zeros());
+                if run > 0 {
+                    r = (w as u64 + run) * 64;
+                    continue;
+                }
+            }
+            let raw = self.bits[w].load(Ordering::Relaxed);
+            let word = if want { raw } else { !raw };
+            let masked = word & (!0u64 << (r % 64));
+            if masked != 0 {
+                let hit = (w as u64) * 64 + u64::from(masked.trailing_zeros());
+                return (hit < to).then_some(hit);
+            }
+            r = (w as u64 + 1) * 64;
+        }
+        None
+    }
+
+    /// `iommu_area_alloc` + claiming: the first run of `n` clear bits in `[from, to)`,
+    /// now set.
+    #[inline]
+    fn area(&self, from: u64, to: u64, n: u64) -> Option<u64> {
         let mut i = from;
-        while i < to {
-            let m = self.pool_of(i);
-            let mut p = lock(m);
-            let n = p.end.min(to) - i;
-            p.set_range(i, n, on);
-            i += n;
+        loop {
+            let z = self.find(i, to, false)?;
+            if z + n > to {
+                return None;
+            }
+            if n == 1 {
+                // One bit: a single `lock bts`.
+                let (w, bit) = ((z / 64) as usize, 1u64 << (z % 64));
+                if self.bits[w].fetch_or(bit, Ordering::SeqCst) & bit == 0 {
+                    if self.bits[w].load(Ordering::Relaxed) == !0 {
+                        self.word_full(w);
+                    }
+                    return Some(z);
+                }
+                i = z + 1;
+                continue;
+            }
+            if let Some(one) = self.find(z, z + n, true) {
+                i = one + 1;
+                continue;
+            }
+            if self.update(z, n, true, true) {
+                return Some(z);
+            }
+            i = z + 1;
         }
     }
 
     fn apply_reservations(&self) {
         if self.reserve_page0 && self.size > 0 {
-            self.mark(0, 1, true);
+            self.update(0, 1, true, false);
         }
         let (s, e) = self.reserved;
-        self.mark(s, e, true);
+        if s < e {
+            self.update(s, e - s, true, false);
+        }
+    }
+
+    fn pool(&self, which: usize) -> &Pool {
+        if which >= self.nr_pools {
+            &self.large.0
+        } else {
+            &self.pools[which].0
+        }
     }
 
     /// `iommu_range_alloc`: `npages` consecutive entries for a caller on `cpu`, or
@@ -234,29 +293,36 @@ impl TceAllocator {
         if npages == 0 || npages > self.size {
             return Err(Errno::Einval);
         }
+        if self.owned.load(Ordering::SeqCst) {
+            return Err(Errno::Enomem);
+        }
         let largealloc = npages > LARGE_ALLOC_PAGES;
         let mask = self.nr_pools - 1;
         let mut pool_nr = pool_hash(cpu) & mask;
         let mut which = if largealloc { NR_POOLS } else { pool_nr };
-        let mut guard = lock(self.pool_ref(which));
+        let mut pool = self.pool(which);
         let mut start = match &handle {
             Some(h) if **h != 0 => **h,
-            _ => guard.hint,
+            _ => pool.hint.load(Ordering::Relaxed),
         };
-        if start >= guard.end || start < guard.start {
-            start = guard.start;
+        if start >= pool.end || start < pool.start {
+            start = pool.start;
         }
         let mut pass = 0usize;
         loop {
-            let end = guard.end;
-            if let Some(n) = guard.area(start, end, npages) {
-                guard.set_range(n, npages, true);
+            if let Some(n) = self.area(start, pool.end, npages) {
+                if self.owned.load(Ordering::SeqCst) {
+                    // Taken by a user meanwhile: never hand it out.
+                    self.update(n, npages, false, false);
+                    return Err(Errno::Enomem);
+                }
                 let stop = n + npages;
-                guard.hint = if largealloc {
+                let hint = if largealloc {
                     stop
                 } else {
                     (stop + BLOCK_SIZE - 1) & !(BLOCK_SIZE - 1)
                 };
+                pool.hint.store(hint, Ordering::Relaxed);
                 if let Some(h) = handle {
                     *h = stop;
                 }
@@ -268,33 +334,20 @@ impl TceAllocator {
             }
             if pass == 0 {
                 // First try the pool from its start.
-                guard.hint = guard.start;
             } else if pass <= self.nr_pools {
                 // Then every other pool in turn.
-                drop(guard);
                 pool_nr = (pool_nr + 1) & mask;
                 which = pool_nr;
-                guard = lock(self.pool_ref(which));
-                guard.hint = guard.start;
             } else if pass == self.nr_pools + 1 {
                 // Last resort: the large pool.
-                drop(guard);
                 which = NR_POOLS;
-                guard = lock(self.pool_ref(which));
-                guard.hint = guard.start;
             } else {
                 return Err(Errno::Enomem);
             }
-            start = guard.start;
+            pool = self.pool(which);
+            pool.hint.store(pool.start, Ordering::Relaxed);
+            start = pool.start;
             pass += 1;
-        }
-    }
-
-    fn pool_ref(&self, which: usize) -> &Mutex<Pool> {
-        if which >= self.nr_pools {
-            &self.large.0
-        } else {
-            &self.pools[which].0
         }
     }
 
@@ -305,108 +358,89 @@ impl TceAllocator {
         if npages == 0 || entry >= self.size || npages > self.size - entry {
             return Err(Errno::Einval);
         }
-        let m = self.pool_of(entry);
-        let mut p = lock(m);
-        if entry + npages <= p.end {
-            p.set_range(entry, npages, false);
-            return Ok(());
-        }
-        drop(p);
-        self.mark(entry, entry + npages, false);
+        self.update(entry, npages, false, false);
         Ok(())
     }
 
     /// Whether entry `i` is allocated (or reserved).
     pub fn is_set(&self, i: u64) -> bool {
-        i < self.size && lock(self.pool_of(i)).test(i)
+        i < self.size && self.test(i)
     }
 
-    fn lock_all(&self) -> Vec<MutexGuard<'_, Pool>> {
-        // The kernel's order: the large pool, then every small pool.
-        let mut v = vec![lock(&self.large.0)];
-        v.extend(self.pools.iter().map(|p| lock(&p.0)));
-        v
+    fn is_reservation(&self, i: u64) -> bool {
+        (self.reserve_page0 && i == 0) || (i >= self.reserved.0 && i < self.reserved.1)
     }
 
-    /// `iommu_table_in_use`: any entry allocated besides the reservations.
+    /// `iommu_table_in_use`: any entry allocated besides the reservations (always true
+    /// once a user took the table: its bitmap is saturated).
     pub fn in_use(&self) -> bool {
-        let guards = self.lock_all();
-        self.in_use_locked(&guards)
+        if self.owned.load(Ordering::SeqCst) {
+            return true;
+        }
+        self.in_use_bits()
     }
 
-    fn in_use_locked(&self, guards: &[MutexGuard<'_, Pool>]) -> bool {
-        guards.iter().any(|p| {
-            if !p.any_set() {
-                return false;
+    fn in_use_bits(&self) -> bool {
+        let mut i = 0;
+        while let Some(k) = self.find(i, self.size, true) {
+            if !self.is_reservation(k) {
+                return true;
             }
-            let mut i = p.start;
-            while let Some(k) = p.find(i, p.end, true) {
-                let page0 = self.reserve_page0 && k == 0;
-                let res = k >= self.reserved.0 && k < self.reserved.1;
-                if !page0 && !res {
-                    return true;
-                }
-                i = if res {
-                    self.reserved.1.max(k + 1)
-                } else {
-                    k + 1
-                };
-                if i >= p.end {
-                    break;
-                }
-            }
-            false
-        })
+            i = if k >= self.reserved.0 && k < self.reserved.1 {
+                self.reserved.1
+            } else {
+                k + 1
+            };
+        }
+        false
     }
 
     /// Entries allocated besides the reservations.
     pub fn allocated(&self) -> u64 {
-        let guards = self.lock_all();
-        let mut n = 0;
-        for p in &guards {
-            for i in p.start..p.end {
-                if p.test(i) {
-                    let page0 = self.reserve_page0 && i == 0;
-                    let res = i >= self.reserved.0 && i < self.reserved.1;
-                    n += u64::from(!page0 && !res);
-                }
-            }
-        }
-        n
+        (0..self.size)
+            .filter(|i| self.test(*i) && !self.is_reservation(*i))
+            .count() as u64
     }
 
-    /// `iommu_take_ownership`'s bitmap part: -EBUSY while an entry is allocated, else
-    /// every bit is set so that the kernel can never allocate from the table again.
+    /// `iommu_take_ownership`'s bitmap part: -EBUSY while an entry is allocated (or the
+    /// table is already taken), else every bit is set so that the kernel can never
+    /// allocate from the table again.
     pub fn take_ownership(&self) -> Result<(), Errno> {
-        let mut guards = self.lock_all();
-        if self.in_use_locked(&guards) {
+        if self.owned.swap(true, Ordering::SeqCst) {
             return Err(Errno::Ebusy);
         }
-        for p in &mut guards {
-            let (s, e) = (p.start, p.end);
-            p.set_range(s, e - s, true);
+        if self.in_use_bits() {
+            self.owned.store(false, Ordering::SeqCst);
+            return Err(Errno::Ebusy);
+        }
+        for w in self.bits.iter() {
+            w.store(!0, Ordering::SeqCst);
+        }
+        for w in self.full.iter() {
+            w.store(!0, Ordering::SeqCst);
         }
         Ok(())
     }
 
     /// Whether the bitmap is saturated (the table is owned by a user).
     pub fn saturated(&self) -> bool {
-        self.lock_all()
-            .iter()
-            .all(|p| p.find(p.start, p.end, false).is_none())
+        self.owned.load(Ordering::SeqCst)
     }
 
     /// `iommu_release_ownership`'s bitmap part: zero, then reserve again.
     pub fn release_ownership(&self) {
-        {
-            let mut guards = self.lock_all();
-            for p in &mut guards {
-                let (s, e) = (p.start, p.end);
-                p.set_range(s, e - s, false);
-                p.hint = p.start;
-            }
+        for w in self.bits.iter().chain(self.full.iter()) {
+            w.store(0, Ordering::SeqCst);
         }
+        for p in self.pools.iter() {
+            p.0.hint.store(p.0.start, Ordering::Relaxed);
+        }
+        self.large
+            .0
+            .hint
+            .store(self.large.0.start, Ordering::Relaxed);
         self.apply_reservations();
+        self.owned.store(false, Ordering::SeqCst);
     }
 }
 
@@ -510,6 +544,22 @@ mod tests {
         a.release_ownership();
         assert!(!a.in_use());
         assert!(a.is_set(0) && a.is_set(150) && !a.is_set(5));
+    }
+
+    #[test]
+    fn a_search_skips_full_words_and_finds_the_first_free_entry_after_them() {
+        let a = TceAllocator::new(1 << 16, 12, false, (0, 40_000));
+        let got = a.alloc(1, 0, None).unwrap();
+        assert_eq!(got.entry, 40_000);
+        // Free one entry inside a full run: the summary forgets that word.
+        a.release_ownership();
+        let b = TceAllocator::new(1 << 12, 12, false, (0, 0));
+        let mut all = Vec::new();
+        while let Ok(x) = b.alloc(1, 0, None) {
+            all.push(x.entry);
+        }
+        b.free(130, 1).unwrap();
+        assert_eq!(b.alloc(1, 0, None).unwrap().entry, 130);
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! whose driver set a 64-bit mask while bypass was on (`dma_ops_bypass`).
 
 use crate::pe::{PciDev, BYPASS_BASE};
-use crate::table::IommuTable;
+use crate::table::{IommuTable, PeCounters};
 use iommu_core::Errno;
 use spapr_tce::{DmaDirection, Tce, TceIndex, TcePerm};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Why a map failed; every variant is `DMA_MAPPING_ERROR` to the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -46,8 +47,70 @@ fn perm(dir: DmaDirection) -> Result<TcePerm, DmaMapError> {
     }
 }
 
+/// What a bound driver maps with: the device's DMA configuration (`dev->archdata`: its
+/// table base and whether it goes direct through bypass) as it was when the driver set its
+/// mask. The kernel reads these without a lock because they only change while no kernel
+/// driver is bound (ownership changes need `owner_cnt == 0`); a session is that snapshot,
+/// so the hot path takes no lock at all. A session kept past an ownership change maps into
+/// a table that is no longer programmed: the device reaches none of it.
+#[derive(Clone, Debug)]
+pub struct DmaSession {
+    table: Option<Arc<IommuTable>>,
+    bypass: bool,
+    counters: Arc<PeCounters>,
+}
+
 impl PciDev {
-    /// `dma_map_page`: a bus address for `len` bytes at real address `phys`.
+    /// The device's DMA configuration now.
+    pub fn dma_session(&self) -> DmaSession {
+        DmaSession {
+            table: self.table_base.get(),
+            bypass: self.bypass.load(Ordering::Relaxed),
+            counters: self.counters.clone(),
+        }
+    }
+    /// [`DmaSession::map_page`] on the current configuration.
+    pub fn map_page(
+        &self,
+        phys: u64,
+        len: u64,
+        dir: DmaDirection,
+        cpu: u32,
+    ) -> Result<u64, DmaMapError> {
+        self.dma_session().map_page(phys, len, dir, cpu)
+    }
+    /// [`DmaSession::unmap_page`] on the current configuration.
+    pub fn unmap_page(&self, dma: u64, len: u64) -> Result<(), DmaMapError> {
+        self.dma_session().unmap_page(dma, len, 0)
+    }
+    /// [`DmaSession::map_sg`] on the current configuration.
+    pub fn map_sg(
+        &self,
+        segs: &[(u64, u64)],
+        dir: DmaDirection,
+        cpu: u32,
+    ) -> Result<Vec<u64>, DmaMapError> {
+        self.dma_session().map_sg(segs, dir, cpu)
+    }
+    /// [`DmaSession::unmap_sg`] on the current configuration.
+    pub fn unmap_sg(&self, segs: &[(u64, u64)], cpu: u32) -> Result<(), DmaMapError> {
+        self.dma_session().unmap_sg(segs, cpu)
+    }
+}
+
+impl DmaSession {
+    /// Whether maps go direct through bypass.
+    pub fn bypass(&self) -> bool {
+        self.bypass
+    }
+
+    #[inline]
+    fn table(&self) -> Result<&IommuTable, DmaMapError> {
+        self.table.as_deref().ok_or(DmaMapError::TableUnavailable)
+    }
+
+    /// `dma_map_page`: a bus address for `len` bytes at real address `phys`, from `cpu`
+    /// (which allocator pool it starts in).
     #[inline]
     pub fn map_page(
         &self,
@@ -60,27 +123,30 @@ impl PciDev {
         if len == 0 || phys.checked_add(len).is_none() {
             return Err(DmaMapError::Invalid);
         }
-        if self.bypass.load(Ordering::Relaxed) {
+        if self.bypass {
             return Ok(phys + BYPASS_BASE);
         }
-        let guard = self.table_base.read().unwrap_or_else(|p| p.into_inner());
-        let table = guard.as_ref().ok_or(DmaMapError::TableUnavailable)?;
-        let mut handle = None;
-        map_one(table, phys, len, perm, cpu, &mut handle, self)
+        map_one(
+            self.table()?,
+            phys,
+            len,
+            perm,
+            cpu,
+            &mut None,
+            &self.counters,
+        )
     }
 
     /// `dma_unmap_page`.
     #[inline]
-    pub fn unmap_page(&self, dma: u64, len: u64) -> Result<(), DmaMapError> {
+    pub fn unmap_page(&self, dma: u64, len: u64, cpu: u32) -> Result<(), DmaMapError> {
         if len == 0 {
             return Err(DmaMapError::Invalid);
         }
-        if self.bypass.load(Ordering::Relaxed) && dma & BYPASS_BASE != 0 {
+        if self.bypass && dma & BYPASS_BASE != 0 {
             return Ok(());
         }
-        let guard = self.table_base.read().unwrap_or_else(|p| p.into_inner());
-        let table = guard.as_ref().ok_or(DmaMapError::TableUnavailable)?;
-        unmap_one(table, dma, len, self)
+        unmap_one(self.table()?, dma, len, cpu, &self.counters)
     }
 
     /// `dma_map_sg`: one bus address per segment `(phys, len)`. Consecutive segments are
@@ -100,19 +166,18 @@ impl PciDev {
         {
             return Err(DmaMapError::Invalid);
         }
-        if self.bypass.load(Ordering::Relaxed) {
+        if self.bypass {
             return Ok(segs.iter().map(|(p, _)| p + BYPASS_BASE).collect());
         }
-        let guard = self.table_base.read().unwrap_or_else(|p| p.into_inner());
-        let table = guard.as_ref().ok_or(DmaMapError::TableUnavailable)?;
+        let table = self.table()?;
         let mut out = Vec::with_capacity(segs.len());
         let mut handle = Some(0u64);
         for (p, l) in segs {
-            match map_one(table, *p, *l, perm, cpu, &mut handle, self) {
+            match map_one(table, *p, *l, perm, cpu, &mut handle, &self.counters) {
                 Ok(a) => out.push(a),
                 Err(e) => {
                     for (a, (_, l)) in out.iter().zip(segs) {
-                        let _ = unmap_one(table, *a, *l, self);
+                        let _ = unmap_one(table, *a, *l, cpu, &self.counters);
                     }
                     return Err(e);
                 }
@@ -122,10 +187,10 @@ impl PciDev {
     }
 
     /// `dma_unmap_sg`: `(dma, len)` pairs as returned by [`Self::map_sg`].
-    pub fn unmap_sg(&self, segs: &[(u64, u64)]) -> Result<(), DmaMapError> {
+    pub fn unmap_sg(&self, segs: &[(u64, u64)], cpu: u32) -> Result<(), DmaMapError> {
         let mut first_err = Ok(());
         for (a, l) in segs {
-            if let Err(e) = self.unmap_page(*a, *l) {
+            if let Err(e) = self.unmap_page(*a, *l, cpu) {
                 if first_err.is_ok() {
                     first_err = Err(e);
                 }
@@ -143,7 +208,7 @@ fn map_one(
     perm: TcePerm,
     cpu: u32,
     handle: &mut Option<u64>,
-    dev: &PciDev,
+    counters: &PeCounters,
 ) -> Result<u64, DmaMapError> {
     let map = table.map.as_ref().ok_or(DmaMapError::TableUnavailable)?;
     let g = table.tces.geometry();
@@ -159,25 +224,29 @@ fn map_one(
         let tce = Tce::new(base + (i << shift), perm);
         if table
             .tces
-            .exchange_no_kill(TceIndex(first.0 + i), tce)
+            .store_no_kill(TceIndex(first.0 + i), tce)
             .is_err()
         {
             for j in 0..i {
-                let _ = table
-                    .tces
-                    .exchange_no_kill(TceIndex(first.0 + j), Tce::EMPTY);
+                let _ = table.tces.store_no_kill(TceIndex(first.0 + j), Tce::EMPTY);
             }
             let _ = map.free(got.entry, npages);
             return Err(DmaMapError::NoMemory);
         }
     }
     // `tce_kill` for the range, counted on the device's PE.
-    dev.counters.range_kill(cpu);
+    counters.range_kill(cpu);
     Ok(g.bus_offset().raw() + (got.entry << shift) + (phys & mask))
 }
 
 #[inline]
-fn unmap_one(table: &IommuTable, dma: u64, len: u64, dev: &PciDev) -> Result<(), DmaMapError> {
+fn unmap_one(
+    table: &IommuTable,
+    dma: u64,
+    len: u64,
+    cpu: u32,
+    counters: &PeCounters,
+) -> Result<(), DmaMapError> {
     let map = table.map.as_ref().ok_or(DmaMapError::TableUnavailable)?;
     let g = table.tces.geometry();
     let shift = g.page_shift().shift();
@@ -189,8 +258,8 @@ fn unmap_one(table: &IommuTable, dma: u64, len: u64, dev: &PciDev) -> Result<(),
     }
     let first = g.first_index().0 + rel;
     for i in 0..npages {
-        let _ = table.tces.exchange_no_kill(TceIndex(first + i), Tce::EMPTY);
+        let _ = table.tces.store_no_kill(TceIndex(first + i), Tce::EMPTY);
     }
-    dev.counters.range_kill(0);
+    counters.range_kill(cpu);
     map.free(rel, npages).map_err(|_| DmaMapError::Invalid)
 }

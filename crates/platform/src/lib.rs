@@ -25,7 +25,7 @@ pub mod ram;
 pub mod table;
 
 pub use alloc::{pool_hash, Allocation, TceAllocator};
-pub use dma::DmaMapError;
+pub use dma::{DmaMapError, DmaSession};
 pub use iommu::SpaprTceIommu;
 pub use machine::{
     BootReport, DeviceConfig, Initcall, PeView, PhbView, PowerNv, PowerNvConfig, WindowView,

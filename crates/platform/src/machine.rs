@@ -2,7 +2,7 @@
 //! PCI devices with kernel drivers that map buffers through the DMA API, device DMA, the
 //! boot sequence of kernel.md 2.1, and a snapshot of it all for `show`.
 
-use crate::dma::DmaMapError;
+use crate::dma::{DmaMapError, DmaSession};
 use crate::iommu::SpaprTceIommu;
 use crate::pe::{DmaFault, PciDev, Pe, PeLink, PeScope, Tve1, MAX_WINDOWS};
 use crate::phb::{Phb, PhbConfig, PhbModel};
@@ -259,6 +259,7 @@ pub struct PowerNv {
     pending: Mutex<Vec<DeviceConfig>>,
     devs: Mutex<BTreeMap<DeviceId, Arc<PciDev>>>,
     buffers: Mutex<HashMap<DeviceId, Vec<DriverBuffer>>>,
+    sessions: Mutex<HashMap<DeviceId, DmaSession>>,
     next_kbuf: AtomicU64,
     boot: Mutex<BootFlags>,
 }
@@ -316,6 +317,7 @@ impl PowerNv {
             pending: Mutex::new(config.devices),
             devs: Mutex::new(BTreeMap::new()),
             buffers: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             next_kbuf: AtomicU64::new(KERNEL_BUFFERS),
             boot: Mutex::new(BootFlags::default()),
         })
@@ -448,7 +450,7 @@ impl PowerNv {
             name: d.name.clone(),
             bdfn: d.bdfn(),
             dma_mask_bits: d.dma_mask_bits,
-            table_base: std::sync::RwLock::new(None),
+            table_base: Default::default(),
             bypass: AtomicBool::new(false),
             pe: Arc::downgrade(&pe),
             counters: pe.counters.clone(),
@@ -602,9 +604,15 @@ impl PowerNv {
             let bypass =
                 pdev.dma_mask_bits == 64 && pdev.pe().is_some_and(|pe| pe.lock().bypass_enabled);
             pdev.bypass.store(bypass, Ordering::Relaxed);
+            lock(&self.sessions).insert(dev, pdev.dma_session());
         }
         self.flush();
         r
+    }
+
+    /// The DMA session of the device's bound kernel driver.
+    pub fn dma_session(&self, dev: DeviceId) -> Option<DmaSession> {
+        lock(&self.sessions).get(&dev).cloned()
     }
 
     /// Binds a driver that manages DMA itself (vfio-pci): no default-domain use.
@@ -619,8 +627,11 @@ impl PowerNv {
     pub fn unbind_driver(&self, dev: DeviceId) -> Result<(), Errno> {
         let pdev = self.pci(dev)?;
         let bufs = lock(&self.buffers).remove(&dev).unwrap_or_default();
+        let session = lock(&self.sessions).remove(&dev);
         for b in bufs {
-            let _ = pdev.unmap_page(b.dma, b.len);
+            if let Some(s) = &session {
+                let _ = s.unmap_page(b.dma, b.len, 0);
+            }
             self.note(
                 EventKind::Unmap,
                 Some(&pdev.name),
@@ -643,14 +654,7 @@ impl PowerNv {
         dir: DmaDirection,
     ) -> Result<DriverBuffer, Errno> {
         let pdev = self.pci(dev)?;
-        if !self
-            .core
-            .devices()
-            .iter()
-            .any(|d| d.id == dev && d.driver.as_ref().is_some_and(|b| !b.driver_managed_dma))
-        {
-            return Err(Errno::Enodev);
-        }
+        let session = self.dma_session(dev).ok_or(Errno::Enodev)?;
         if len == 0 || len > 1 << 30 {
             return Err(Errno::Einval);
         }
@@ -660,7 +664,7 @@ impl PowerNv {
         if phys + len > self.ram.size() {
             return Err(Errno::Enomem);
         }
-        let r = pdev.map_page(phys, len, dir, 0);
+        let r = session.map_page(phys, len, dir, 0);
         match r {
             Ok(dma) => {
                 let b = DriverBuffer { phys, dma, len };
@@ -688,13 +692,16 @@ impl PowerNv {
     /// The driver frees the buffer it mapped at `dma`.
     pub fn driver_dma_free(&self, dev: DeviceId, dma: u64) -> Result<(), Errno> {
         let pdev = self.pci(dev)?;
+        let session = self.dma_session(dev).ok_or(Errno::Einval)?;
         let b = {
             let mut all = lock(&self.buffers);
             let v = all.get_mut(&dev).ok_or(Errno::Einval)?;
             let i = v.iter().position(|b| b.dma == dma).ok_or(Errno::Einval)?;
             v.remove(i)
         };
-        let r = pdev.unmap_page(b.dma, b.len).map_err(DmaMapError::errno);
+        let r = session
+            .unmap_page(b.dma, b.len, 0)
+            .map_err(DmaMapError::errno);
         self.note(
             EventKind::Unmap,
             Some(&pdev.name),

@@ -2,11 +2,11 @@
 //! table-group ops — IODA2's real DDW ops (`pnv_pci_ioda2_ops`) and the "borrowing" ops
 //! (`spapr_tce_table_group_ops`) of IODA1 and pSeries.
 
-use crate::table::{IommuTable, PeCounters};
+use crate::table::{IommuTable, Padded, PeCounters};
 use crate::Env;
 use iommu_core::{DeviceId, Errno, EventKind, Group};
 use spapr_tce::{ioda2_table_size, Access, Fault, Hpa, Iova, PageShift, PageSizes, TableGeometry};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
 /// `tce_bypass_base`: PCI address bit 59 selects TVE#1.
 pub const BYPASS_BASE: u64 = 1 << 59;
@@ -82,6 +82,38 @@ pub enum Tve1 {
     Table,
 }
 
+/// `iommu_table_base`, read on every DMA API call from every CPU and changed only at
+/// ownership changes: one reader lock per CPU slot, each on its own cache lines, so that
+/// CPUs mapping for the same device never write a shared line (a "big reader" lock).
+/// Writers take every slot before changing the value, so all readers see one value.
+#[derive(Debug, Default)]
+pub(crate) struct TableBase {
+    slots: [Padded<RwLock<Option<Arc<IommuTable>>>>; 4],
+}
+
+impl TableBase {
+    #[inline]
+    pub(crate) fn read(&self, cpu: u32) -> RwLockReadGuard<'_, Option<Arc<IommuTable>>> {
+        self.slots[(cpu & 3) as usize]
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+    pub(crate) fn get(&self) -> Option<Arc<IommuTable>> {
+        self.read(0).clone()
+    }
+    pub(crate) fn set(&self, t: Option<Arc<IommuTable>>) {
+        let mut guards: Vec<_> = self
+            .slots
+            .iter()
+            .map(|s| s.0.write().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        for g in &mut guards {
+            **g = t.clone();
+        }
+    }
+}
+
 /// A PCI function as the platform sees it (`struct pci_dev` + `dev_archdata`).
 #[derive(Debug)]
 pub struct PciDev {
@@ -95,7 +127,7 @@ pub struct PciDev {
     pub dma_mask_bits: u32,
     /// `iommu_table_base`: the table the kernel DMA API maps through (NULL when the group
     /// is handed to a user).
-    pub(crate) table_base: RwLock<Option<Arc<IommuTable>>>,
+    pub(crate) table_base: TableBase,
     /// `dma_ops_bypass`: decided when a driver sets its mask, used by every map after.
     pub(crate) bypass: std::sync::atomic::AtomicBool,
     pub(crate) pe: Weak<Pe>,
@@ -110,17 +142,14 @@ impl PciDev {
     }
     /// Whether the kernel DMA API has a table for it.
     pub fn has_table_base(&self) -> bool {
-        self.table_base
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.table_base.get().is_some()
     }
     /// Whether its DMA goes direct through bypass.
     pub fn uses_bypass(&self) -> bool {
         self.bypass.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub(crate) fn set_table_base(&self, t: Option<Arc<IommuTable>>) {
-        *self.table_base.write().unwrap_or_else(|p| p.into_inner()) = t;
+        self.table_base.set(t);
     }
 }
 
@@ -609,8 +638,15 @@ impl Pe {
             ));
         }
         for d in &st.devices {
-            if d.has_table_base() {
-                v.push(format!("{}: iommu_table_base still set", d.name));
+            let usable = d
+                .table_base
+                .get()
+                .is_some_and(|t| t.map.as_ref().is_some_and(|m| !m.saturated()));
+            if usable {
+                v.push(format!(
+                    "{}: iommu_table_base still points at a usable kernel table",
+                    d.name
+                ));
             }
         }
         v

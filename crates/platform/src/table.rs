@@ -22,12 +22,13 @@ pub struct PeCounters {
 }
 
 impl PeCounters {
-    /// Counts one range kill from `cpu`.
+    /// Counts one range kill from `cpu`. Each slot is a per-CPU counter, bumped with a
+    /// plain load and store as the kernel's `this_cpu_inc` is: two threads that claim to
+    /// be the same CPU may lose a count, never corrupt one.
     #[inline]
     pub fn range_kill(&self, cpu: u32) {
-        self.range[(cpu & 3) as usize]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        let c = &self.range[(cpu & 3) as usize].0;
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
     /// Counts one PE-wide kill.
     pub fn pe_kill(&self) {

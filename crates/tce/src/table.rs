@@ -209,6 +209,26 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         )))
     }
 
+    /// Stores the entry at `index` without reading the old one and without invalidating
+    /// (the kernel DMA API's `pnv_tce_build`/`pnv_tce_free`, which own their entries
+    /// through the allocator and need no exchange). One plain release store: a racing
+    /// reader sees the old or the new entry. Storing `Tce::EMPTY` where no level exists
+    /// succeeds without allocating.
+    #[inline]
+    pub fn store_no_kill(&self, index: TceIndex, tce: Tce) -> Result<(), TceError> {
+        let rel = self.rel(index)?;
+        let slot = if tce.is_empty() {
+            match self.tree.slot(rel) {
+                Some(s) => s,
+                None => return Ok(()),
+            }
+        } else {
+            self.tree.slot_alloc(rel)?
+        };
+        slot.store(self.stored(tce), Ordering::Release);
+        Ok(())
+    }
+
     /// Atomically replaces the entry at `index`, returns the old one and invalidates it.
     #[inline]
     pub fn exchange(&self, index: TceIndex, tce: Tce) -> Result<Tce, TceError> {

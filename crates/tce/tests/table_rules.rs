@@ -120,6 +120,24 @@ fn five_level_table_allocates_one_path_per_write() {
 }
 
 #[test]
+fn store_writes_without_killing_and_clearing_a_missing_level_allocates_nothing() {
+    let kill = Arc::new(KillCounter::default());
+    let t: TceTable<Hpa, Arc<KillCounter>> =
+        TceTable::with_kill(two_level_1g_64k(), TableOptions::powernv(), kill.clone()).unwrap();
+    let i = two_level_1g_64k().first_index();
+    let bytes = t.allocated_bytes();
+    t.store_no_kill(TceIndex(i.0 + 5000), Tce::EMPTY).unwrap();
+    assert_eq!(t.allocated_bytes(), bytes);
+    t.store_no_kill(i, Tce(0x1_0002)).unwrap();
+    assert_eq!(t.get(i).unwrap(), Tce(0x1_0003), "write implies read");
+    assert_eq!(kill.range_kills(), 0);
+    assert!(matches!(
+        t.store_no_kill(TceIndex(0), Tce(1)),
+        Err(TceError::IndexOutOfWindow { .. })
+    ));
+}
+
+#[test]
 fn exchange_returns_the_old_entry() {
     let t: TceTable = TceTable::new(two_level_1g_64k(), TableOptions::default()).unwrap();
     let i = two_level_1g_64k().first_index();

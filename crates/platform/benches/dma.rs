@@ -1,0 +1,237 @@
+//! Kernel DMA API hot paths beside a raw next-fit bitmap measured in the same run:
+//! - map+unmap of one page and of a 16-page scatter-gather list vs a plain `Vec<u64>`
+//!   next-fit bitmap alloc+free of the same sizes (target >= 0.5);
+//! - two CPUs mapping at once vs our own one-CPU figure (aggregate, target >= 1.5);
+//! - map+unmap at 50 % occupancy with random frees vs our FIFO figure (target >= 0.1).
+//!
+//! `cargo bench -p spapr-platform --bench dma`
+
+use criterion::Criterion;
+use spapr_benchkit::{Comparison, XorShift};
+use spapr_platform::{DmaSession, PowerNv, PowerNvConfig};
+use spapr_tce::DmaDirection;
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+/// The baseline: a plain next-fit bitmap, no locks, no pools, no TCEs.
+struct RawNextFit {
+    bits: Vec<u64>,
+    hint: usize,
+    size: usize,
+}
+
+impl RawNextFit {
+    fn new(size: usize) -> Self {
+        Self {
+            bits: vec![0; size.div_ceil(64)],
+            hint: 0,
+            size,
+        }
+    }
+    #[inline]
+    fn is_set(&self, i: usize) -> bool {
+        self.bits[i / 64] >> (i % 64) & 1 == 1
+    }
+    #[inline]
+    fn alloc(&mut self, n: usize) -> Option<usize> {
+        for pass in 0..2 {
+            let mut i = if pass == 0 { self.hint } else { 0 };
+            'search: while i + n <= self.size {
+                let w = self.bits[i / 64] | ((1u64 << (i % 64)) - 1);
+                if w == !0 {
+                    i = (i / 64 + 1) * 64;
+                    continue;
+                }
+                let z = (i / 64) * 64 + (!w).trailing_zeros() as usize;
+                if z + n > self.size {
+                    break;
+                }
+                for k in z..z + n {
+                    if self.is_set(k) {
+                        i = k + 1;
+                        continue 'search;
+                    }
+                }
+                for k in z..z + n {
+                    self.bits[k / 64] |= 1 << (k % 64);
+                }
+                self.hint = z + n;
+                return Some(z);
+            }
+        }
+        None
+    }
+    #[inline]
+    fn free(&mut self, at: usize, n: usize) {
+        for k in at..at + n {
+            self.bits[k / 64] &= !(1 << (k % 64));
+        }
+    }
+}
+
+/// The seed machine with nic0 (32-bit mask: window 0) bound; its driver's DMA session and
+/// window 0's entry count.
+fn machine() -> (PowerNv, Arc<DmaSession>, u64) {
+    let m = PowerNv::booted(PowerNvConfig::seed()).expect("seed machine");
+    let nic = m.device("nic0").expect("nic0");
+    m.bind_driver(nic, "bench").expect("bind");
+    let d = Arc::new(m.dma_session(nic).expect("session"));
+    let entries = m
+        .pe_of(nic)
+        .and_then(|pe| {
+            pe.lock().tables[0]
+                .as_ref()
+                .map(|t| t.tces.geometry().entries())
+        })
+        .expect("window 0");
+    (m, d, entries)
+}
+
+fn map_unmap(d: &DmaSession, iters: u64, cpu: u32) -> Duration {
+    let start = Instant::now();
+    for i in 0..iters {
+        let phys = (i & 0xffff) << 16;
+        let a = d
+            .map_page(phys, 0x1000, DmaDirection::Bidirectional, cpu)
+            .expect("map");
+        d.unmap_page(black_box(a), 0x1000, cpu).expect("unmap");
+    }
+    start.elapsed()
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut cmp = Comparison::new();
+    let (_m, d, entries) = machine();
+    let entries = entries as usize;
+
+    let mut raw = RawNextFit::new(entries);
+    cmp.pair(
+        &mut c,
+        "dma_map+unmap/1 page",
+        0.5,
+        "next-fit bitmap alloc+free",
+        |iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let a = raw.alloc(1).expect("raw alloc");
+                raw.free(black_box(a), 1);
+            }
+            start.elapsed()
+        },
+        |iters| map_unmap(&d, iters, 0),
+    );
+
+    let segs: Vec<(u64, u64)> = (0..16u64).map(|k| (k * 0x30_0000, 0x1000)).collect();
+    let mut raw = RawNextFit::new(entries);
+    let mut held = [0usize; 16];
+    cmp.pair(
+        &mut c,
+        "dma_map_sg+unmap_sg/16 pages",
+        0.5,
+        "16 x next-fit alloc+free",
+        |iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                for h in held.iter_mut() {
+                    *h = raw.alloc(1).expect("raw alloc");
+                }
+                for h in held.iter() {
+                    raw.free(black_box(*h), 1);
+                }
+            }
+            start.elapsed()
+        },
+        |iters| {
+            let mut pairs = [(0u64, 0x1000u64); 16];
+            let start = Instant::now();
+            for _ in 0..iters {
+                let got = d.map_sg(&segs, DmaDirection::ToDevice, 0).expect("map_sg");
+                for (p, a) in pairs.iter_mut().zip(&got) {
+                    p.0 = *a;
+                }
+                d.unmap_sg(black_box(&pairs), 0).expect("unmap_sg");
+            }
+            start.elapsed()
+        },
+    );
+
+    // Two CPUs (pools 0 and 1) against our own one-CPU figure. The pair's "baseline" is
+    // one CPU's time per op; "ours" is the aggregate time per op of two CPUs at once, so
+    // the ratio is the aggregate speed-up.
+    cmp.pair(
+        &mut c,
+        "dma_map+unmap/2 CPUs aggregate",
+        1.5,
+        "our 1-CPU figure",
+        |iters| map_unmap(&d, iters, 0),
+        |iters| {
+            let per = iters.div_ceil(2);
+            let barrier = Arc::new(Barrier::new(3));
+            let handles: Vec<_> = (0..2u32)
+                .map(|cpu| {
+                    let d = d.clone();
+                    let b = barrier.clone();
+                    std::thread::spawn(move || {
+                        b.wait();
+                        map_unmap(&d, per, cpu)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for h in handles {
+                let _ = h.join();
+            }
+            let wall = start.elapsed();
+            // Report the time per op over the 2 * per ops done.
+            wall.mul_f64(iters as f64 / (2 * per) as f64)
+        },
+    );
+
+    // 50 % occupancy with random frees vs our FIFO figure.
+    {
+        let (m2, d2, _) = machine();
+        let pe = m2.pe_of(m2.device("nic0").expect("nic0")).expect("pe");
+        let table = pe.lock().tables[0].clone().expect("window 0");
+        let map = table.map.as_ref().expect("kernel map");
+        let (rs, re) = map.reserved();
+        let usable = map.size() - (re - rs) - 1;
+        let mut live: Vec<u64> = Vec::with_capacity(usable as usize / 2);
+        // Spread over the four pools (CPUs 0, 1, 4, 2 hash to pools 0, 1, 2, 3).
+        let cpus = [0u32, 1, 4, 2];
+        while (live.len() as u64) < usable / 2 {
+            let phys = (live.len() as u64 & 0xffff) << 16;
+            let cpu = cpus[live.len() % 4];
+            live.push(
+                d2.map_page(phys, 0x1000, DmaDirection::Bidirectional, cpu)
+                    .expect("fill to 50 %"),
+            );
+        }
+        let mut rng = XorShift(0x5DEE_CE66_D1CE_5EED);
+        cmp.pair(
+            &mut c,
+            "dma_map+unmap/50% full, random frees",
+            0.1,
+            "our FIFO figure",
+            |iters| map_unmap(&d, iters, 0),
+            |iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    // A random mapping is freed and a new one made, by a CPU of the
+                    // same mix that filled the window.
+                    let r = rng.next_u64();
+                    let k = (r % live.len() as u64) as usize;
+                    let cpu = cpus[(r >> 40) as usize % 4];
+                    d2.unmap_page(live[k], 0x1000, cpu).expect("unmap");
+                    live[k] = d2
+                        .map_page(0x10000, 0x1000, DmaDirection::Bidirectional, cpu)
+                        .expect("map");
+                }
+                start.elapsed()
+            },
+        );
+    }
+    cmp.report();
+}

@@ -1,0 +1,390 @@
+//! Each error row of kernel.md section 5 that the platform owns, the boot-order failures
+//! of 2.1, and the table-group ops' refusals.
+
+use iommu_core::{AttachCtx, Core, DeviceId, DeviceInfo, DomainType, Errno, IommuOps, OwnerCookie};
+use spapr_platform::{
+    Design, DeviceConfig, Initcall, OpalError, PeScope, PhbConfig, PhbModel, PowerNv,
+    PowerNvConfig, BYPASS_BASE,
+};
+use spapr_tce::{Access, DmaDirection, Tce, TceIndex, TcePerm};
+use std::sync::Arc;
+
+const OWNER: OwnerCookie = OwnerCookie(7);
+
+fn seed() -> PowerNv {
+    PowerNv::booted(PowerNvConfig::seed()).unwrap()
+}
+
+#[test]
+fn probe_device_refuses_non_pci_devices_with_eperm() {
+    let m = seed();
+    let d = m.core().add_device(DeviceInfo::platform("uart0", 0));
+    assert_eq!(m.core().probe_device(d), Err(Errno::Eperm));
+    let trace: Vec<String> = m
+        .core()
+        .take_trace()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(trace
+        .iter()
+        .any(|l| l.contains("uart0") && l.contains("probe_device: EPERM")));
+}
+
+#[test]
+fn device_group_without_the_controller_callback_is_enoent() {
+    let mut cfg = PowerNvConfig::seed();
+    cfg.phbs[1].device_group_callback = false;
+    let m = PowerNv::booted(cfg).unwrap();
+    let gpu = m.device("gpu0").unwrap();
+    assert!(m.core().device_group(gpu).unwrap().is_none());
+    assert_eq!(m.core().probe_device(gpu), Err(Errno::Enoent));
+}
+
+#[test]
+fn device_group_without_a_pe_is_enodev() {
+    let m = seed();
+    let r = m.add_device(&DeviceConfig::new("orphan", 0, 9, 0, 64));
+    assert!(r.is_err());
+    let d = m.device("orphan").unwrap();
+    assert_eq!(m.core().probe_device(d), Err(Errno::Enodev));
+}
+
+#[test]
+fn iommu_add_device_is_enoent_for_unknown_and_ebusy_for_grouped_devices() {
+    let m = seed();
+    assert_eq!(m.iommu_add_device(DeviceId(999)), Err(Errno::Enoent));
+    let nic = m.device("nic0").unwrap();
+    assert_eq!(m.iommu_add_device(nic), Err(Errno::Ebusy));
+}
+
+#[test]
+fn a_second_device_on_a_bus_pe_joins_the_same_group() {
+    let m = seed();
+    let nic1 = m
+        .add_device(&DeviceConfig::new("nic1", 0, 1, 1, 64))
+        .unwrap();
+    let nic0 = m.device("nic0").unwrap();
+    let g0 = m.core().device_group(nic0).unwrap().unwrap();
+    let g1 = m.core().device_group(nic1).unwrap().unwrap();
+    assert!(g0.same(&g1));
+    assert!(m.check().is_empty());
+}
+
+#[test]
+fn blocking_attach_of_a_device_without_a_pe_group_is_enodev() {
+    let m = seed();
+    let ops = spapr_platform::SpaprTceIommu::new(Arc::downgrade(&m.phbs()[0]), Design::Fixed);
+    let blocked = ops.blocked_domain().unwrap();
+    assert_eq!(blocked.ty(), DomainType::Blocked);
+    let core = Core::new();
+    let stray = core.alloc_group(None, Box::new(()), None);
+    let info = DeviceInfo::pci("x", 0, 1, 0);
+    let ctx = AttachCtx {
+        dev: DeviceId(0),
+        info: &info,
+        group: &stray,
+        old: Some(DomainType::Platform),
+    };
+    assert_eq!(blocked.ops().attach_dev(&ctx), Err(Errno::Enodev));
+}
+
+#[test]
+fn capabilities_are_cache_coherency_only() {
+    let m = seed();
+    let nic = m.device("nic0").unwrap();
+    for cap in iommu_core::Cap::ALL {
+        assert_eq!(
+            m.core().device_capable(nic, cap),
+            Ok(cap == iommu_core::Cap::CacheCoherency),
+            "{cap:?}"
+        );
+    }
+}
+
+fn ioda1() -> PowerNv {
+    PowerNv::booted(PowerNvConfig {
+        ram_size: 4 << 30,
+        host_page_shift: 16,
+        design: Design::Fixed,
+        bypass_disabled: false,
+        phbs: vec![PhbConfig::new(
+            PhbModel::Ioda1,
+            vec![(1, PeScope::Bus(1)), (2, PeScope::Bus(2))],
+        )],
+        devices: vec![
+            DeviceConfig::new("a", 0, 1, 0, 32),
+            DeviceConfig::new("b0", 0, 2, 0, 32),
+            DeviceConfig::new("b1", 0, 2, 1, 32),
+        ],
+    })
+    .unwrap()
+}
+
+#[test]
+fn borrowed_tables_refuse_ownership_while_a_kernel_mapping_is_live() {
+    let m = ioda1();
+    let a = m.device("a").unwrap();
+    m.bind_driver(a, "e1000").unwrap();
+    // The driver leaks a mapping it never tracked, then goes.
+    let leaked = m
+        .pci_dev(a)
+        .unwrap()
+        .map_page(0x2000_0000, 0x1000, DmaDirection::ToDevice, 0)
+        .unwrap();
+    m.unbind_driver(a).unwrap();
+    let before = m
+        .core()
+        .group_view(&m.core().device_group(a).unwrap().unwrap());
+    assert_eq!(m.claim_group(a, OWNER).err(), Some(Errno::Ebusy));
+    let after = m
+        .core()
+        .group_view(&m.core().device_group(a).unwrap().unwrap());
+    assert_eq!(before, after, "a failed claim leaves the group as it was");
+    // Once the mapping is gone the claim works and the bitmap is saturated.
+    m.pci_dev(a).unwrap().unmap_page(leaked, 0x1000).unwrap();
+    let c = m.claim_group(a, OWNER).unwrap();
+    let pe = m.pe_of(a).unwrap();
+    assert!(pe.lock().tables[0]
+        .as_ref()
+        .unwrap()
+        .map
+        .as_ref()
+        .unwrap()
+        .saturated());
+    assert!(m.check().is_empty(), "{:?}", m.check());
+    m.release(c).unwrap();
+    assert!(!pe.lock().tables[0]
+        .as_ref()
+        .unwrap()
+        .map
+        .as_ref()
+        .unwrap()
+        .in_use());
+}
+
+#[test]
+fn claiming_a_multi_device_borrowing_group_fails_with_ebusy() {
+    // kernel.md 2.5's surprise: the second device's attach finds the bitmap saturated.
+    let m = ioda1();
+    let b0 = m.device("b0").unwrap();
+    assert_eq!(m.claim_group(b0, OWNER).err(), Some(Errno::Ebusy));
+    let g = m
+        .core()
+        .group_view(&m.core().device_group(b0).unwrap().unwrap());
+    assert_eq!(g.domain, Some(DomainType::Platform));
+    assert_eq!(g.owner, None);
+    let pe = m.pe_of(b0).unwrap();
+    assert!(!pe.lock().tables[0]
+        .as_ref()
+        .unwrap()
+        .map
+        .as_ref()
+        .unwrap()
+        .saturated());
+}
+
+#[test]
+fn borrowing_ops_lend_window_0_only_with_matching_parameters() {
+    let m = ioda1();
+    let pe = m.pe_of(m.device("a").unwrap()).unwrap();
+    assert_eq!(pe.create_table(1, 12, 1 << 31, 1).err(), Some(Errno::Eperm));
+    assert_eq!(
+        pe.create_table(0, 16, 1 << 31, 1).err(),
+        Some(Errno::Einval)
+    );
+    assert_eq!(pe.get_table_size(12, 1 << 31, 2), !0);
+    assert_eq!(pe.get_table_size(12, 1 << 31, 1), (1 << 31) >> 9);
+    let t = pe.create_table(0, 12, 1 << 31, 1).unwrap();
+    assert!(Arc::ptr_eq(&t, pe.lock().tables[0].as_ref().unwrap()));
+    assert_eq!(pe.max_dynamic_windows(), 0);
+}
+
+#[test]
+fn ioda2_create_table_checks_page_size_geometry_and_slot() {
+    let m = seed();
+    let pe = m.pe_of(m.device("gpu0").unwrap()).unwrap();
+    // PHB4: 4K, 64K, 2M, 1G. 16M is PHB3's.
+    assert_eq!(
+        pe.create_table(1, 24, 1 << 40, 2).err(),
+        Some(Errno::Einval)
+    );
+    assert_eq!(
+        pe.create_table(2, 16, 1 << 30, 1).err(),
+        Some(Errno::Einval)
+    );
+    assert_eq!(
+        pe.create_table(1, 16, 3 << 30, 1).err(),
+        Some(Errno::Einval)
+    );
+    assert_eq!(
+        pe.create_table(1, 16, 1 << 40, 0).err(),
+        Some(Errno::Einval)
+    );
+    // 64K host pages: 3 levels of 64K IOMMU pages break the 55-bit rule.
+    // get_table_size does not check that rule (create_table does, after VFIO charged it).
+    assert_eq!(
+        pe.create_table(1, 16, 1 << 40, 3).err(),
+        Some(Errno::Einval)
+    );
+    assert_ne!(pe.get_table_size(16, 1 << 40, 3), 0);
+    assert_eq!(pe.get_table_size(16, 3 << 30, 1), 0);
+    let t = pe.create_table(1, 16, 1 << 40, 2).unwrap();
+    assert_eq!(t.start(), BYPASS_BASE);
+    assert_eq!(pe.max_dynamic_windows(), 2);
+}
+
+#[test]
+fn set_window_refuses_a_table_for_the_other_slot_with_opal_parameter() {
+    let m = seed();
+    let pe = m.pe_of(m.device("gpu0").unwrap()).unwrap();
+    let t = pe.create_table(1, 16, 1 << 30, 1).unwrap();
+    assert_eq!(pe.set_window(0, &t), Err(OpalError::Parameter));
+    assert_eq!(OpalError::Parameter.as_kernel_errno(), Errno::Eperm);
+    assert_eq!(OpalError::Hardware.as_kernel_errno(), Errno::Enxio);
+}
+
+#[test]
+fn a_failed_set_window_at_release_leaves_window_0_empty_but_bypass_on() {
+    let m = seed();
+    let gpu = m.device("gpu0").unwrap();
+    let c = m.claim_group(gpu, OWNER).unwrap();
+    m.env().fail_next_set_window(OpalError::Hardware);
+    assert_eq!(m.release(c), Err(Errno::Enxio));
+    let pe = m.pe_of(gpu).unwrap();
+    assert!(pe.lock().tables[0].is_none());
+    assert!(pe.lock().bypass_enabled);
+    assert!(m
+        .check()
+        .iter()
+        .any(|v| v.rule == iommu_core::Rule::KernelDmaRestored));
+}
+
+#[test]
+fn user_windows_reach_only_what_the_user_mapped() {
+    let m = seed();
+    let gpu = m.device("gpu0").unwrap();
+    let c = m.claim_group(gpu, OWNER).unwrap();
+    let pe = m.pe_of(gpu).unwrap();
+    let t = pe.create_table(1, 16, 1 << 30, 1).unwrap();
+    pe.set_window(1, &t).unwrap();
+    let first = t.tces.geometry().first_index();
+    t.tces
+        .set(TceIndex(first.0 + 2), Tce::new(0x4000_0000, TcePerm::READ))
+        .unwrap();
+    assert_eq!(
+        m.device_translate(gpu, BYPASS_BASE + 0x2_0010, Access::Read),
+        Ok(0x4000_0010)
+    );
+    assert!(m
+        .device_translate(gpu, BYPASS_BASE + 0x2_0010, Access::Write)
+        .is_err());
+    assert!(m.device_translate(gpu, BYPASS_BASE, Access::Read).is_err());
+    assert!(
+        m.check().is_empty(),
+        "user tables are not kernel translations"
+    );
+    pe.unset_window(1).unwrap();
+    m.release(c).unwrap();
+}
+
+#[test]
+fn boot_in_the_right_order_groups_every_device() {
+    let m = PowerNv::new(PowerNvConfig::seed()).unwrap();
+    let r = m.boot(&Initcall::ORDER);
+    assert!(r.ungrouped.is_empty(), "{r:?}");
+    // The bus notifier's probe failed with -ENODEV before the PE had a group, then the
+    // explicit probe succeeded.
+    let trace: Vec<String> = m
+        .core()
+        .take_trace()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(trace
+        .iter()
+        .any(|l| l.contains("nic0") && l.contains("device_group: ENODEV")));
+    assert!(trace
+        .iter()
+        .any(|l| l.contains("nic0") && l.contains("joined")));
+}
+
+#[test]
+fn registering_the_iommus_before_the_pci_bus_leaves_devices_without_groups() {
+    let m = PowerNv::new(PowerNvConfig::seed()).unwrap();
+    let r = m.boot(&[
+        Initcall::SetupPhbIommus,
+        Initcall::PciDriverInit,
+        Initcall::IommuSubsysInit,
+        Initcall::PcibiosInit,
+    ]);
+    assert!(r.lines[0].contains("iommu_device_register refused"));
+    assert_eq!(r.ungrouped.len(), 3);
+}
+
+#[test]
+fn pcibios_init_before_iommu_subsys_init_leaves_devices_without_groups() {
+    let m = PowerNv::new(PowerNvConfig::seed()).unwrap();
+    let r = m.boot(&[
+        Initcall::PciDriverInit,
+        Initcall::SetupPhbIommus,
+        Initcall::PcibiosInit,
+        Initcall::IommuSubsysInit,
+    ]);
+    assert_eq!(r.ungrouped, vec!["nic0", "nvme0", "gpu0"]);
+    assert!(r.lines.iter().any(|l| l.contains("iommu core not ready")));
+}
+
+#[test]
+fn bad_machine_descriptions_are_refused_with_a_reason() {
+    let mut c = PowerNvConfig::seed();
+    c.host_page_shift = 13;
+    assert!(PowerNv::new(c).err().unwrap().contains("host_page_shift"));
+    let mut c = PowerNvConfig::seed();
+    c.devices[1].name = "nic0".into();
+    assert!(PowerNv::new(c).err().unwrap().contains("twice"));
+    let mut c = PowerNvConfig::seed();
+    c.devices[0].phb = 5;
+    assert!(PowerNv::new(c).err().unwrap().contains("no PHB 5"));
+    let mut c = PowerNvConfig::seed();
+    c.devices[0].dma_mask_bits = 16;
+    assert!(PowerNv::new(c).err().unwrap().contains("dma_mask_bits"));
+}
+
+#[test]
+fn the_dma_api_refuses_bad_arguments_and_full_windows() {
+    let m = seed();
+    let nic = m.device("nic0").unwrap();
+    m.bind_driver(nic, "ixgbe").unwrap();
+    let d = m.pci_dev(nic).unwrap();
+    use spapr_platform::DmaMapError::*;
+    assert_eq!(
+        d.map_page(0x1000, 0, DmaDirection::ToDevice, 0),
+        Err(Invalid)
+    );
+    assert_eq!(d.map_page(0x1000, 1, DmaDirection::None, 0), Err(Invalid));
+    assert_eq!(d.unmap_page(1 << 40, 0x1000), Err(Invalid));
+    // Scatter-gather: consecutive bus addresses.
+    let sg = d
+        .map_sg(
+            &[(0x10_0000, 0x1_0000), (0x30_0000, 0x1_0000)],
+            DmaDirection::FromDevice,
+            0,
+        )
+        .unwrap();
+    assert_eq!(sg[1], sg[0] + 0x1_0000);
+    d.unmap_sg(&[(sg[0], 0x1_0000), (sg[1], 0x1_0000)], 0)
+        .unwrap();
+    // Exhaust the window with 256 MiB maps: the 32-bit hole is never used.
+    let mut got = Vec::new();
+    while let Ok(a) = d.map_page(0, 1 << 28, DmaDirection::ToDevice, 0) {
+        assert!(!(0x8000_0000..0x1_0000_0000).contains(&a), "{a:#x}");
+        got.push(a);
+    }
+    assert_eq!(
+        d.map_page(0, 1 << 28, DmaDirection::ToDevice, 0),
+        Err(NoSpace)
+    );
+    assert_eq!(NoSpace.errno(), Errno::Enomem);
+    assert!(got.len() >= 20);
+}
