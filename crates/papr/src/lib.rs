@@ -1,11 +1,186 @@
 //! # spapr-papr — the pSeries guest interface
 //!
-//! H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT and the DDW RTAS calls, as a
-//! library a VMM calls from its hypercall and RTAS dispatchers, on top of `spapr-tce`.
+//! What a Rust VMM needs to give a pSeries guest its DMA windows: the TCE hypercalls
+//! (H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT), the DDW RTAS calls
+//! (ibm,query/create/remove/reset-pe-dma-window) with PAPR's big-endian argument buffers,
+//! LIOBN/BUID numbering, PHB default windows and VIO windows, machine reset, the
+//! device-tree properties the guest reads, save/restore of a PHB's windows, and translation
+//! for device models through rust-vmm's `vm_memory::Iommu` (so a virtio device's DMA goes
+//! through the guest's TCE tables, with IOTLB invalidation).
 //!
-//! Not implemented yet: this crate is the place the layer lands (issue 7).
+//! Where QEMU, KVM and the LoPAR specification disagree, [`Profile`] chooses (papr.md A.8;
+//! the default is `kvm`). Depends only on the TCE engine. Models QEMU's
+//! `hw/ppc/spapr_iommu.c`, `spapr_rtas_ddw.c`, `spapr_pci.c` and KVM's
+//! `arch/powerpc/kvm/book3s_64_vio.c`.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![forbid(unsafe_code)]
+
+pub mod dt;
+pub mod hcall;
+pub mod iommu;
+pub mod rtas;
+pub mod spapr;
+pub mod state;
+pub mod table;
+
+pub use dt::{DeviceTree, PhbNode};
+pub use hcall::Hcall;
+pub use iommu::PhbIommu;
+pub use rtas::{RtasCall, RtasStatus};
+pub use spapr::{PhbConfig, Spapr, SpaprConfig, Target, VioConfig};
+pub use table::GuestTable;
+
+use core::fmt;
+
+/// Which reference a call follows where they disagree (papr.md A.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum Profile {
+    /// QEMU 7.2 as observed (masking, partial writes, zero counts refused), without its
+    /// crash and shift-aliasing bugs.
+    Qemu,
+    /// What a guest sees on a KVM host: KVM's in-kernel checks first, QEMU's answer where
+    /// KVM hands the call to user space (H_TOO_HARD).
+    #[default]
+    Kvm,
+    /// The LoPAR specification: H_P4 for counts over 512, TCEs validated against guest
+    /// memory, H_PARTIAL for foreign pages.
+    Lopar,
+}
+
+impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 3] = [Profile::Qemu, Profile::Kvm, Profile::Lopar];
+    /// Name as written in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Qemu => "qemu",
+            Profile::Kvm => "kvm",
+            Profile::Lopar => "lopar",
+        }
+    }
+    /// Parses a name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// Hypercall return codes (r3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HStatus {
+    /// `H_SUCCESS` (0).
+    Success,
+    /// `H_HARDWARE` (-1).
+    Hardware,
+    /// `H_FUNCTION` (-2): unknown opcode.
+    Function,
+    /// `H_PRIVILEGE` (-3): issued from problem state.
+    Privilege,
+    /// `H_PARAMETER` (-4).
+    Parameter,
+    /// `H_P4` (-57): LoPAR's answer to a count over 512.
+    P4,
+    /// `H_PARTIAL` (5): LoPAR's H_GET_TCE of a page that is not the caller's.
+    Partial,
+}
+
+impl HStatus {
+    /// Every status.
+    pub const ALL: [HStatus; 7] = [
+        HStatus::Success,
+        HStatus::Hardware,
+        HStatus::Function,
+        HStatus::Privilege,
+        HStatus::Parameter,
+        HStatus::P4,
+        HStatus::Partial,
+    ];
+    /// The value in r3.
+    pub fn code(self) -> i64 {
+        match self {
+            HStatus::Success => 0,
+            HStatus::Hardware => -1,
+            HStatus::Function => -2,
+            HStatus::Privilege => -3,
+            HStatus::Parameter => -4,
+            HStatus::P4 => -57,
+            HStatus::Partial => 5,
+        }
+    }
+    /// The name (`H_PARAMETER`).
+    pub fn name(self) -> &'static str {
+        match self {
+            HStatus::Success => "H_SUCCESS",
+            HStatus::Hardware => "H_HARDWARE",
+            HStatus::Function => "H_FUNCTION",
+            HStatus::Privilege => "H_PRIVILEGE",
+            HStatus::Parameter => "H_PARAMETER",
+            HStatus::P4 => "H_P4",
+            HStatus::Partial => "H_PARTIAL",
+        }
+    }
+    /// Parses a name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.name() == s)
+    }
+}
+
+impl fmt::Display for HStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Hypercall opcodes (papr.md A.1).
+pub mod opcode {
+    /// `H_GET_TCE`.
+    pub const H_GET_TCE: u64 = 0x1C;
+    /// `H_PUT_TCE`.
+    pub const H_PUT_TCE: u64 = 0x20;
+    /// `H_STUFF_TCE`.
+    pub const H_STUFF_TCE: u64 = 0x138;
+    /// `H_PUT_TCE_INDIRECT`.
+    pub const H_PUT_TCE_INDIRECT: u64 = 0x13C;
+    /// QEMU's private RTAS hypercall (r4 = RTAS argument buffer).
+    pub const KVMPPC_H_RTAS: u64 = 0xF000;
+}
+
+/// QEMU's RTAS tokens for the DDW calls.
+pub mod token {
+    /// `ibm,query-pe-dma-window`.
+    pub const QUERY: u32 = 0x2026;
+    /// `ibm,create-pe-dma-window`.
+    pub const CREATE: u32 = 0x2027;
+    /// `ibm,remove-pe-dma-window`.
+    pub const REMOVE: u32 = 0x2028;
+    /// `ibm,reset-pe-dma-window`.
+    pub const RESET: u32 = 0x2029;
+}
+
+/// Most TCEs one H_PUT_TCE_INDIRECT carries (one 4 KiB list page), and LoPAR's limit for
+/// H_STUFF_TCE.
+pub const MAX_MULTI_TCE: u64 = 512;
+
+/// The DDW query's page-size bits, in the order LoPAR numbers them (2M came last).
+pub const DDW_PAGE_BITS: [(u32, u32); 9] = [
+    (12, 0x1),
+    (16, 0x2),
+    (24, 0x4),
+    (25, 0x8),
+    (26, 0x10),
+    (27, 0x20),
+    (28, 0x40),
+    (34, 0x80),
+    (21, 0x100),
+];
+
+/// The query mask of a page-size set (bit n of `sizes` = 2^n bytes).
+pub fn ddw_page_mask(sizes: spapr_tce::PageSizes) -> u32 {
+    DDW_PAGE_BITS
+        .iter()
+        .filter(|(shift, _)| sizes.contains_shift(*shift))
+        .map(|(_, bit)| bit)
+        .fold(0, |a, b| a | b)
+}

@@ -1,0 +1,432 @@
+//! The TCE hypercalls (papr.md A.4 to A.7) in the three profiles, and the hypercall
+//! dispatcher (A.2).
+
+use crate::spapr::Spapr;
+use crate::table::GuestTable;
+use crate::{opcode, HStatus, Profile, MAX_MULTI_TCE};
+use spapr_tce::{Tce, TceIndex, MAX_BATCH};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileMemory};
+
+/// A decoded hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hcall {
+    /// `H_GET_TCE(liobn, ioba)`.
+    GetTce {
+        /// LIOBN register.
+        liobn: u64,
+        /// I/O bus address.
+        ioba: u64,
+    },
+    /// `H_PUT_TCE(liobn, ioba, tce)`.
+    PutTce {
+        /// LIOBN register.
+        liobn: u64,
+        /// I/O bus address.
+        ioba: u64,
+        /// The entry.
+        tce: u64,
+    },
+    /// `H_STUFF_TCE(liobn, ioba, tce, count)`.
+    StuffTce {
+        /// LIOBN register.
+        liobn: u64,
+        /// First I/O bus address.
+        ioba: u64,
+        /// The entry written everywhere.
+        tce: u64,
+        /// Entries.
+        npages: u64,
+    },
+    /// `H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, count)`.
+    PutTceIndirect {
+        /// LIOBN register.
+        liobn: u64,
+        /// First I/O bus address.
+        ioba: u64,
+        /// Guest-physical address of the big-endian TCE list.
+        list: u64,
+        /// Entries.
+        npages: u64,
+    },
+}
+
+/// Whether TCEs may be stored by a validating implementation: a fault entry (no
+/// permission) always; otherwise its address part must be page aligned, with no reserved
+/// bit set, and the page must lie in guest RAM (`kvmppc_tce_validate`, LoPAR). Remembers
+/// the last RAM region found, since a list's pages are usually in one region.
+struct TceValidator<'m, M: GuestMemoryBackend> {
+    mem: &'m M,
+    page_shift: u32,
+    region: (u64, u64),
+}
+
+impl<'m, M: GuestMemoryBackend> TceValidator<'m, M> {
+    fn new(mem: &'m M, page_shift: u32) -> Self {
+        Self {
+            mem,
+            page_shift,
+            region: (1, 0),
+        }
+    }
+    #[inline]
+    fn valid(&mut self, tce: u64) -> bool {
+        if tce & 3 == 0 {
+            return true;
+        }
+        let size = 1u64 << self.page_shift;
+        let addr = tce & !(size - 1);
+        if tce & (size - 1) & !3 != 0 {
+            return false;
+        }
+        let Some(end) = addr.checked_add(size) else {
+            return false;
+        };
+        if addr >= self.region.0 && end <= self.region.1 {
+            return true;
+        }
+        if let Some(r) = self.mem.find_region(GuestAddress(addr)) {
+            let start = r.start_addr().0;
+            self.region = (start, start.saturating_add(r.len()));
+        }
+        self.mem.check_range(GuestAddress(addr), size as usize)
+    }
+}
+
+#[inline]
+fn tce_valid<M: GuestMemoryBackend>(mem: &M, tce: u64, page_shift: u32) -> bool {
+    TceValidator::new(mem, page_shift).valid(tce)
+}
+
+/// KVM's `kvmppc_ioba_validate`: aligned, inside the window for the whole range.
+#[inline]
+fn range_ok(t: &GuestTable, ioba: u64, npages: u64) -> Option<TceIndex> {
+    let ps = t.page_shift();
+    if ioba & ((1 << ps) - 1) != 0 {
+        return None;
+    }
+    let first = t.index_of(ioba)?;
+    let rel = first.0 - t.tces.geometry().first_index().0;
+    (npages <= t.nb_table() - rel).then_some(first)
+}
+
+impl Spapr {
+    /// Runs a hypercall. `problem_state` is MSR[PR]: QEMU refuses every hypercall from
+    /// user mode with H_PRIVILEGE. Returns r3 and, for H_GET_TCE, r4 (None = unchanged).
+    pub fn hcall<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        opcode: u64,
+        args: [u64; 4],
+        problem_state: bool,
+    ) -> (HStatus, Option<u64>) {
+        if problem_state {
+            return (HStatus::Privilege, None);
+        }
+        match decode(opcode, args) {
+            Some(call) => self.call(mem, call),
+            None if opcode == opcode::KVMPPC_H_RTAS => (self.h_rtas(mem, args[0]), None),
+            None => (HStatus::Function, None),
+        }
+    }
+
+    /// Runs a decoded TCE hypercall.
+    pub fn call<M: GuestMemoryBackend>(&self, mem: &M, call: Hcall) -> (HStatus, Option<u64>) {
+        match call {
+            Hcall::GetTce { liobn, ioba } => self.h_get_tce(mem, liobn, ioba),
+            Hcall::PutTce { liobn, ioba, tce } => (self.h_put_tce(mem, liobn, ioba, tce), None),
+            Hcall::StuffTce {
+                liobn,
+                ioba,
+                tce,
+                npages,
+            } => (self.h_stuff_tce(mem, liobn, ioba, tce, npages), None),
+            Hcall::PutTceIndirect {
+                liobn,
+                ioba,
+                list,
+                npages,
+            } => (
+                self.h_put_tce_indirect(mem, liobn, ioba, list, npages),
+                None,
+            ),
+        }
+    }
+
+    /// `H_PUT_TCE`.
+    pub fn h_put_tce<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+        tce: u64,
+    ) -> HStatus {
+        let Some(t) = self.table(liobn) else {
+            return HStatus::Parameter;
+        };
+        match self.profile() {
+            Profile::Qemu => put_masked(&t, ioba, tce),
+            Profile::Kvm => {
+                // In KVM's table: alignment and range first. An entry KVM cannot
+                // validate goes to QEMU, which stores it as it is: same result.
+                let Some(i) = range_ok(&t, ioba, 1) else {
+                    return HStatus::Parameter;
+                };
+                store(&t, i, tce)
+            }
+            Profile::Lopar => {
+                let Some(i) = range_ok(&t, ioba, 1) else {
+                    return HStatus::Parameter;
+                };
+                if !tce_valid(mem, tce, t.page_shift()) {
+                    return HStatus::Parameter;
+                }
+                store(&t, i, tce)
+            }
+        }
+    }
+
+    /// `H_GET_TCE`: r3 and r4 (None: r4 unchanged).
+    pub fn h_get_tce<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+    ) -> (HStatus, Option<u64>) {
+        let Some(t) = self.table(liobn) else {
+            return (HStatus::Parameter, None);
+        };
+        let idx = match self.profile() {
+            Profile::Qemu => t.index_of(ioba & !((1u64 << t.page_shift()) - 1)),
+            Profile::Kvm | Profile::Lopar => range_ok(&t, ioba, 1),
+        };
+        let Some(i) = idx else {
+            return (HStatus::Parameter, None);
+        };
+        let v = t.tces.get(i).map_or(0, |e| e.0);
+        if self.profile() == Profile::Lopar && !tce_valid(mem, v, t.page_shift()) {
+            return (HStatus::Partial, Some(v | 0xFFFF_FFFF_FFFF_F000));
+        }
+        (HStatus::Success, Some(v))
+    }
+
+    /// `H_STUFF_TCE`.
+    pub fn h_stuff_tce<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+        tce: u64,
+        npages: u64,
+    ) -> HStatus {
+        let Some(t) = self.table(liobn) else {
+            return HStatus::Parameter;
+        };
+        match self.profile() {
+            Profile::Qemu => stuff_qemu(&t, ioba, tce, npages),
+            Profile::Kvm => {
+                let Some(first) = range_ok(&t, ioba, npages) else {
+                    return HStatus::Parameter;
+                };
+                if tce & 3 != 0 {
+                    return HStatus::Parameter;
+                }
+                fill(&t, first, npages, tce)
+            }
+            Profile::Lopar => {
+                if npages > MAX_MULTI_TCE {
+                    return HStatus::P4;
+                }
+                let Some(first) = range_ok(&t, ioba, npages) else {
+                    return HStatus::Parameter;
+                };
+                if !tce_valid(mem, tce, t.page_shift()) {
+                    return HStatus::Parameter;
+                }
+                fill(&t, first, npages, tce)
+            }
+        }
+    }
+
+    /// `H_PUT_TCE_INDIRECT`: `npages` big-endian TCEs read from guest memory at `list`.
+    pub fn h_put_tce_indirect<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+        list: u64,
+        npages: u64,
+    ) -> HStatus {
+        let Some(t) = self.table(liobn) else {
+            return HStatus::Parameter;
+        };
+        if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
+            return HStatus::Parameter;
+        }
+        let mut buf = [Tce::EMPTY; MAX_BATCH];
+        let tces = &mut buf[..npages as usize];
+        match self.profile() {
+            Profile::Qemu => indirect_qemu(mem, &t, ioba, list, tces),
+            Profile::Kvm => {
+                let Some(first) = range_ok(&t, ioba, npages) else {
+                    return HStatus::Parameter;
+                };
+                // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
+                // whole call instead.
+                let mut v = TceValidator::new(mem, t.page_shift());
+                if !read_list(mem, list, tces) || !tces.iter().all(|e| v.valid(e.0)) {
+                    return indirect_qemu(mem, &t, ioba, list, tces);
+                }
+                put(&t, first, tces)
+            }
+            Profile::Lopar => {
+                let Some(first) = range_ok(&t, ioba, npages) else {
+                    return HStatus::Parameter;
+                };
+                if !mem.check_range(GuestAddress(list), 4096) || !read_list(mem, list, tces) {
+                    return HStatus::Parameter;
+                }
+                let mut v = TceValidator::new(mem, t.page_shift());
+                if !tces.iter().all(|e| v.valid(e.0)) {
+                    return HStatus::Parameter;
+                }
+                put(&t, first, tces)
+            }
+        }
+    }
+}
+
+fn decode(opcode: u64, a: [u64; 4]) -> Option<Hcall> {
+    Some(match opcode {
+        opcode::H_GET_TCE => Hcall::GetTce {
+            liobn: a[0],
+            ioba: a[1],
+        },
+        opcode::H_PUT_TCE => Hcall::PutTce {
+            liobn: a[0],
+            ioba: a[1],
+            tce: a[2],
+        },
+        opcode::H_STUFF_TCE => Hcall::StuffTce {
+            liobn: a[0],
+            ioba: a[1],
+            tce: a[2],
+            npages: a[3],
+        },
+        opcode::H_PUT_TCE_INDIRECT => Hcall::PutTceIndirect {
+            liobn: a[0],
+            ioba: a[1],
+            list: a[2],
+            npages: a[3],
+        },
+        _ => return None,
+    })
+}
+
+#[inline]
+fn store(t: &GuestTable, i: TceIndex, tce: u64) -> HStatus {
+    match t.tces.set(i, Tce(tce)) {
+        Ok(()) => HStatus::Success,
+        Err(_) => HStatus::Hardware,
+    }
+}
+
+/// QEMU's put: low bits of ioba dropped, then the index check.
+fn put_masked(t: &GuestTable, ioba: u64, tce: u64) -> HStatus {
+    match t.index_of(ioba & !((1u64 << t.page_shift()) - 1)) {
+        Some(i) => store(t, i, tce),
+        None => HStatus::Parameter,
+    }
+}
+
+#[inline]
+fn fill(t: &GuestTable, first: TceIndex, n: u64, tce: u64) -> HStatus {
+    match t.tces.fill(first, n, Tce(tce)) {
+        Ok(()) => HStatus::Success,
+        Err(_) => HStatus::Hardware,
+    }
+}
+
+#[inline]
+fn put(t: &GuestTable, first: TceIndex, tces: &[Tce]) -> HStatus {
+    match t.tces.put_batch(first, tces) {
+        Ok(()) => HStatus::Success,
+        Err(_) => HStatus::Hardware,
+    }
+}
+
+/// How many entries from the (masked) `ioba` QEMU's loop writes before its index check
+/// fails, and where it starts; None if the first index already fails.
+fn qemu_run(t: &GuestTable, ioba: u64, npages: u64) -> Option<(TceIndex, u64)> {
+    let first = t.index_of(ioba & !((1u64 << t.page_shift()) - 1))?;
+    let rel = first.0 - t.tces.geometry().first_index().0;
+    Some((first, npages.min(t.nb_table() - rel)))
+}
+
+/// QEMU's H_STUFF_TCE: count above the table size refused up front; zero refused; entries
+/// before the first bad index stay written.
+fn stuff_qemu(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
+    if npages > t.nb_table() || npages == 0 {
+        return HStatus::Parameter;
+    }
+    let Some((first, ok)) = qemu_run(t, ioba, npages) else {
+        return HStatus::Parameter;
+    };
+    if fill(t, first, ok, tce) != HStatus::Success {
+        return HStatus::Hardware;
+    }
+    if ok < npages {
+        HStatus::Parameter
+    } else {
+        HStatus::Success
+    }
+}
+
+/// Reads the list; false if any of it is outside guest RAM. The list is read as u64
+/// words straight from the guest page (one region: the list is 4 KiB aligned and at most
+/// 4 KiB long), then byte-swapped.
+#[inline]
+fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> bool {
+    let Ok(slice) = mem.get_slice(GuestAddress(list), 8 * out.len()) else {
+        return false;
+    };
+    let Ok(words) = slice.get_array_ref::<u64>(0, out.len()) else {
+        return false;
+    };
+    for (i, e) in out.iter_mut().enumerate() {
+        *e = Tce(u64::from_be(words.load(i)));
+    }
+    true
+}
+
+/// QEMU's H_PUT_TCE_INDIRECT after the LIOBN, count and alignment checks: entries read
+/// one by one (outside RAM reads as 0), written until the first bad index.
+fn indirect_qemu<M: GuestMemoryBackend>(
+    mem: &M,
+    t: &GuestTable,
+    ioba: u64,
+    list: u64,
+    tces: &mut [Tce],
+) -> HStatus {
+    let npages = tces.len() as u64;
+    if npages == 0 {
+        return HStatus::Parameter;
+    }
+    let Some((first, ok)) = qemu_run(t, ioba, npages) else {
+        return HStatus::Parameter;
+    };
+    let tces = &mut tces[..ok as usize];
+    if !read_list(mem, list, tces) {
+        for (i, e) in tces.iter_mut().enumerate() {
+            let v: Option<u64> = mem.read_obj(GuestAddress(list + 8 * i as u64)).ok();
+            *e = Tce(v.map_or(0, u64::from_be));
+        }
+    }
+    if put(t, first, tces) != HStatus::Success {
+        return HStatus::Hardware;
+    }
+    if ok < npages {
+        HStatus::Parameter
+    } else {
+        HStatus::Success
+    }
+}

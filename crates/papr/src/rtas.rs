@@ -1,0 +1,263 @@
+//! The DDW RTAS calls (papr.md A.10, QEMU `spapr_rtas_ddw.c`) and the RTAS argument buffer
+//! (`KVMPPC_H_RTAS`).
+//!
+//! The same in every profile (KVM hands RTAS to user space), without QEMU's two bugs: a
+//! page shift of 64 or more is refused (QEMU computes `1 << 76` as `1 << 12` and accepts
+//! it), and a refused create leaves no half-made window (QEMU 7.2 aborts on the next one).
+
+use crate::spapr::Spapr;
+use crate::{ddw_page_mask, token, HStatus};
+use spapr_tce::PageShift;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+
+/// RTAS status words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RtasStatus {
+    /// 0.
+    Success,
+    /// -1.
+    HardwareError,
+    /// -2 (LoPAR allows it for create; never returned here).
+    Busy,
+    /// -3.
+    ParameterError,
+}
+
+impl RtasStatus {
+    /// The word in rets[0].
+    pub fn code(self) -> i32 {
+        match self {
+            RtasStatus::Success => 0,
+            RtasStatus::HardwareError => -1,
+            RtasStatus::Busy => -2,
+            RtasStatus::ParameterError => -3,
+        }
+    }
+    /// Name as written in scenario files (`RTAS_PARAMETER_ERROR`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RtasStatus::Success => "RTAS_SUCCESS",
+            RtasStatus::HardwareError => "RTAS_HARDWARE_ERROR",
+            RtasStatus::Busy => "RTAS_BUSY",
+            RtasStatus::ParameterError => "RTAS_PARAMETER_ERROR",
+        }
+    }
+    /// Parses a name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            RtasStatus::Success,
+            RtasStatus::HardwareError,
+            RtasStatus::Busy,
+            RtasStatus::ParameterError,
+        ]
+        .into_iter()
+        .find(|r| r.name() == s)
+    }
+    fn from_code(c: i32) -> Option<Self> {
+        match c {
+            0 => Some(RtasStatus::Success),
+            -1 => Some(RtasStatus::HardwareError),
+            -2 => Some(RtasStatus::Busy),
+            -3 => Some(RtasStatus::ParameterError),
+            _ => None,
+        }
+    }
+}
+
+/// The four DDW calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtasCall {
+    /// `ibm,query-pe-dma-window`.
+    Query,
+    /// `ibm,create-pe-dma-window`.
+    Create,
+    /// `ibm,remove-pe-dma-window`.
+    Remove,
+    /// `ibm,reset-pe-dma-window`.
+    Reset,
+}
+
+impl RtasCall {
+    /// The call of a token.
+    pub fn from_token(t: u32) -> Option<Self> {
+        match t {
+            token::QUERY => Some(RtasCall::Query),
+            token::CREATE => Some(RtasCall::Create),
+            token::REMOVE => Some(RtasCall::Remove),
+            token::RESET => Some(RtasCall::Reset),
+            _ => None,
+        }
+    }
+    /// Its token.
+    pub fn token(self) -> u32 {
+        match self {
+            RtasCall::Query => token::QUERY,
+            RtasCall::Create => token::CREATE,
+            RtasCall::Remove => token::REMOVE,
+            RtasCall::Reset => token::RESET,
+        }
+    }
+}
+
+/// The "largest block" QEMU 7.2 reports: a constant, not derived from RAM.
+const LARGEST_BLOCK_5: u32 = 0x8000_0000;
+const LARGEST_BLOCK_6: (u32, u32) = (0x20, 0);
+
+/// Most words an RTAS buffer carries after its header (`args[16]`).
+const RTAS_MAX_WORDS: u32 = 16;
+
+fn status(s: RtasStatus) -> Vec<u32> {
+    vec![s.code() as u32]
+}
+
+impl Spapr {
+    /// Runs a DDW call with `args`, returning the `nret` words to write back (just the
+    /// status on an error: nothing else is written).
+    pub fn rtas(&self, call: RtasCall, args: &[u32], nret: u32) -> Vec<u32> {
+        let buid = |a: &[u32]| (u64::from(a[1]) << 32) | u64::from(a[2]);
+        let ddw_phb = |a: &[u32]| {
+            self.phb_by_buid(buid(a))
+                .filter(|i| self.phbs()[*i].config.ddw)
+        };
+        match call {
+            RtasCall::Query => {
+                if args.len() != 3 || !(nret == 5 || nret == 6) {
+                    return status(RtasStatus::ParameterError);
+                }
+                let Some(i) = ddw_phb(args) else {
+                    return status(RtasStatus::ParameterError);
+                };
+                let p = &self.phbs()[i];
+                let enabled = p.shared.read().iter().filter(|s| s.table.is_some()).count();
+                let avail = 2u32.saturating_sub(enabled as u32);
+                let mask = ddw_page_mask(p.config.page_sizes);
+                if nret == 5 {
+                    vec![0, avail, LARGEST_BLOCK_5, mask, 0]
+                } else {
+                    vec![0, avail, LARGEST_BLOCK_6.0, LARGEST_BLOCK_6.1, mask, 0]
+                }
+            }
+            RtasCall::Create => {
+                if args.len() != 5 || nret != 4 {
+                    return status(RtasStatus::ParameterError);
+                }
+                let Some(i) = ddw_phb(args) else {
+                    return status(RtasStatus::ParameterError);
+                };
+                let (page_shift, window_shift) = (args[3], args[4]);
+                let p = &self.phbs()[i];
+                let mut slots = p.shared.write();
+                let free = slots.iter().position(|s| s.table.is_none());
+                let enabled = slots.iter().filter(|s| s.table.is_some()).count();
+                if page_shift >= 64
+                    || !p.config.page_sizes.contains_shift(page_shift)
+                    || window_shift < page_shift
+                {
+                    return status(RtasStatus::ParameterError);
+                }
+                let Some(slot) = free.filter(|_| enabled < 2) else {
+                    return status(RtasStatus::HardwareError);
+                };
+                let bus_offset = if enabled == 0 {
+                    p.config.dma_win_addr
+                } else {
+                    p.config.dma64_win_addr
+                };
+                // nb_table = 2^(window_shift - page_shift), truncated to 32 bits.
+                let ratio = window_shift - page_shift;
+                let nb = if ratio >= 32 { 0 } else { 1u64 << ratio };
+                let Ok(ps) = PageShift::new(page_shift) else {
+                    return status(RtasStatus::ParameterError);
+                };
+                if nb == 0
+                    || self
+                        .enable(i, &mut slots, slot, bus_offset, ps, nb)
+                        .is_err()
+                {
+                    return status(RtasStatus::HardwareError);
+                }
+                let liobn = slots[slot].liobn;
+                vec![0, liobn, (bus_offset >> 32) as u32, bus_offset as u32]
+            }
+            RtasCall::Remove => {
+                if args.len() != 1 || nret != 1 {
+                    return status(RtasStatus::ParameterError);
+                }
+                let Some(crate::spapr::Target::Pci { phb, slot }) = self.target(args[0]) else {
+                    return status(RtasStatus::ParameterError);
+                };
+                let p = &self.phbs()[phb];
+                if !p.config.ddw {
+                    return status(RtasStatus::ParameterError);
+                }
+                let def_win = {
+                    let mut slots = p.shared.write();
+                    if slots[slot].table.is_none() {
+                        return status(RtasStatus::ParameterError);
+                    }
+                    self.disable(phb, &mut slots, slot);
+                    let none_left = slots.iter().all(|s| s.table.is_none());
+                    if !none_left {
+                        return status(RtasStatus::Success);
+                    }
+                    slots[slot].def_win
+                };
+                if !def_win {
+                    self.reset_phb(phb);
+                }
+                status(RtasStatus::Success)
+            }
+            RtasCall::Reset => {
+                if args.len() != 3 || nret != 1 {
+                    return status(RtasStatus::ParameterError);
+                }
+                let Some(i) = ddw_phb(args) else {
+                    return status(RtasStatus::ParameterError);
+                };
+                self.reset_phb(i);
+                status(RtasStatus::Success)
+            }
+        }
+    }
+
+    /// Runs the RTAS call whose PAPR argument buffer is at `addr` in guest memory (token,
+    /// nargs, nret, args, then rets; big-endian u32). Returns the status written, or None
+    /// for an unknown token (rets[0] = -3 written) or a buffer the guest cannot have
+    /// (outside RAM, too many words: nothing written).
+    pub fn rtas_buffer<M: GuestMemoryBackend>(&self, mem: &M, addr: u64) -> Option<RtasStatus> {
+        let word = |i: u64| -> Option<u32> {
+            mem.read_obj::<u32>(GuestAddress(addr.checked_add(4 * i)?))
+                .ok()
+                .map(u32::from_be)
+        };
+        let (tok, nargs, nret) = (word(0)?, word(1)?, word(2)?);
+        if nargs.checked_add(nret)? > RTAS_MAX_WORDS {
+            return None;
+        }
+        let args: Vec<u32> = (0..u64::from(nargs))
+            .map(|i| word(3 + i))
+            .collect::<Option<_>>()?;
+        let rets_at = addr + 12 + 4 * u64::from(nargs);
+        let write = |rets: &[u32]| {
+            for (i, r) in rets.iter().take(nret as usize).enumerate() {
+                let _ = mem.write_obj(r.to_be(), GuestAddress(rets_at + 4 * i as u64));
+            }
+        };
+        let Some(call) = RtasCall::from_token(tok) else {
+            write(&status(RtasStatus::ParameterError));
+            return None;
+        };
+        let rets = self.rtas(call, &args, nret);
+        write(&rets);
+        rets.first().and_then(|s| RtasStatus::from_code(*s as i32))
+    }
+
+    /// `KVMPPC_H_RTAS`: H_PARAMETER for an unknown token (or an unreadable buffer),
+    /// H_SUCCESS for a known one whatever the RTAS status.
+    pub fn h_rtas<M: GuestMemoryBackend>(&self, mem: &M, addr: u64) -> HStatus {
+        match self.rtas_buffer(mem, addr) {
+            Some(_) => HStatus::Success,
+            None => HStatus::Parameter,
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The guest's DMA windows: PHBs with their two window slots (QEMU `spapr_pci.c`), VIO
+//! windows, LIOBN and BUID numbering, PHB and machine reset.
+
+use crate::iommu::PhbIommu;
+use crate::table::GuestTable;
+use crate::Profile;
+use spapr_tce::{PageShift, PageSizes};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use vm_memory::iommu::Iotlb;
+
+/// `SPAPR_PCI_LIOBN(index, n)`.
+pub fn pci_liobn(phb_index: u32, window: u32) -> u32 {
+    0x8000_0000 | (phb_index << 8) | window
+}
+
+/// A PHB's BUID: `0x0800_0000_2000_0000 + index`.
+pub fn phb_buid(phb_index: u32) -> u64 {
+    0x0800_0000_2000_0000 + u64::from(phb_index)
+}
+
+/// How one PHB's DMA is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhbConfig {
+    /// PHB index (LIOBNs and BUID derive from it).
+    pub index: u32,
+    /// Dynamic DMA windows on (`ddw=on`); off, only `liobn[0]` exists.
+    pub ddw: bool,
+    /// Default window bus address (`dma_win_addr`).
+    pub dma_win_addr: u64,
+    /// Default window size (`dma_win_size`).
+    pub dma_win_size: u64,
+    /// Second window's bus address (`dma64_win_addr`).
+    pub dma64_win_addr: u64,
+    /// Page sizes a DDW may use (`pgsz`).
+    pub page_sizes: PageSizes,
+}
+
+impl PhbConfig {
+    /// QEMU's defaults for PHB `index`: a 1 GiB default window at 0, DDW at
+    /// 0x0800_0000_0000_0000, 4K/64K/2M/16M pages.
+    pub fn qemu(index: u32) -> Self {
+        Self {
+            index,
+            ddw: true,
+            dma_win_addr: 0,
+            dma_win_size: 0x4000_0000,
+            dma64_win_addr: 0x0800_0000_0000_0000,
+            page_sizes: PageSizes::QEMU_PSERIES,
+        }
+    }
+}
+
+/// A VIO device's window (spapr-vscsi, spapr-llan).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VioConfig {
+    /// The device's `reg`, which is its LIOBN.
+    pub reg: u32,
+    /// Window size (256 MiB for vscsi and llan).
+    pub window_size: u64,
+}
+
+/// The guest's DMA configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaprConfig {
+    /// Behaviour profile.
+    pub profile: Profile,
+    /// Guest RAM bytes.
+    pub ram_size: u64,
+    /// PHBs.
+    pub phbs: Vec<PhbConfig>,
+    /// VIO devices.
+    pub vio: Vec<VioConfig>,
+}
+
+impl Default for SpaprConfig {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Kvm,
+            ram_size: 4 << 30,
+            phbs: vec![PhbConfig::qemu(0)],
+            vio: vec![VioConfig {
+                reg: 0x2000,
+                window_size: 0x1000_0000,
+            }],
+        }
+    }
+}
+
+/// A description that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// One window slot of a PHB.
+#[derive(Debug)]
+pub struct Slot {
+    /// Its LIOBN.
+    pub liobn: u32,
+    /// The table while enabled.
+    pub table: Option<Arc<GuestTable>>,
+    /// QEMU's sticky `def_win` flag (set on slot 0 by a PHB reset).
+    pub def_win: bool,
+}
+
+/// State shared between a PHB and the device models translating through it.
+#[derive(Debug)]
+pub struct PhbShared {
+    /// Window slots (one without DDW, else two).
+    pub slots: RwLock<Vec<Slot>>,
+    /// The device models' IOTLB.
+    pub iotlb: Arc<RwLock<Iotlb>>,
+}
+
+impl PhbShared {
+    /// Reads the slots.
+    pub fn read(&self) -> RwLockReadGuard<'_, Vec<Slot>> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Writes the slots.
+    pub fn write(&self) -> RwLockWriteGuard<'_, Vec<Slot>> {
+        self.slots.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One PHB.
+#[derive(Debug)]
+pub struct PaprPhb {
+    /// Its configuration.
+    pub config: PhbConfig,
+    /// Its BUID.
+    pub buid: u64,
+    /// Windows and IOTLB.
+    pub shared: Arc<PhbShared>,
+}
+
+/// Where a LIOBN leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// PHB `phb`, slot `slot`.
+    Pci {
+        /// Position in [`Spapr::phbs`].
+        phb: usize,
+        /// Window slot.
+        slot: usize,
+    },
+    /// VIO device `vio`.
+    Vio(usize),
+}
+
+/// A VIO window.
+#[derive(Debug)]
+pub struct VioWindow {
+    /// Configuration.
+    pub config: VioConfig,
+    /// Its table (always enabled).
+    pub table: Arc<GuestTable>,
+    /// `bypass` (ibm,set-tce-bypass).
+    pub bypass: bool,
+}
+
+/// The guest-facing TCE subsystem of one VM.
+#[derive(Debug)]
+pub struct Spapr {
+    profile: RwLock<Profile>,
+    ram_size: u64,
+    phbs: Vec<PaprPhb>,
+    vio: Vec<VioWindow>,
+    liobns: HashMap<u32, Target>,
+}
+
+impl Spapr {
+    /// Builds the PHBs and VIO windows and resets them (default windows enabled).
+    pub fn new(config: SpaprConfig) -> Result<Self, ConfigError> {
+        let mut liobns = HashMap::new();
+        let mut phbs = Vec::new();
+        let mut buids = std::collections::BTreeSet::new();
+        for (i, pc) in config.phbs.iter().enumerate() {
+            if pc.index > 0xff {
+                return Err(ConfigError(format!("PHB index {} is above 255", pc.index)));
+            }
+            if !buids.insert(pc.index) {
+                return Err(ConfigError(format!("PHB index {} used twice", pc.index)));
+            }
+            if pc.dma_win_size < 4096 || pc.dma_win_addr % 4096 != 0 {
+                return Err(ConfigError(format!(
+                    "PHB {}: default window {:#x}+{:#x} is not 4K-aligned or is empty",
+                    pc.index, pc.dma_win_addr, pc.dma_win_size
+                )));
+            }
+            if pc.dma_win_addr.checked_add(pc.dma_win_size).is_none() {
+                return Err(ConfigError(format!(
+                    "PHB {}: default window overflows",
+                    pc.index
+                )));
+            }
+            if let Some(bad) =
+                (0..64).find(|s| pc.page_sizes.contains_shift(*s) && PageShift::new(*s).is_err())
+            {
+                return Err(ConfigError(format!(
+                    "PHB {}: page size 2^{bad} is not supported by the TCE engine",
+                    pc.index
+                )));
+            }
+            let nslots = if pc.ddw { 2 } else { 1 };
+            let slots = (0..nslots)
+                .map(|n| Slot {
+                    liobn: pci_liobn(pc.index, n),
+                    table: None,
+                    def_win: false,
+                })
+                .collect::<Vec<_>>();
+            for n in 0..nslots {
+                liobns.insert(
+                    pci_liobn(pc.index, n),
+                    Target::Pci {
+                        phb: i,
+                        slot: n as usize,
+                    },
+                );
+            }
+            phbs.push(PaprPhb {
+                config: pc.clone(),
+                buid: phb_buid(pc.index),
+                shared: Arc::new(PhbShared {
+                    slots: RwLock::new(slots),
+                    iotlb: Arc::new(RwLock::new(Iotlb::new())),
+                }),
+            });
+        }
+        let mut vio = Vec::new();
+        for (i, vc) in config.vio.iter().enumerate() {
+            if liobns.insert(vc.reg, Target::Vio(i)).is_some() {
+                return Err(ConfigError(format!("LIOBN {:#x} used twice", vc.reg)));
+            }
+            if vc.window_size < 4096 {
+                return Err(ConfigError(format!("VIO {:#x}: empty window", vc.reg)));
+            }
+            let table = GuestTable::new(
+                vc.reg,
+                0,
+                PageShift::K4,
+                vc.window_size >> 12,
+                Arc::new(RwLock::new(Iotlb::new())),
+            )
+            .map_err(|e| ConfigError(format!("VIO {:#x}: {e}", vc.reg)))?;
+            vio.push(VioWindow {
+                config: vc.clone(),
+                table: Arc::new(table),
+                bypass: false,
+            });
+        }
+        let s = Self {
+            profile: RwLock::new(config.profile),
+            ram_size: config.ram_size,
+            phbs,
+            vio,
+            liobns,
+        };
+        for i in 0..s.phbs.len() {
+            s.reset_phb(i);
+        }
+        Ok(s)
+    }
+
+    /// The behaviour profile.
+    pub fn profile(&self) -> Profile {
+        *self.profile.read().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Switches the behaviour profile.
+    pub fn set_profile(&self, p: Profile) {
+        *self.profile.write().unwrap_or_else(|p| p.into_inner()) = p;
+    }
+    /// Guest RAM bytes.
+    pub fn ram_size(&self) -> u64 {
+        self.ram_size
+    }
+    /// PHBs.
+    pub fn phbs(&self) -> &[PaprPhb] {
+        &self.phbs
+    }
+    /// VIO windows.
+    pub fn vio(&self) -> &[VioWindow] {
+        &self.vio
+    }
+    /// The PHB with `buid`.
+    pub fn phb_by_buid(&self, buid: u64) -> Option<usize> {
+        self.phbs.iter().position(|p| p.buid == buid)
+    }
+    /// Where a LIOBN leads.
+    pub fn target(&self, liobn: u32) -> Option<Target> {
+        self.liobns.get(&liobn).copied()
+    }
+
+    /// The enabled table of `liobn` (None: unknown LIOBN or disabled window).
+    #[inline]
+    pub fn table(&self, liobn: u64) -> Option<Arc<GuestTable>> {
+        let liobn = u32::try_from(liobn).ok()?;
+        match self.target(liobn)? {
+            Target::Pci { phb, slot } => self.phbs[phb].shared.read()[slot].table.clone(),
+            Target::Vio(i) => Some(self.vio[i].table.clone()),
+        }
+    }
+
+    /// The translation of PHB `i` for a device model (`vm_memory::Iommu`).
+    pub fn phb_iommu(&self, i: usize) -> Option<PhbIommu> {
+        self.phbs.get(i).map(|p| PhbIommu::new(p.shared.clone()))
+    }
+
+    /// Enables slot `slot` of PHB `phb` with a fresh (zeroed) table.
+    pub(crate) fn enable(
+        &self,
+        phb: usize,
+        slots: &mut [Slot],
+        slot: usize,
+        bus_offset: u64,
+        page_shift: PageShift,
+        nb_table: u64,
+    ) -> Result<(), spapr_tce::TceError> {
+        let t = GuestTable::new(
+            slots[slot].liobn,
+            bus_offset,
+            page_shift,
+            nb_table,
+            self.phbs[phb].shared.iotlb.clone(),
+        )?;
+        slots[slot].table = Some(Arc::new(t));
+        Ok(())
+    }
+
+    /// Disables a slot: its table goes, and the device models' IOTLB forgets everything.
+    pub(crate) fn disable(&self, phb: usize, slots: &mut [Slot], slot: usize) {
+        if let Some(t) = slots[slot].table.take() {
+            t.tces.kill_all();
+        }
+        self.phbs[phb]
+            .shared
+            .iotlb
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .invalidate_all();
+    }
+
+    /// `spapr_phb_dma_reset`: both windows off, the default window back (zeroed) with its
+    /// `def_win` flag.
+    pub fn reset_phb(&self, phb: usize) {
+        let Some(p) = self.phbs.get(phb) else {
+            return;
+        };
+        let mut slots = p.shared.write();
+        for n in 0..slots.len() {
+            self.disable(phb, &mut slots, n);
+        }
+        let cfg = &p.config;
+        // The configuration was validated: a 4K-aligned, non-empty default window.
+        let _ = self.enable(
+            phb,
+            &mut slots,
+            0,
+            cfg.dma_win_addr,
+            PageShift::K4,
+            cfg.dma_win_size >> 12,
+        );
+        slots[0].def_win = true;
+    }
+
+    /// Machine reset: every PHB reset, every VIO window zeroed.
+    pub fn reset(&self) {
+        for i in 0..self.phbs.len() {
+            self.reset_phb(i);
+        }
+        for v in &self.vio {
+            let g = *v.table.tces.geometry();
+            let _ = v.table.tces.clear(g.first_index(), g.entries());
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The DDW RTAS calls (papr.md A.10), the RTAS buffer through KVMPPC_H_RTAS, the
+//! device-tree data, and the Linux guest's DDW sequence.
+
+mod common;
+use common::*;
+use spapr_papr::{opcode, token, HStatus, Profile, RtasCall, RtasStatus, Spapr};
+use spapr_tce::PageSizes;
+use vm_memory::GuestMemoryMmap;
+
+const HI: u32 = (BUID >> 32) as u32;
+const LO: u32 = BUID as u32;
+
+fn q(s: &Spapr, nret: u32) -> Vec<u32> {
+    s.rtas(RtasCall::Query, &[0, HI, LO], nret)
+}
+fn create(s: &Spapr, page: u32, window: u32) -> Vec<u32> {
+    s.rtas(RtasCall::Create, &[0, HI, LO, page, window], 4)
+}
+fn remove(s: &Spapr, liobn: u32) -> Vec<u32> {
+    s.rtas(RtasCall::Remove, &[liobn], 1)
+}
+
+const PARAM: u32 = -3i32 as u32;
+const HW: u32 = -1i32 as u32;
+
+#[test]
+fn query_reports_free_windows_and_the_page_mask() {
+    let (s, _) = guest(Profile::Kvm);
+    assert_eq!(q(&s, 5), vec![0, 1, 0x8000_0000, 0x107, 0]);
+    assert_eq!(q(&s, 6), vec![0, 1, 0x20, 0, 0x107, 0]);
+    assert_eq!(s.rtas(RtasCall::Query, &[0, HI], 5), vec![PARAM]);
+    assert_eq!(q(&s, 4), vec![PARAM]);
+    assert_eq!(s.rtas(RtasCall::Query, &[0, HI, LO + 1], 5), vec![PARAM]);
+    // The config address is ignored.
+    assert_eq!(s.rtas(RtasCall::Query, &[0x12345, HI, LO], 5)[0], 0);
+}
+
+#[test]
+fn create_checks_arity_page_size_and_free_slots() {
+    let (s, _) = guest(Profile::Kvm);
+    assert_eq!(
+        s.rtas(RtasCall::Create, &[0, HI, LO, 16, 30], 3),
+        vec![PARAM]
+    );
+    assert_eq!(create(&s, 13, 30), vec![PARAM], "13 is not in the mask");
+    assert_eq!(
+        create(&s, 16, 15),
+        vec![PARAM],
+        "window smaller than a page"
+    );
+    assert_eq!(
+        create(&s, 76, 78),
+        vec![PARAM],
+        "QEMU's 1 << 76 alias is refused"
+    );
+    assert_eq!(create(&s, 16, 30), vec![0, 0x8000_0001, 0x0800_0000, 0]);
+    assert_eq!(q(&s, 5)[1], 0);
+    assert_eq!(create(&s, 16, 30), vec![HW], "no free slot");
+}
+
+#[test]
+fn a_window_of_2_to_the_32_pages_or_more_is_refused_without_a_half_made_window() {
+    let (s, _) = guest(Profile::Kvm);
+    assert_eq!(create(&s, 12, 44), vec![HW]);
+    assert_eq!(q(&s, 5)[1], 1, "nothing half-attached");
+    assert_eq!(create(&s, 12, 43)[0], 0, "the next create works");
+}
+
+#[test]
+fn remove_checks_and_restores_the_default_when_the_last_window_goes() {
+    let (s, mem) = guest(Profile::Qemu);
+    s.h_put_tce(&mem, LIOBN0, 0, 0x5003);
+    assert_eq!(s.rtas(RtasCall::Remove, &[0x8000_0000, 0], 1), vec![PARAM]);
+    assert_eq!(remove(&s, 0x2000), vec![PARAM], "a VIO LIOBN");
+    assert_eq!(remove(&s, 0x1234), vec![PARAM], "unknown");
+    assert_eq!(remove(&s, 0x8000_0001), vec![PARAM], "not enabled");
+    assert_eq!(create(&s, 16, 30)[0], 0);
+    assert_eq!(remove(&s, 0x8000_0000), vec![0]);
+    assert_eq!(remove(&s, 0x8000_0000), vec![PARAM], "twice");
+    assert_eq!(s.h_get_tce(&mem, LIOBN0, 0).0, HStatus::Parameter);
+    // Removing the DDW (not def_win) with nothing left brings the default back, zeroed.
+    assert_eq!(remove(&s, 0x8000_0001), vec![0]);
+    assert_eq!(get(&s, &mem, LIOBN0, 0), Some(0));
+}
+
+#[test]
+fn def_win_is_sticky_so_a_window_created_on_slot_0_does_not_restore_the_default() {
+    let (s, mem) = guest(Profile::Qemu);
+    assert_eq!(remove(&s, 0x8000_0000), vec![0]);
+    // Nothing left, but the removed window was def_win: no reset.
+    assert!(s.table(LIOBN0).is_none());
+    // The next create lands on liobn[0] at offset 0.
+    assert_eq!(create(&s, 16, 30), vec![0, 0x8000_0000, 0, 0]);
+    assert_eq!(remove(&s, 0x8000_0000), vec![0]);
+    assert_eq!(s.h_get_tce(&mem, LIOBN0, 0).0, HStatus::Parameter);
+}
+
+#[test]
+fn reset_drops_every_window_and_brings_the_default_back_zeroed() {
+    let (s, mem) = guest(Profile::Qemu);
+    s.h_put_tce(&mem, LIOBN0, 0, 0x5003);
+    create(&s, 16, 30);
+    assert_eq!(s.rtas(RtasCall::Reset, &[0, HI, LO], 2), vec![PARAM]);
+    assert_eq!(s.rtas(RtasCall::Reset, &[0x12345, HI, LO], 1), vec![0]);
+    assert!(s.table(LIOBN1).is_none());
+    assert_eq!(get(&s, &mem, LIOBN0, 0), Some(0));
+}
+
+#[test]
+fn ddw_off_leaves_only_the_default_window_and_refuses_the_calls() {
+    let mut cfg = spapr_papr::SpaprConfig::default();
+    cfg.phbs[0].ddw = false;
+    let s = Spapr::new(cfg).unwrap();
+    assert_eq!(q(&s, 5), vec![PARAM]);
+    assert_eq!(create(&s, 16, 30), vec![PARAM]);
+    assert_eq!(remove(&s, 0x8000_0000), vec![PARAM]);
+    assert_eq!(s.rtas(RtasCall::Reset, &[0, HI, LO], 1), vec![PARAM]);
+    assert!(s.target(0x8000_0001).is_none());
+    let dt = s.device_tree();
+    assert_eq!(dt.phbs[0].ddw_applicable, None);
+}
+
+#[test]
+fn the_rtas_buffer_goes_through_kvmppc_h_rtas() {
+    let (s, mem) = guest(Profile::Kvm);
+    let rets = write_rtas(&mem, 0x20_0000, token::QUERY, &[0, HI, LO], 5);
+    assert_eq!(
+        s.hcall(&mem, opcode::KVMPPC_H_RTAS, [0x20_0000, 0, 0, 0], false),
+        (HStatus::Success, None)
+    );
+    assert_eq!(read_u32s(&mem, rets, 5), vec![0, 1, 0x8000_0000, 0x107, 0]);
+    // Known token, RTAS error: the hcall still succeeds.
+    let rets = write_rtas(&mem, 0x20_0000, token::CREATE, &[0, HI, LO, 13, 30], 4);
+    assert_eq!(s.h_rtas(&mem, 0x20_0000), HStatus::Success);
+    assert_eq!(read_u32s(&mem, rets, 1), vec![PARAM]);
+    // Unknown token: rets[0] = -3 and H_PARAMETER.
+    let rets = write_rtas(&mem, 0x20_0000, 0x2099, &[1, 2], 1);
+    assert_eq!(s.h_rtas(&mem, 0x20_0000), HStatus::Parameter);
+    assert_eq!(read_u32s(&mem, rets, 1), vec![PARAM]);
+    assert_eq!(s.rtas_buffer(&mem, RAM), None, "outside RAM");
+    assert_eq!(
+        RtasStatus::from_name("RTAS_HARDWARE_ERROR"),
+        Some(RtasStatus::HardwareError)
+    );
+}
+
+#[test]
+fn device_tree_data_matches_qemu() {
+    let (s, _) = guest(Profile::Kvm);
+    let dt = s.device_tree();
+    assert_eq!(dt.hypertas_functions, vec!["hcall-tce", "hcall-multi-tce"]);
+    let n = &dt.phbs[0];
+    assert_eq!(n.name, "pci@800000020000000");
+    assert_eq!(n.dma_window, [0x8000_0000, 0, 0, 0, 0x4000_0000]);
+    assert_eq!(n.ddw_applicable, Some([0x2026, 0x2027, 0x2028]));
+    assert_eq!(n.ddw_extensions, Some([2, 0x2029, 1]));
+    assert_eq!(dt.vio, vec![(0x2000, [0x2000, 0, 0, 0, 0x1000_0000])]);
+    assert_eq!(
+        spapr_papr::ddw_page_mask(PageSizes::PHB4),
+        0x1 | 0x2 | 0x100
+    );
+}
+
+/// pseries/iommu.c `enable_ddw`, driven through the guest-visible interfaces only.
+fn linux_enable_ddw(s: &Spapr, mem: &GuestMemoryMmap) -> (u32, u64, u32) {
+    let dt = s.device_tree();
+    let node = &dt.phbs[0];
+    let [query, create_tok, remove_tok] = node.ddw_applicable.unwrap();
+    let ext = node.ddw_extensions.unwrap();
+    let (reset_tok, six) = (ext[1], ext[2] == 1);
+    let buid = node.buid;
+    let (hi, lo) = ((buid >> 32) as u32, buid as u32);
+    let rtas = |tok: u32, args: &[u32], nret: u32| -> Vec<u32> {
+        let rets = write_rtas(mem, 0x30_0000, tok, args, nret);
+        assert_eq!(s.h_rtas(mem, 0x30_0000), HStatus::Success);
+        read_u32s(mem, rets, nret as usize)
+    };
+    let cfg = (1 << 16) | (0 << 8);
+    let nret = if six { 6 } else { 5 };
+    let mut out = rtas(query, &[cfg, hi, lo], nret);
+    assert_eq!(out[0], 0);
+    if out[1] == 0 {
+        // Clear the unused default window in 512-entry chunks, remove it, query again.
+        let win = u64::from(node.dma_window[4]) | (u64::from(node.dma_window[3]) << 32);
+        let entries = win >> 12;
+        let mut i = 0;
+        while i < entries {
+            let n = (entries - i).min(512);
+            let st = s.h_stuff_tce(mem, u64::from(node.dma_window[0]), i << 12, 0, n);
+            assert_eq!(st, HStatus::Success);
+            i += n;
+        }
+        assert_eq!(rtas(remove_tok, &[node.dma_window[0]], 1), vec![0]);
+        out = rtas(query, &[cfg, hi, lo], nret);
+        assert_eq!(out[1], 1);
+    }
+    let mask = out[if six { 4 } else { 3 }];
+    // Largest page size in the mask (iommu_get_page_shift's table).
+    let page_shift = spapr_papr::DDW_PAGE_BITS
+        .iter()
+        .filter(|(_, b)| mask & b != 0)
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap();
+    let window_shift = 64 - (RAM - 1).leading_zeros();
+    let made = rtas(create_tok, &[cfg, hi, lo, page_shift, window_shift], 4);
+    assert_eq!(made[0], 0, "create: {made:?}");
+    let (liobn, start) = (made[1], (u64::from(made[2]) << 32) | u64::from(made[3]));
+    // Direct-map all RAM: H_PUT_TCE_INDIRECT, 512 per call, tce = phys | R | W.
+    let pages = RAM >> page_shift;
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(512);
+        let list: Vec<u64> = (0..n).map(|k| ((done + k) << page_shift) | 3).collect();
+        write_list(mem, 0x31_0000, &list);
+        let st = s.h_put_tce_indirect(
+            mem,
+            u64::from(liobn),
+            start + (done << page_shift),
+            0x31_0000,
+            n,
+        );
+        assert_eq!(st, HStatus::Success);
+        done += n;
+    }
+    let _ = reset_tok;
+    (liobn, start, page_shift)
+}
+
+#[test]
+fn the_linux_guest_ddw_sequence_direct_maps_all_ram() {
+    for p in Profile::ALL {
+        let (s, mem) = guest(p);
+        let (liobn, start, shift) = linux_enable_ddw(&s, &mem);
+        assert_eq!((liobn, start, shift), (0x8000_0001, DDW_BASE, 24), "{p:?}");
+        // Every page translates 1:1.
+        let t = s.table(u64::from(liobn)).unwrap();
+        for off in [0u64, 0x123_4567, RAM - 8] {
+            assert_eq!(
+                t.tces
+                    .translate(spapr_tce::Iova(start + off), spapr_tce::Access::Write),
+                Ok(spapr_tce::Gpa(off))
+            );
+        }
+    }
+}
+
+#[test]
+fn the_linux_sequence_removes_an_unused_default_window_when_no_slot_is_free() {
+    let (s, mem) = guest(Profile::Kvm);
+    // Something already took the second slot.
+    assert_eq!(create(&s, 12, 28)[0], 0);
+    let (liobn, start, _) = linux_enable_ddw(&s, &mem);
+    // The new window took slot 0 (liobn[0]), at the 64-bit base since one is enabled.
+    assert_eq!((liobn, start), (0x8000_0000, DDW_BASE));
+}
