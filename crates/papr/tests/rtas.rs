@@ -175,7 +175,8 @@ fn linux_enable_ddw(s: &Spapr, mem: &GuestMemoryMmap) -> (u32, u64, u32) {
         assert_eq!(s.h_rtas(mem, 0x30_0000), HStatus::Success);
         read_u32s(mem, rets, nret as usize)
     };
-    let cfg = (1 << 16) | (0 << 8);
+    // (bus << 16) | (devfn << 8) of 01:00.0.
+    let cfg = 1 << 16;
     let nret = if six { 6 } else { 5 };
     let mut out = rtas(query, &[cfg, hi, lo], nret);
     assert_eq!(out[0], 0);
