@@ -130,6 +130,19 @@ impl RealAddress for Hpa {
     }
 }
 
+/// User addresses: VFIO's `it_userspace` shadow table keeps, beside each TCE, the user
+/// address it was mapped from, in a table of the same geometry.
+impl RealAddress for Ua {
+    #[inline]
+    fn from_raw(raw: u64) -> Self {
+        Ua(raw)
+    }
+    #[inline]
+    fn to_raw(self) -> u64 {
+        self.0
+    }
+}
+
 impl RealAddress for Gpa {
     #[inline]
     fn from_raw(raw: u64) -> Self {
