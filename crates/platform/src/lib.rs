@@ -92,7 +92,9 @@ pub struct Env {
     pub ram_size: u64,
     /// Boot option `iommu=nobypass`.
     pub bypass_disabled: bool,
-    /// Largest default window (`maxblock * 8` pages in the kernel).
+    /// Largest default window. The kernel bounds it by what its allocator can address
+    /// (`maxblock * 8` pages); the model uses 64 GiB, which keeps the allocator's bitmap
+    /// at most 2 MiB per PE with 4K host pages.
     pub default_window_max: u64,
     notes: Mutex<Vec<Note>>,
     set_window_failure: Mutex<Option<OpalError>>,
@@ -104,7 +106,7 @@ impl Env {
             host_page_shift,
             ram_size,
             bypass_disabled,
-            default_window_max: 1 << 40,
+            default_window_max: 64 << 30,
             notes: Mutex::new(Vec::new()),
             set_window_failure: Mutex::new(None),
         }

@@ -92,8 +92,11 @@ impl PowerNvConfig {
 
     /// Checks the description; the first problem found.
     pub fn validate(&self) -> Result<(), String> {
-        if self.ram_size < (1 << 20) {
-            return Err(format!("ram_size {:#x} is below 1 MiB", self.ram_size));
+        if self.ram_size < (1 << 20) || self.ram_size > 1 << 46 {
+            return Err(format!(
+                "ram_size {:#x} is not between 1 MiB and 64 TiB",
+                self.ram_size
+            ));
         }
         if !matches!(self.host_page_shift, 12 | 16) {
             return Err(format!(

@@ -1,0 +1,242 @@
+//! Scenario files: TOML parsed with spans, so that every error names file, line and
+//! column; numbers with size suffixes; references to earlier steps' results.
+
+use std::fmt;
+use std::ops::Range;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// A parsed value with where it came from.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The value.
+    pub val: Val,
+    /// Byte range in the file.
+    pub span: Range<usize>,
+}
+
+/// A TOML value, as far as scenarios use them.
+#[derive(Clone, Debug)]
+pub enum Val {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i128),
+    /// A boolean.
+    Bool(bool),
+    /// An array.
+    Arr(Vec<Node>),
+    /// A table, keys in file order.
+    Table(Vec<(String, Node)>),
+    /// Something scenarios never use (floats, dates).
+    Other(&'static str),
+}
+
+impl Val {
+    /// What kind of value it is, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Val::Str(_) => "a string",
+            Val::Int(_) => "an integer",
+            Val::Bool(_) => "a boolean",
+            Val::Arr(_) => "an array",
+            Val::Table(_) => "a table",
+            Val::Other(k) => k,
+        }
+    }
+}
+
+fn convert(v: &Spanned<DeValue<'_>>) -> Node {
+    let span = v.span();
+    let val = match v.get_ref() {
+        DeValue::String(s) => Val::Str(s.to_string()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            let (neg, digits) = match digits.strip_prefix('-') {
+                Some(d) => (true, d.to_string()),
+                None => (false, digits.trim_start_matches('+').to_string()),
+            };
+            match i128::from_str_radix(&digits, i.radix()) {
+                Ok(n) => Val::Int(if neg { -n } else { n }),
+                Err(_) => Val::Other("an integer out of range"),
+            }
+        }
+        DeValue::Float(_) => Val::Other("a float"),
+        DeValue::Boolean(b) => Val::Bool(*b),
+        DeValue::Datetime(_) => Val::Other("a date"),
+        DeValue::Array(a) => Val::Arr(a.iter().map(convert).collect()),
+        DeValue::Table(t) => Val::Table(table(t)),
+    };
+    Node { val, span }
+}
+
+fn table(t: &DeTable<'_>) -> Vec<(String, Node)> {
+    let mut v: Vec<(String, Node)> = t
+        .iter()
+        .map(|(k, v)| (k.get_ref().to_string(), convert(v)))
+        .collect();
+    v.sort_by_key(|(_, n)| n.span.start);
+    v
+}
+
+/// A file's text and name, for line/column messages.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// File name as given.
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// An error in a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileError {
+    /// File name.
+    pub file: String,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub col: usize,
+    /// What was wrong and what was expected.
+    pub msg: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+    }
+}
+
+impl Source {
+    /// Line and column of a byte offset.
+    pub fn line_col(&self, at: usize) -> (usize, usize) {
+        let at = at.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(at, |i| at - i - 1) + 1;
+        (line, col)
+    }
+    /// An error at `span`.
+    pub fn err(&self, span: &Range<usize>, msg: impl Into<String>) -> FileError {
+        let (line, col) = self.line_col(span.start);
+        FileError {
+            file: self.name.clone(),
+            line,
+            col,
+            msg: msg.into(),
+        }
+    }
+    /// The whole document as a table.
+    pub fn parse(&self) -> Result<Vec<(String, Node)>, FileError> {
+        match DeTable::parse(&self.text) {
+            Ok(t) => Ok(table(t.get_ref())),
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                Err(self.err(&span, format!("not valid TOML: {}", e.message().trim())))
+            }
+        }
+    }
+}
+
+/// A number as scenarios write them: an integer, or a string holding decimal or `0x` hex,
+/// with `_` separators and an optional K, M, G or T (binary) suffix.
+pub fn parse_num(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (body, mult) = match t.chars().last() {
+        Some('K') | Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (&t[..], 1),
+    };
+    let n = if let Some(h) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16)
+    } else {
+        body.parse::<u64>()
+    }
+    .map_err(|_| format!("{s:?} is not a number (use 4096, 0x1000 or 4K)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = levenshtein(word, c);
+        if best.is_none_or_gt(d) {
+            best = Some((d, c));
+        }
+    }
+    best.filter(|(d, c)| *d <= (c.len() / 2).max(2))
+        .map(|(_, c)| c)
+}
+
+trait BestExt {
+    fn is_none_or_gt(&self, d: usize) -> bool;
+}
+impl BestExt for Option<(usize, &str)> {
+    fn is_none_or_gt(&self, d: usize) -> bool {
+        match self {
+            None => true,
+            Some((b, _)) => d < *b,
+        }
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_take_hex_suffixes_and_separators() {
+        assert_eq!(parse_num("4096"), Ok(4096));
+        assert_eq!(parse_num("0x1000"), Ok(4096));
+        assert_eq!(parse_num("4K"), Ok(4096));
+        assert_eq!(parse_num("1_024"), Ok(1024));
+        assert_eq!(parse_num("0x8_0000_0000"), Ok(1 << 35));
+        assert_eq!(parse_num("2G"), Ok(2 << 30));
+        assert!(parse_num("x12").is_err());
+        assert!(parse_num("99999999999T").is_err());
+    }
+
+    #[test]
+    fn typos_find_the_closest_name() {
+        assert_eq!(
+            closest("h_put_tec", ["h_put_tce", "h_get_tce"]),
+            Some("h_put_tce")
+        );
+        assert_eq!(closest("zzzzzzzz", ["h_put_tce"]), None);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let s = Source {
+            name: "f.toml".into(),
+            text: "a = 1\nb = [\n".into(),
+        };
+        let e = s.parse().unwrap_err();
+        assert_eq!(e.file, "f.toml");
+        assert!(e.line >= 2, "{e}");
+        let s = Source {
+            name: "g".into(),
+            text: "x = 1\n  y = 'z'\n".into(),
+        };
+        let t = s.parse().unwrap();
+        assert_eq!(s.line_col(t[1].1.span.start), (2, 7));
+    }
+}

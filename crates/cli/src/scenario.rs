@@ -1,0 +1,861 @@
+//! The scenario file format: a `[machine]` table and `[[step]]`s. Everything is checked
+//! before anything runs: unknown tables, fields and operations (with the closest valid
+//! name), values of the wrong kind, references to results no earlier step names.
+
+use crate::doc::{closest, parse_num, FileError, Node, Source, Val};
+use iommu_core::Errno;
+use spapr_papr::{
+    HStatus, PhbConfig as PaprPhbConfig, Profile, RtasStatus, SpaprConfig, VioConfig,
+};
+use spapr_platform::{Design, DeviceConfig, PeScope, PhbConfig, PhbModel, PowerNvConfig};
+use spapr_tce::PageSizes;
+use spapr_vfio::KernelProfile;
+
+/// Which machine a scenario describes.
+#[derive(Clone, Debug)]
+pub enum Machine {
+    /// A PowerNV host: platform, core, VFIO.
+    PowerNv {
+        /// The machine.
+        config: PowerNvConfig,
+        /// Drivers bound at boot: (device, driver).
+        drivers: Vec<(String, String)>,
+        /// VFIO profile.
+        profile: KernelProfile,
+        /// `RLIMIT_MEMLOCK` for VFIO.
+        memlock: u64,
+    },
+    /// A pSeries guest: the PAPR interface.
+    PSeries {
+        /// Its DMA windows.
+        config: SpaprConfig,
+    },
+}
+
+/// One step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Operation name.
+    pub op: &'static OpSpec,
+    /// Fields other than the generic ones, in file order.
+    pub args: Vec<(String, Node)>,
+    /// The expectation, if any.
+    pub expect: Option<String>,
+    /// Name for the result.
+    pub name: Option<String>,
+    /// Times to run.
+    pub repeat: u64,
+    /// Per-repetition increments of numeric fields.
+    pub vary: Vec<(String, u64)>,
+    /// Line in the file.
+    pub line: usize,
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// The machine.
+    pub machine: Machine,
+    /// Run every invariant check after every step.
+    pub check_each_step: bool,
+    /// Steps.
+    pub steps: Vec<Step>,
+    /// Final checks that must be violated (a buggy design shown being caught).
+    pub expect_violations: Vec<String>,
+    /// The file.
+    pub source: Source,
+}
+
+/// Which machine an operation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// PowerNV.
+    PowerNv,
+    /// pSeries.
+    PSeries,
+    /// Either.
+    Any,
+}
+
+/// An operation: its name, the machine it needs, its fields.
+#[derive(Debug)]
+pub struct OpSpec {
+    /// Name in files.
+    pub name: &'static str,
+    /// Machine.
+    pub needs: Needs,
+    /// Required fields.
+    pub required: &'static [&'static str],
+    /// Optional fields.
+    pub optional: &'static [&'static str],
+}
+
+macro_rules! ops {
+    ($($name:literal $needs:ident [$($req:literal),*] [$($opt:literal),*];)*) => {
+        /// Every operation a scenario can use.
+        pub static OPS: &[OpSpec] = &[$(OpSpec {
+            name: $name,
+            needs: Needs::$needs,
+            required: &[$($req),*],
+            optional: &[$($opt),*],
+        }),*];
+    };
+}
+
+ops! {
+    // Checks and views.
+    "check" Any [] [];
+    "show" Any [] [];
+    // IOMMU core and platform.
+    "bind" PowerNv ["device", "driver"] [];
+    "unbind" PowerNv ["device"] [];
+    "claim" PowerNv ["device"] ["owner"];
+    "release" PowerNv ["device"] [];
+    "hot_add" PowerNv ["device", "phb", "bus"] ["devfn", "dma_mask"];
+    "hot_remove" PowerNv ["device"] [];
+    "dma_alloc" PowerNv ["device", "size"] ["dir"];
+    "dma_free" PowerNv ["device", "dma"] [];
+    "dma_map" PowerNv ["device", "phys", "size"] ["dir", "cpu"];
+    "dma_unmap" PowerNv ["device", "dma", "size"] ["cpu"];
+    "device_read" Any ["addr"] ["device", "phb", "len", "data"];
+    "device_write" Any ["addr", "data"] ["device", "phb"];
+    "ram_write" PowerNv ["addr", "data"] [];
+    "ram_read" PowerNv ["addr", "data"] [];
+    "fail_next_set_window" PowerNv ["opal"] [];
+    // VFIO.
+    "profile" Any [] ["kernel", "papr"];
+    "mmap" PowerNv ["size"] ["process", "page_size"];
+    "vfio_register_device" PowerNv ["device"] [];
+    "vfio_open_container" PowerNv [] [];
+    "vfio_open_group" PowerNv ["device"] [];
+    "vfio_set_container" PowerNv ["group", "container"] [];
+    "vfio_unset_container" PowerNv ["group"] [];
+    "vfio_open_device" PowerNv ["group", "device"] [];
+    "vfio_close_device" PowerNv ["group"] [];
+    "vfio_close_group" PowerNv ["group"] [];
+    "vfio_close_container" PowerNv ["container"] [];
+    "vfio_check_extension" PowerNv ["container", "arg"] ["process"];
+    "vfio_set_iommu" PowerNv ["container", "type"] ["process"];
+    "vfio_enable" PowerNv ["container"] ["process"];
+    "vfio_disable" PowerNv ["container"] ["process"];
+    "vfio_get_info" PowerNv ["container"] ["argsz", "process"];
+    "vfio_register_memory" PowerNv ["container", "vaddr", "size"] ["flags", "process"];
+    "vfio_unregister_memory" PowerNv ["container", "vaddr", "size"] ["flags", "process"];
+    "vfio_create_window" PowerNv ["container", "page_size", "window_size"] ["levels", "flags", "process"];
+    "vfio_remove_window" PowerNv ["container", "start"] ["flags", "process"];
+    "vfio_map_dma" PowerNv ["container", "vaddr", "iova", "size"] ["flags", "argsz", "process"];
+    "vfio_unmap_dma" PowerNv ["container", "iova", "size"] ["flags", "argsz", "process"];
+    // pSeries guest.
+    "h_put_tce" PSeries ["liobn", "ioba", "tce"] [];
+    "h_get_tce" PSeries ["liobn", "ioba"] ["value"];
+    "h_stuff_tce" PSeries ["liobn", "ioba", "tce", "count"] [];
+    "h_put_tce_indirect" PSeries ["liobn", "ioba", "list", "count"] [];
+    "hcall" PSeries ["opcode"] ["args", "problem_state", "value"];
+    "rtas" PSeries ["call", "args"] ["nret", "rets"];
+    "rtas_buffer" PSeries ["addr", "token", "args"] ["nret", "rets"];
+    "guest_write" PSeries ["addr"] ["u64be", "u32be", "data"];
+    "guest_read" PSeries ["addr"] ["u64be", "u32be", "data"];
+    "machine_reset" PSeries [] [];
+    "save_phb" PSeries ["phb"] [];
+    "restore_phb" PSeries ["phb", "from"] [];
+}
+
+/// Fields every step may have.
+pub const GENERIC: [&str; 6] = ["op", "expect", "as", "repeat", "vary", "note"];
+
+fn find_op(name: &str) -> Option<&'static OpSpec> {
+    OPS.iter().find(|o| o.name == name)
+}
+
+/// Whether `s` is a valid expectation.
+fn valid_expect(s: &str) -> bool {
+    s == "ok"
+        || s == "fault"
+        || s == "clean"
+        || s == "error"
+        || Errno::from_name(s).is_some()
+        || HStatus::from_name(s).is_some()
+        || RtasStatus::from_name(s).is_some()
+        || s.parse::<i64>().is_ok()
+        || RULES.contains(&s)
+}
+
+/// Rule names a `check` step may expect.
+pub const RULES: [&str; 5] = [
+    "NoKernelTranslationOnUserGroup",
+    "NoKernelDriverOnUserGroup",
+    "NoUserMappingAfterRelease",
+    "KernelDmaRestored",
+    "RefcountBalance",
+];
+
+struct Ctx<'a> {
+    src: &'a Source,
+}
+
+impl Ctx<'_> {
+    fn err(&self, n: &Node, msg: impl Into<String>) -> FileError {
+        self.src.err(&n.span, msg)
+    }
+    fn table<'n>(&self, n: &'n Node, what: &str) -> Result<&'n [(String, Node)], FileError> {
+        match &n.val {
+            Val::Table(t) => Ok(t),
+            v => Err(self.err(n, format!("{what} must be a table, found {}", v.kind()))),
+        }
+    }
+    fn num(&self, n: &Node, what: &str) -> Result<u64, FileError> {
+        match &n.val {
+            Val::Int(i) => u64::try_from(*i)
+                .map_err(|_| self.err(n, format!("{what} must be 0 or more, found {i}"))),
+            Val::Str(s) => parse_num(s).map_err(|e| self.err(n, format!("{what}: {e}"))),
+            v => Err(self.err(n, format!("{what} must be a number, found {}", v.kind()))),
+        }
+    }
+    fn string<'n>(&self, n: &'n Node, what: &str) -> Result<&'n str, FileError> {
+        match &n.val {
+            Val::Str(s) => Ok(s),
+            v => Err(self.err(n, format!("{what} must be a string, found {}", v.kind()))),
+        }
+    }
+    fn boolean(&self, n: &Node, what: &str) -> Result<bool, FileError> {
+        match &n.val {
+            Val::Bool(b) => Ok(*b),
+            v => Err(self.err(
+                n,
+                format!("{what} must be true or false, found {}", v.kind()),
+            )),
+        }
+    }
+    fn fields<'n>(
+        &self,
+        t: &'n [(String, Node)],
+        whole: &Node,
+        what: &str,
+        allowed: &[&str],
+        required: &[&str],
+    ) -> Result<Fields<'n>, FileError> {
+        for (k, v) in t {
+            if !allowed.contains(&k.as_str()) {
+                let hint = closest(k, allowed.iter().copied())
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(self.err(
+                    v,
+                    format!(
+                        "unknown field {k:?} in {what}{hint}; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        for r in required {
+            if !t.iter().any(|(k, _)| k == r) {
+                return Err(self.err(whole, format!("{what} needs the field {r:?}")));
+            }
+        }
+        Ok(Fields(t))
+    }
+}
+
+struct Fields<'n>(&'n [(String, Node)]);
+
+impl<'n> Fields<'n> {
+    fn get(&self, k: &str) -> Option<&'n Node> {
+        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+    }
+}
+
+fn page_sizes(ctx: &Ctx<'_>, n: &Node) -> Result<PageSizes, FileError> {
+    let Val::Arr(items) = &n.val else {
+        return Err(ctx.err(n, "page_sizes must be an array like [\"4K\", \"64K\"]"));
+    };
+    let mut bits = 0u64;
+    for i in items {
+        let size = ctx.num(i, "a page size")?;
+        if !size.is_power_of_two() || spapr_tce::PageShift::new(size.trailing_zeros()).is_err() {
+            return Err(ctx.err(
+                i,
+                format!("page size {size:#x} is not one of 4K, 64K, 2M, 16M, 256M, 1G, 16G"),
+            ));
+        }
+        bits |= size;
+    }
+    Ok(PageSizes(bits))
+}
+
+fn machine(ctx: &Ctx<'_>, n: &Node) -> Result<(Machine, bool), FileError> {
+    let t = ctx.table(n, "[machine]")?;
+    let kind_node = t.iter().find(|(k, _)| k == "kind").map(|(_, v)| v);
+    let kind = match kind_node {
+        Some(k) => ctx.string(k, "kind")?,
+        None => "powernv",
+    };
+    match kind {
+        "powernv" => powernv(ctx, n, t),
+        "pseries" => pseries(ctx, n, t),
+        other => Err(ctx.err(
+            kind_node.unwrap_or(n),
+            format!("unknown machine kind {other:?}; expected \"powernv\" or \"pseries\""),
+        )),
+    }
+}
+
+fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bool), FileError> {
+    let f = ctx.fields(
+        t,
+        n,
+        "[machine]",
+        &[
+            "kind",
+            "ram",
+            "host_page_size",
+            "design",
+            "bypass",
+            "profile",
+            "memlock",
+            "check_each_step",
+            "phb",
+            "device",
+        ],
+        &["phb"],
+    )?;
+    let mut cfg = PowerNvConfig {
+        phbs: Vec::new(),
+        devices: Vec::new(),
+        ..PowerNvConfig::seed()
+    };
+    if let Some(v) = f.get("ram") {
+        cfg.ram_size = ctx.num(v, "ram")?;
+    }
+    if let Some(v) = f.get("host_page_size") {
+        let s = ctx.num(v, "host_page_size")?;
+        if s != 4096 && s != 65536 {
+            return Err(ctx.err(v, "host_page_size must be 4K or 64K"));
+        }
+        cfg.host_page_shift = s.trailing_zeros();
+    }
+    if let Some(v) = f.get("design") {
+        let s = ctx.string(v, "design")?;
+        cfg.design = Design::from_name(s).ok_or_else(|| {
+            ctx.err(
+                v,
+                format!("unknown design {s:?}; expected \"v1\", \"v6.7\" or \"fixed\""),
+            )
+        })?;
+    }
+    if let Some(v) = f.get("bypass") {
+        cfg.bypass_disabled = !ctx.boolean(v, "bypass")?;
+    }
+    let profile = match f.get("profile") {
+        Some(v) => {
+            let s = ctx.string(v, "profile")?;
+            KernelProfile::from_name(s).ok_or_else(|| {
+                ctx.err(
+                    v,
+                    format!("unknown profile {s:?}; expected \"linux\" or \"strict\""),
+                )
+            })?
+        }
+        None => KernelProfile::Linux,
+    };
+    let memlock = match f.get("memlock") {
+        Some(v) => ctx.num(v, "memlock")?,
+        None => 4 << 30,
+    };
+    let check = match f.get("check_each_step") {
+        Some(v) => ctx.boolean(v, "check_each_step")?,
+        None => false,
+    };
+    let Some(phbs) = f.get("phb") else {
+        return Err(ctx.err(n, "[machine] needs at least one [[machine.phb]]"));
+    };
+    let Val::Arr(phbs) = &phbs.val else {
+        return Err(ctx.err(phbs, "phb must be an array of tables ([[machine.phb]])"));
+    };
+    for p in phbs {
+        let pt = ctx.table(p, "[[machine.phb]]")?;
+        let pf = ctx.fields(
+            pt,
+            p,
+            "[[machine.phb]]",
+            &["model", "m32_base", "pes", "device_group"],
+            &["model"],
+        )?;
+        let model_node = pf.get("model").unwrap_or(p);
+        let model = match ctx.string(model_node, "model")? {
+            "phb3" => PhbModel::Phb3,
+            "phb4" => PhbModel::Phb4,
+            "ioda1" => PhbModel::Ioda1,
+            other => {
+                return Err(ctx.err(
+                    model_node,
+                    format!(
+                        "unknown PHB model {other:?}; expected \"phb3\", \"phb4\" or \"ioda1\""
+                    ),
+                ))
+            }
+        };
+        let mut pc = PhbConfig::new(model, Vec::new());
+        if let Some(v) = pf.get("m32_base") {
+            pc.m32_pci_base = ctx.num(v, "m32_base")?;
+        }
+        if let Some(v) = pf.get("device_group") {
+            pc.device_group_callback = ctx.boolean(v, "device_group")?;
+        }
+        if let Some(v) = pf.get("pes") {
+            let Val::Arr(pes) = &v.val else {
+                return Err(ctx.err(v, "pes must be an array like [{ number = 1, bus = 1 }]"));
+            };
+            for pe in pes {
+                let et = ctx.table(pe, "a PE")?;
+                let ef = ctx.fields(
+                    et,
+                    pe,
+                    "a PE",
+                    &["number", "bus", "devfn"],
+                    &["number", "bus"],
+                )?;
+                let num = ctx.num(ef.get("number").unwrap_or(pe), "number")? as u32;
+                let bus = ctx.num(ef.get("bus").unwrap_or(pe), "bus")?;
+                if bus > 255 {
+                    return Err(ctx.err(pe, "bus must be 0..=255"));
+                }
+                let scope = match ef.get("devfn") {
+                    Some(d) => {
+                        let devfn = ctx.num(d, "devfn")?;
+                        if devfn > 255 {
+                            return Err(ctx.err(d, "devfn must be 0..=255"));
+                        }
+                        PeScope::Device(((bus as u16) << 8) | devfn as u16)
+                    }
+                    None => PeScope::Bus(bus as u8),
+                };
+                pc.pes.push((num, scope));
+            }
+        }
+        cfg.phbs.push(pc);
+    }
+    let mut drivers = Vec::new();
+    if let Some(devs) = f.get("device") {
+        let Val::Arr(devs) = &devs.val else {
+            return Err(ctx.err(
+                devs,
+                "device must be an array of tables ([[machine.device]])",
+            ));
+        };
+        for d in devs {
+            let dt = ctx.table(d, "[[machine.device]]")?;
+            let df = ctx.fields(
+                dt,
+                d,
+                "[[machine.device]]",
+                &["name", "phb", "bus", "devfn", "dma_mask", "driver"],
+                &["name", "phb", "bus"],
+            )?;
+            let name = ctx.string(df.get("name").unwrap_or(d), "name")?.to_string();
+            let phb = ctx.num(df.get("phb").unwrap_or(d), "phb")? as u32;
+            let bus = ctx.num(df.get("bus").unwrap_or(d), "bus")?;
+            let devfn = match df.get("devfn") {
+                Some(v) => ctx.num(v, "devfn")?,
+                None => 0,
+            };
+            let mask = match df.get("dma_mask") {
+                Some(v) => ctx.num(v, "dma_mask")?,
+                None => 64,
+            };
+            if bus > 255 || devfn > 255 {
+                return Err(ctx.err(d, "bus and devfn must be 0..=255"));
+            }
+            if let Some(v) = df.get("driver") {
+                drivers.push((name.clone(), ctx.string(v, "driver")?.to_string()));
+            }
+            cfg.devices.push(DeviceConfig::new(
+                &name,
+                phb,
+                bus as u8,
+                devfn as u8,
+                mask as u32,
+            ));
+        }
+    }
+    cfg.validate().map_err(|e| ctx.err(n, e))?;
+    for (dev, _) in &drivers {
+        if !cfg.devices.iter().any(|d| &d.name == dev) {
+            return Err(ctx.err(n, format!("driver for unknown device {dev:?}")));
+        }
+    }
+    Ok((
+        Machine::PowerNv {
+            config: cfg,
+            drivers,
+            profile,
+            memlock,
+        },
+        check,
+    ))
+}
+
+fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bool), FileError> {
+    let f = ctx.fields(
+        t,
+        n,
+        "[machine]",
+        &["kind", "ram", "profile", "check_each_step", "phb", "vio"],
+        &[],
+    )?;
+    let mut cfg = SpaprConfig {
+        phbs: Vec::new(),
+        vio: Vec::new(),
+        ..SpaprConfig::default()
+    };
+    if let Some(v) = f.get("ram") {
+        cfg.ram_size = ctx.num(v, "ram")?;
+        if cfg.ram_size == 0 || cfg.ram_size > 64 << 30 || cfg.ram_size % 4096 != 0 {
+            return Err(ctx.err(v, "ram must be a multiple of 4K, at most 64G"));
+        }
+    }
+    if let Some(v) = f.get("profile") {
+        let s = ctx.string(v, "profile")?;
+        cfg.profile = Profile::from_name(s).ok_or_else(|| {
+            ctx.err(
+                v,
+                format!("unknown profile {s:?}; expected \"qemu\", \"kvm\" or \"lopar\""),
+            )
+        })?;
+    }
+    let check = match f.get("check_each_step") {
+        Some(v) => ctx.boolean(v, "check_each_step")?,
+        None => false,
+    };
+    match f.get("phb") {
+        None => cfg.phbs.push(PaprPhbConfig::qemu(0)),
+        Some(v) => {
+            let Val::Arr(phbs) = &v.val else {
+                return Err(ctx.err(v, "phb must be an array of tables ([[machine.phb]])"));
+            };
+            for p in phbs {
+                let pt = ctx.table(p, "[[machine.phb]]")?;
+                let pf = ctx.fields(
+                    pt,
+                    p,
+                    "[[machine.phb]]",
+                    &[
+                        "index",
+                        "ddw",
+                        "dma_win_addr",
+                        "dma_win_size",
+                        "dma64_win_addr",
+                        "page_sizes",
+                    ],
+                    &[],
+                )?;
+                let index = match pf.get("index") {
+                    Some(v) => ctx.num(v, "index")? as u32,
+                    None => cfg.phbs.len() as u32,
+                };
+                let mut pc = PaprPhbConfig::qemu(index);
+                if let Some(v) = pf.get("ddw") {
+                    pc.ddw = ctx.boolean(v, "ddw")?;
+                }
+                if let Some(v) = pf.get("dma_win_addr") {
+                    pc.dma_win_addr = ctx.num(v, "dma_win_addr")?;
+                }
+                if let Some(v) = pf.get("dma_win_size") {
+                    pc.dma_win_size = ctx.num(v, "dma_win_size")?;
+                }
+                if let Some(v) = pf.get("dma64_win_addr") {
+                    pc.dma64_win_addr = ctx.num(v, "dma64_win_addr")?;
+                }
+                if let Some(v) = pf.get("page_sizes") {
+                    pc.page_sizes = page_sizes(ctx, v)?;
+                }
+                cfg.phbs.push(pc);
+            }
+        }
+    }
+    if let Some(v) = f.get("vio") {
+        let Val::Arr(vios) = &v.val else {
+            return Err(ctx.err(v, "vio must be an array of tables ([[machine.vio]])"));
+        };
+        for vio in vios {
+            let vt = ctx.table(vio, "[[machine.vio]]")?;
+            let vf = ctx.fields(vt, vio, "[[machine.vio]]", &["reg", "window"], &["reg"])?;
+            let reg = ctx.num(vf.get("reg").unwrap_or(vio), "reg")?;
+            let window = match vf.get("window") {
+                Some(w) => ctx.num(w, "window")?,
+                None => 0x1000_0000,
+            };
+            cfg.vio.push(VioConfig {
+                reg: u32::try_from(reg).map_err(|_| ctx.err(vio, "reg must fit in 32 bits"))?,
+                window_size: window,
+            });
+        }
+    }
+    spapr_papr::Spapr::new(cfg.clone()).map_err(|e| ctx.err(n, e.to_string()))?;
+    Ok((Machine::PSeries { config: cfg }, check))
+}
+
+/// Fields that hold text.
+const TEXT_FIELDS: [&str; 8] = [
+    "device", "driver", "dir", "data", "call", "kernel", "papr", "opal",
+];
+/// Fields that hold arrays of numbers.
+const ARRAY_FIELDS: [&str; 4] = ["args", "rets", "u64be", "u32be"];
+
+/// Checks a field's value has the kind the field takes (numbers parse, text is text).
+fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileError> {
+    let what = format!("{key} of {op}");
+    if key == "problem_state" {
+        return ctx.boolean(n, &what).map(drop);
+    }
+    if TEXT_FIELDS.contains(&key) {
+        return ctx.string(n, &what).map(drop);
+    }
+    if key == "flags" && matches!(&n.val, Val::Str(s) if ["r", "w", "rw"].contains(&s.as_str())) {
+        return Ok(());
+    }
+    let number = |n: &Node| -> Result<(), FileError> {
+        match &n.val {
+            Val::Str(s) if s.starts_with('$') => Ok(()),
+            Val::Int(i) if *i < 0 && *i >= i128::from(i64::MIN) => Ok(()),
+            _ => ctx.num(n, &what).map(drop),
+        }
+    };
+    if ARRAY_FIELDS.contains(&key) {
+        let Val::Arr(items) = &n.val else {
+            return Err(ctx.err(
+                n,
+                format!("{what} must be an array of numbers, found {}", n.val.kind()),
+            ));
+        };
+        return items.iter().try_for_each(number);
+    }
+    number(n)
+}
+
+/// Names results get from `as`, and the fields each kind of result has.
+fn result_fields(op: &str) -> &'static [&'static str] {
+    match op {
+        "dma_alloc" => &["dma", "phys", "len"],
+        "vfio_create_window" => &["start"],
+        "vfio_get_info" => &["flags", "start", "size", "pgsizes", "max_windows", "levels"],
+        "rtas" | "rtas_buffer" => &["status", "r1", "r2", "r3", "r4", "r5", "liobn", "start"],
+        _ => &[],
+    }
+}
+
+/// Checks a reference `$name[.field][+n|-n]` against the names defined so far.
+fn check_ref(
+    ctx: &Ctx<'_>,
+    n: &Node,
+    s: &str,
+    defined: &[(String, &'static str)],
+) -> Result<(), FileError> {
+    let body = &s[1..];
+    let end = body.find(['+', '-']).unwrap_or(body.len());
+    let (path, off) = body.split_at(end);
+    if !off.is_empty() {
+        parse_num(&off[1..]).map_err(|e| ctx.err(n, format!("offset in {s:?}: {e}")))?;
+    }
+    let (name, field) = match path.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (path, None),
+    };
+    let Some((_, op)) = defined.iter().find(|(d, _)| d == name) else {
+        let hint = closest(name, defined.iter().map(|(d, _)| d.as_str()))
+            .map_or(String::new(), |c| format!(" (did you mean ${c}?)"));
+        return Err(ctx.err(
+            n,
+            format!("{s:?} refers to {name:?}, which no earlier step names with `as`{hint}"),
+        ));
+    };
+    if let Some(field) = field {
+        let fields = result_fields(op);
+        if !fields.contains(&field) {
+            return Err(ctx.err(
+                n,
+                format!(
+                    "{s:?}: a result of {op} has no field {field:?}; it has: {}",
+                    if fields.is_empty() {
+                        "none".to_string()
+                    } else {
+                        fields.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_refs(
+    ctx: &Ctx<'_>,
+    n: &Node,
+    defined: &[(String, &'static str)],
+) -> Result<(), FileError> {
+    match &n.val {
+        Val::Str(s) if s.starts_with('$') => check_ref(ctx, n, s, defined),
+        Val::Arr(a) => a.iter().try_for_each(|x| check_refs(ctx, x, defined)),
+        Val::Table(t) => t.iter().try_for_each(|(_, x)| check_refs(ctx, x, defined)),
+        _ => Ok(()),
+    }
+}
+
+/// Parses and checks a scenario file.
+pub fn parse(src: Source) -> Result<Scenario, FileError> {
+    let doc = src.parse()?;
+    let ctx = Ctx { src: &src };
+    let whole = Node {
+        val: Val::Table(doc.clone()),
+        span: 0..0,
+    };
+    let top = ctx.fields(
+        &doc,
+        &whole,
+        "the file",
+        &["name", "machine", "step", "expect_violations"],
+        &["machine"],
+    )?;
+    let mut expect_violations = Vec::new();
+    if let Some(v) = top.get("expect_violations") {
+        let Val::Arr(items) = &v.val else {
+            return Err(ctx.err(v, "expect_violations must be an array of rule names"));
+        };
+        for i in items {
+            let r = ctx.string(i, "a rule name")?;
+            if !RULES.contains(&r) {
+                let hint = closest(r, RULES.iter().copied())
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(ctx.err(i, format!("unknown rule {r:?}{hint}")));
+            }
+            expect_violations.push(r.to_string());
+        }
+    }
+    let name = match top.get("name") {
+        Some(v) => ctx.string(v, "name")?.to_string(),
+        None => src.name.clone(),
+    };
+    let Some(mnode) = top.get("machine") else {
+        return Err(ctx.err(&whole, "the file needs a [machine] table"));
+    };
+    let (machine, check_each_step) = machine(&ctx, mnode)?;
+    let kind = match machine {
+        Machine::PowerNv { .. } => Needs::PowerNv,
+        Machine::PSeries { .. } => Needs::PSeries,
+    };
+    let mut steps = Vec::new();
+    let mut defined: Vec<(String, &'static str)> = Vec::new();
+    let step_nodes: &[Node] = match top.get("step") {
+        None => &[],
+        Some(Node {
+            val: Val::Arr(a), ..
+        }) => a,
+        Some(other) => return Err(ctx.err(other, "step must be an array of tables ([[step]])")),
+    };
+    for sn in step_nodes {
+        let t = ctx.table(sn, "[[step]]")?;
+        let Some(opn) = t.iter().find(|(k, _)| k == "op").map(|(_, v)| v) else {
+            return Err(ctx.err(sn, "a [[step]] needs an `op`"));
+        };
+        let opname = ctx.string(opn, "op")?;
+        let Some(op) = find_op(opname) else {
+            let hint = closest(opname, OPS.iter().map(|o| o.name))
+                .map_or(String::new(), |c| format!("; did you mean {c:?}?"));
+            return Err(ctx.err(opn, format!("unknown operation {opname:?}{hint}")));
+        };
+        if op.needs != Needs::Any && op.needs != kind {
+            return Err(ctx.err(
+                opn,
+                format!(
+                    "{opname} needs a {} machine",
+                    if op.needs == Needs::PowerNv {
+                        "powernv"
+                    } else {
+                        "pseries"
+                    }
+                ),
+            ));
+        }
+        let allowed: Vec<&str> = GENERIC
+            .iter()
+            .chain(op.required)
+            .chain(op.optional)
+            .copied()
+            .collect();
+        let f = ctx.fields(t, sn, &format!("op {opname:?}"), &allowed, op.required)?;
+        let expect = match f.get("expect") {
+            Some(v) => {
+                let s = ctx.string(v, "expect")?;
+                if !valid_expect(s) {
+                    return Err(ctx.err(
+                        v,
+                        format!(
+                            "unknown expectation {s:?}; expected ok, fault, clean, an errno \
+                             (EBUSY), an H_* or RTAS_* status, a number or a rule name"
+                        ),
+                    ));
+                }
+                Some(s.to_string())
+            }
+            None => None,
+        };
+        let repeat = match f.get("repeat") {
+            Some(v) => {
+                let r = ctx.num(v, "repeat")?;
+                if r == 0 || r > 10_000_000 {
+                    return Err(ctx.err(v, "repeat must be 1..=10000000"));
+                }
+                r
+            }
+            None => 1,
+        };
+        let mut vary = Vec::new();
+        if let Some(v) = f.get("vary") {
+            for (k, inc) in ctx.table(v, "vary")? {
+                if !op.required.contains(&k.as_str()) && !op.optional.contains(&k.as_str()) {
+                    return Err(ctx.err(inc, format!("vary: {opname} has no field {k:?}")));
+                }
+                vary.push((k.clone(), ctx.num(inc, "a vary step")?));
+            }
+        }
+        let args: Vec<(String, Node)> = t
+            .iter()
+            .filter(|(k, _)| !GENERIC.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for (k, v) in &args {
+            check_field(&ctx, opname, k, v)?;
+            check_refs(&ctx, v, &defined)?;
+        }
+        let name = match f.get("as") {
+            Some(v) => {
+                let s = ctx.string(v, "as")?;
+                if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(ctx.err(v, "`as` must be a name of letters, digits and _"));
+                }
+                defined.push((s.to_string(), op.name));
+                Some(s.to_string())
+            }
+            None => None,
+        };
+        let (line, _) = src.line_col(sn.span.start);
+        steps.push(Step {
+            op,
+            args,
+            expect,
+            name,
+            repeat,
+            vary,
+            line,
+        });
+    }
+    Ok(Scenario {
+        name,
+        machine,
+        check_each_step,
+        steps,
+        expect_violations,
+        source: src,
+    })
+}
