@@ -74,6 +74,32 @@ struct Process {
     regions: Vec<Option<Region>>,
 }
 
+impl Process {
+    /// One TCE mapping `ua` went away: its region has one use less.
+    fn unuse(&mut self, ua: u64) {
+        if let Some(r) = self
+            .regions
+            .iter_mut()
+            .flatten()
+            .find(|r| ua >= r.ua && ua < r.ua + r.size)
+        {
+            r.mapped = r.mapped.saturating_sub(1);
+        }
+    }
+}
+
+/// One MAP_DMA after its checks: window `num`, `n` entries from `first`, user memory
+/// from `vaddr`, permission `perm`, for process `mm`.
+#[derive(Clone, Copy)]
+struct MapReq {
+    num: usize,
+    mm: Mm,
+    first: TceIndex,
+    n: u64,
+    vaddr: u64,
+    perm: TcePerm,
+}
+
 /// One container window.
 struct Window {
     table: Arc<IommuTable>,
@@ -1131,10 +1157,18 @@ impl Vfio {
                 return Err(Errno::Ebusy);
             }
         }
+        let req = MapReq {
+            num,
+            mm,
+            first,
+            n,
+            vaddr: a.vaddr,
+            perm,
+        };
         let r = if v2 {
-            self.map_v2(st, fd, num, mm, first, n, a.vaddr, perm)
+            self.map_v2(st, fd, req)
         } else {
-            self.map_v1(st, fd, num, mm, first, n, a.vaddr, perm)
+            self.map_v1(st, fd, req)
         };
         if r.is_ok() {
             self.note(
@@ -1156,18 +1190,15 @@ impl Vfio {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn map_v2(
-        &self,
-        st: &mut State,
-        fd: ContainerFd,
-        num: usize,
-        mm: Mm,
-        first: TceIndex,
-        n: u64,
-        vaddr: u64,
-        perm: TcePerm,
-    ) -> Result<i64, Errno> {
+    fn map_v2(&self, st: &mut State, fd: ContainerFd, req: MapReq) -> Result<i64, Errno> {
+        let MapReq {
+            num,
+            mm,
+            first,
+            n,
+            vaddr,
+            perm,
+        } = req;
         let State {
             containers, procs, ..
         } = st;
@@ -1217,15 +1248,7 @@ impl Vfio {
             if let Some(u) = &w.ua {
                 if !old.is_empty() {
                     // Silently replaced (linux): release the old entry's region use.
-                    let old_ua = u.get(idx).map_or(0, |e| e.0);
-                    if let Some(or) = p
-                        .regions
-                        .iter_mut()
-                        .flatten()
-                        .find(|r| old_ua >= r.ua && old_ua < r.ua + r.size)
-                    {
-                        or.mapped = or.mapped.saturating_sub(1);
-                    }
+                    p.unuse(u.get(idx).map_or(0, |e| e.0));
                 }
                 let _ = u.store_no_kill(idx, Tce(ua));
             }
@@ -1234,18 +1257,15 @@ impl Vfio {
         Ok(0)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn map_v1(
-        &self,
-        st: &mut State,
-        fd: ContainerFd,
-        num: usize,
-        mm: Mm,
-        first: TceIndex,
-        n: u64,
-        vaddr: u64,
-        perm: TcePerm,
-    ) -> Result<i64, Errno> {
+    fn map_v1(&self, st: &mut State, fd: ContainerFd, req: MapReq) -> Result<i64, Errno> {
+        let MapReq {
+            num,
+            mm,
+            first,
+            n,
+            vaddr,
+            perm,
+        } = req;
         let State {
             containers, procs, ..
         } = st;
