@@ -582,6 +582,14 @@ impl Core {
                                 entry,
                             ));
                         }
+                        for entry in ops.user_mappings_left(&g) {
+                            v.push(Violation::new(
+                                Rule::NoUserMappingAfterRelease,
+                                None,
+                                Some(g.name()),
+                                entry,
+                            ));
+                        }
                     }
                 }
             }

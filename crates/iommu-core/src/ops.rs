@@ -104,4 +104,12 @@ pub trait IommuOps: Send + Sync {
         let _ = group;
         Vec::new()
     }
+
+    /// Platform-specific evidence for the checker: translations a user set up that are
+    /// still reachable by the devices of a kernel-owned `group` (kernel.md 3.3). Called for
+    /// groups with no owner. Default: none.
+    fn user_mappings_left(&self, group: &Group) -> Vec<String> {
+        let _ = group;
+        Vec::new()
+    }
 }

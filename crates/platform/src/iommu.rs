@@ -126,6 +126,10 @@ impl IommuOps for SpaprTceIommu {
         pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.kernel_translations())
     }
 
+    fn user_mappings_left(&self, group: &Group) -> Vec<String> {
+        pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.user_mappings())
+    }
+
     fn kernel_dma_missing(&self, group: &Group) -> Vec<String> {
         pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.kernel_dma_missing())
     }

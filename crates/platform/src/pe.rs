@@ -652,6 +652,27 @@ impl Pe {
         v
     }
 
+    /// User tables still programmed on a kernel-owned PE (kernel.md 3.3): a window whose
+    /// table has no kernel allocator was set by a user and should have been unset, its
+    /// TCEs cleared, before the group came back.
+    pub fn user_mappings(&self) -> Vec<String> {
+        let st = self.lock();
+        st.tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let t = t.as_ref()?;
+                (t.map.is_none()).then(|| {
+                    format!(
+                        "window {i} (TVE#{}): a user table with {} TCEs is still programmed",
+                        self.tve_index(i),
+                        t.tces.count_mapped()
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// What a kernel-owned PE lacks for kernel DMA (the v6.7 bug).
     pub fn kernel_dma_missing(&self) -> Vec<String> {
         let st = self.lock();
