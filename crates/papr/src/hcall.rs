@@ -160,29 +160,30 @@ impl Spapr {
         ioba: u64,
         tce: u64,
     ) -> HStatus {
-        let Some(t) = self.table(liobn) else {
-            return HStatus::Parameter;
-        };
-        match self.profile() {
-            Profile::Qemu => put_masked(&t, ioba, tce),
-            Profile::Kvm => {
-                // In KVM's table: alignment and range first. An entry KVM cannot
-                // validate goes to QEMU, which stores it as it is: same result.
-                let Some(i) = range_ok(&t, ioba, 1) else {
-                    return HStatus::Parameter;
-                };
-                store(&t, i, tce)
-            }
-            Profile::Lopar => {
-                let Some(i) = range_ok(&t, ioba, 1) else {
-                    return HStatus::Parameter;
-                };
-                if !tce_valid(mem, tce, t.page_shift()) {
-                    return HStatus::Parameter;
+        let profile = self.profile();
+        self.with_table(liobn, |t| {
+            match profile {
+                Profile::Qemu => put_masked(t, ioba, tce),
+                Profile::Kvm => {
+                    // In KVM's table: alignment and range first. An entry KVM cannot
+                    // validate goes to QEMU, which stores it as it is: same result.
+                    let Some(i) = range_ok(t, ioba, 1) else {
+                        return HStatus::Parameter;
+                    };
+                    store(t, i, tce)
                 }
-                store(&t, i, tce)
+                Profile::Lopar => {
+                    let Some(i) = range_ok(t, ioba, 1) else {
+                        return HStatus::Parameter;
+                    };
+                    if !tce_valid(mem, tce, t.page_shift()) {
+                        return HStatus::Parameter;
+                    }
+                    store(t, i, tce)
+                }
             }
-        }
+        })
+        .unwrap_or(HStatus::Parameter)
     }
 
     /// `H_GET_TCE`: r3 and r4 (None: r4 unchanged).
@@ -192,21 +193,22 @@ impl Spapr {
         liobn: u64,
         ioba: u64,
     ) -> (HStatus, Option<u64>) {
-        let Some(t) = self.table(liobn) else {
-            return (HStatus::Parameter, None);
-        };
-        let idx = match self.profile() {
-            Profile::Qemu => t.index_of(ioba & !((1u64 << t.page_shift()) - 1)),
-            Profile::Kvm | Profile::Lopar => range_ok(&t, ioba, 1),
-        };
-        let Some(i) = idx else {
-            return (HStatus::Parameter, None);
-        };
-        let v = t.tces.get(i).map_or(0, |e| e.0);
-        if self.profile() == Profile::Lopar && !tce_valid(mem, v, t.page_shift()) {
-            return (HStatus::Partial, Some(v | 0xFFFF_FFFF_FFFF_F000));
-        }
-        (HStatus::Success, Some(v))
+        let profile = self.profile();
+        self.with_table(liobn, |t| {
+            let idx = match profile {
+                Profile::Qemu => t.index_of(ioba & !((1u64 << t.page_shift()) - 1)),
+                Profile::Kvm | Profile::Lopar => range_ok(t, ioba, 1),
+            };
+            let Some(i) = idx else {
+                return (HStatus::Parameter, None);
+            };
+            let v = t.tces.get(i).map_or(0, |e| e.0);
+            if profile == Profile::Lopar && !tce_valid(mem, v, t.page_shift()) {
+                return (HStatus::Partial, Some(v | 0xFFFF_FFFF_FFFF_F000));
+            }
+            (HStatus::Success, Some(v))
+        })
+        .unwrap_or((HStatus::Parameter, None))
     }
 
     /// `H_STUFF_TCE`.
@@ -218,33 +220,32 @@ impl Spapr {
         tce: u64,
         npages: u64,
     ) -> HStatus {
-        let Some(t) = self.table(liobn) else {
-            return HStatus::Parameter;
-        };
-        match self.profile() {
-            Profile::Qemu => stuff_qemu(&t, ioba, tce, npages),
+        let profile = self.profile();
+        self.with_table(liobn, |t| match profile {
+            Profile::Qemu => stuff_qemu(t, ioba, tce, npages),
             Profile::Kvm => {
-                let Some(first) = range_ok(&t, ioba, npages) else {
+                let Some(first) = range_ok(t, ioba, npages) else {
                     return HStatus::Parameter;
                 };
                 if tce & 3 != 0 {
                     return HStatus::Parameter;
                 }
-                fill(&t, first, npages, tce)
+                fill(t, first, npages, tce)
             }
             Profile::Lopar => {
                 if npages > MAX_MULTI_TCE {
                     return HStatus::P4;
                 }
-                let Some(first) = range_ok(&t, ioba, npages) else {
+                let Some(first) = range_ok(t, ioba, npages) else {
                     return HStatus::Parameter;
                 };
                 if !tce_valid(mem, tce, t.page_shift()) {
                     return HStatus::Parameter;
                 }
-                fill(&t, first, npages, tce)
+                fill(t, first, npages, tce)
             }
-        }
+        })
+        .unwrap_or(HStatus::Parameter)
     }
 
     /// `H_PUT_TCE_INDIRECT`: `npages` big-endian TCEs read from guest memory at `list`.
@@ -256,42 +257,43 @@ impl Spapr {
         list: u64,
         npages: u64,
     ) -> HStatus {
-        let Some(t) = self.table(liobn) else {
-            return HStatus::Parameter;
-        };
-        if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
-            return HStatus::Parameter;
-        }
-        let mut buf = [Tce::EMPTY; MAX_BATCH];
-        let tces = &mut buf[..npages as usize];
-        match self.profile() {
-            Profile::Qemu => indirect_qemu(mem, &t, ioba, list, tces),
-            Profile::Kvm => {
-                let Some(first) = range_ok(&t, ioba, npages) else {
-                    return HStatus::Parameter;
-                };
-                // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
-                // whole call instead.
-                let mut v = TceValidator::new(mem, t.page_shift());
-                if !read_list(mem, list, tces) || !tces.iter().all(|e| v.valid(e.0)) {
-                    return indirect_qemu(mem, &t, ioba, list, tces);
-                }
-                put(&t, first, tces)
+        let profile = self.profile();
+        self.with_table(liobn, |t| {
+            if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
+                return HStatus::Parameter;
             }
-            Profile::Lopar => {
-                let Some(first) = range_ok(&t, ioba, npages) else {
-                    return HStatus::Parameter;
-                };
-                if !mem.check_range(GuestAddress(list), 4096) || !read_list(mem, list, tces) {
-                    return HStatus::Parameter;
+            let mut buf = [Tce::EMPTY; MAX_BATCH];
+            let tces = &mut buf[..npages as usize];
+            match profile {
+                Profile::Qemu => indirect_qemu(mem, t, ioba, list, tces),
+                Profile::Kvm => {
+                    let Some(first) = range_ok(t, ioba, npages) else {
+                        return HStatus::Parameter;
+                    };
+                    // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
+                    // whole call instead.
+                    let mut v = TceValidator::new(mem, t.page_shift());
+                    if !read_list(mem, list, tces) || !tces.iter().all(|e| v.valid(e.0)) {
+                        return indirect_qemu(mem, t, ioba, list, tces);
+                    }
+                    put(t, first, tces)
                 }
-                let mut v = TceValidator::new(mem, t.page_shift());
-                if !tces.iter().all(|e| v.valid(e.0)) {
-                    return HStatus::Parameter;
+                Profile::Lopar => {
+                    let Some(first) = range_ok(t, ioba, npages) else {
+                        return HStatus::Parameter;
+                    };
+                    if !mem.check_range(GuestAddress(list), 4096) || !read_list(mem, list, tces) {
+                        return HStatus::Parameter;
+                    }
+                    let mut v = TceValidator::new(mem, t.page_shift());
+                    if !tces.iter().all(|e| v.valid(e.0)) {
+                        return HStatus::Parameter;
+                    }
+                    put(t, first, tces)
                 }
-                put(&t, first, tces)
             }
-        }
+        })
+        .unwrap_or(HStatus::Parameter)
     }
 }
 

@@ -36,7 +36,7 @@ impl PhbIommu {
     fn refill(&self, start: u64, end: u64) -> Result<(), String> {
         // IOTLB lock first, then the entries: a table change stores its entry before it
         // takes this lock to invalidate, so a refill never outlives a change it missed.
-        let mut tlb = self.shared.iotlb.write().unwrap_or_else(|p| p.into_inner());
+        let mut tlb = self.shared.iotlb.fill();
         let slots = self.shared.read();
         let mut a = start;
         while a < end {
@@ -87,7 +87,7 @@ impl Iommu for PhbIommu {
             reason,
         };
         for attempt in 0..2 {
-            let guard = self.shared.iotlb.read().unwrap_or_else(|p| p.into_inner());
+            let guard = self.shared.iotlb.read();
             let fails = match Iotlb::lookup(guard, iova, length, access) {
                 Ok(hit) => return Ok(hit),
                 Err(f) => f,

@@ -2,12 +2,11 @@
 //! windows, LIOBN and BUID numbering, PHB and machine reset.
 
 use crate::iommu::PhbIommu;
-use crate::table::GuestTable;
+use crate::table::{DeviceTlb, GuestTable};
 use crate::Profile;
 use spapr_tce::{PageShift, PageSizes};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use vm_memory::iommu::Iotlb;
 
 /// `SPAPR_PCI_LIOBN(index, n)`.
 pub fn pci_liobn(phb_index: u32, window: u32) -> u32 {
@@ -109,7 +108,7 @@ pub struct PhbShared {
     /// Window slots (one without DDW, else two).
     pub slots: RwLock<Vec<Slot>>,
     /// The device models' IOTLB.
-    pub iotlb: Arc<RwLock<Iotlb>>,
+    pub iotlb: Arc<DeviceTlb>,
 }
 
 impl PhbShared {
@@ -162,11 +161,21 @@ pub struct VioWindow {
 /// The guest-facing TCE subsystem of one VM.
 #[derive(Debug)]
 pub struct Spapr {
-    profile: RwLock<Profile>,
+    profile: std::sync::atomic::AtomicU8,
     ram_size: u64,
     phbs: Vec<PaprPhb>,
     vio: Vec<VioWindow>,
     liobns: HashMap<u32, Target>,
+    /// PHB index -> position in `phbs` + 1 (0: none).
+    phb_pos: Vec<u8>,
+}
+
+fn profile_code(p: Profile) -> u8 {
+    match p {
+        Profile::Qemu => 0,
+        Profile::Kvm => 1,
+        Profile::Lopar => 2,
+    }
 }
 
 impl Spapr {
@@ -224,7 +233,7 @@ impl Spapr {
                 buid: phb_buid(pc.index),
                 shared: Arc::new(PhbShared {
                     slots: RwLock::new(slots),
-                    iotlb: Arc::new(RwLock::new(Iotlb::new())),
+                    iotlb: Arc::new(DeviceTlb::default()),
                 }),
             });
         }
@@ -241,7 +250,7 @@ impl Spapr {
                 0,
                 PageShift::K4,
                 vc.window_size >> 12,
-                Arc::new(RwLock::new(Iotlb::new())),
+                Arc::new(DeviceTlb::default()),
             )
             .map_err(|e| ConfigError(format!("VIO {:#x}: {e}", vc.reg)))?;
             vio.push(VioWindow {
@@ -250,8 +259,13 @@ impl Spapr {
                 bypass: false,
             });
         }
+        let mut phb_pos = vec![0u8; 256];
+        for (i, p) in phbs.iter().enumerate() {
+            phb_pos[p.config.index as usize] = u8::try_from(i + 1).unwrap_or(0);
+        }
         let s = Self {
-            profile: RwLock::new(config.profile),
+            phb_pos,
+            profile: std::sync::atomic::AtomicU8::new(profile_code(config.profile)),
             ram_size: config.ram_size,
             phbs,
             vio,
@@ -264,12 +278,18 @@ impl Spapr {
     }
 
     /// The behaviour profile.
+    #[inline]
     pub fn profile(&self) -> Profile {
-        *self.profile.read().unwrap_or_else(|p| p.into_inner())
+        match self.profile.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Profile::Qemu,
+            2 => Profile::Lopar,
+            _ => Profile::Kvm,
+        }
     }
     /// Switches the behaviour profile.
     pub fn set_profile(&self, p: Profile) {
-        *self.profile.write().unwrap_or_else(|p| p.into_inner()) = p;
+        self.profile
+            .store(profile_code(p), std::sync::atomic::Ordering::Relaxed);
     }
     /// Guest RAM bytes.
     pub fn ram_size(&self) -> u64 {
@@ -292,13 +312,40 @@ impl Spapr {
         self.liobns.get(&liobn).copied()
     }
 
+    /// Where a LIOBN register leads: PCI LIOBNs are decoded from their bits (no lookup on
+    /// the hypercall path), VIO ones looked up.
+    #[inline]
+    fn decode(&self, liobn: u64) -> Option<Target> {
+        let l = u32::try_from(liobn).ok()?;
+        if l & 0x8000_0000 != 0 && l & 0x7fff_0000 == 0 {
+            let (index, slot) = ((l >> 8) & 0xff, (l & 0xff) as usize);
+            let phb = *self.phb_pos.get(index as usize)?;
+            let phb = usize::from(phb.checked_sub(1)?);
+            let nslots = if self.phbs[phb].config.ddw { 2 } else { 1 };
+            return (slot < nslots).then_some(Target::Pci { phb, slot });
+        }
+        self.target(l)
+    }
+
     /// The enabled table of `liobn` (None: unknown LIOBN or disabled window).
     #[inline]
     pub fn table(&self, liobn: u64) -> Option<Arc<GuestTable>> {
-        let liobn = u32::try_from(liobn).ok()?;
-        match self.target(liobn)? {
+        match self.decode(liobn)? {
             Target::Pci { phb, slot } => self.phbs[phb].shared.read()[slot].table.clone(),
             Target::Vio(i) => Some(self.vio[i].table.clone()),
+        }
+    }
+
+    /// Runs `f` on the enabled table of `liobn` without taking a reference to it (the
+    /// hypercall path); None for an unknown LIOBN or a disabled window.
+    #[inline]
+    pub fn with_table<R>(&self, liobn: u64, f: impl FnOnce(&GuestTable) -> R) -> Option<R> {
+        match self.decode(liobn)? {
+            Target::Pci { phb, slot } => {
+                let slots = self.phbs[phb].shared.read();
+                slots[slot].table.as_deref().map(f)
+            }
+            Target::Vio(i) => Some(f(&self.vio[i].table)),
         }
     }
 
@@ -333,12 +380,7 @@ impl Spapr {
         if let Some(t) = slots[slot].table.take() {
             t.tces.kill_all();
         }
-        self.phbs[phb]
-            .shared
-            .iotlb
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .invalidate_all();
+        self.phbs[phb].shared.iotlb.invalidate_all();
     }
 
     /// `spapr_phb_dma_reset`: both windows off, the default window back (zeroed) with its

@@ -3,30 +3,65 @@
 //! models' IOTLB honest.
 
 use spapr_tce::{Gpa, Iova, PageShift, TableGeometry, TableOptions, TceIndex, TceKill, TceTable};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vm_memory::iommu::Iotlb;
 use vm_memory::GuestAddress;
+
+/// The IOTLB of the device models translating through one PHB, with a flag that says
+/// whether it may hold anything: while nothing was ever looked up, a table change has
+/// nothing to invalidate and skips the lock (hypercalls at boot, before any device DMA).
+#[derive(Debug, Default)]
+pub struct DeviceTlb {
+    tlb: RwLock<Iotlb>,
+    populated: AtomicBool,
+}
+
+impl DeviceTlb {
+    /// Reads the IOTLB (a device model's lookup).
+    pub fn read(&self) -> RwLockReadGuard<'_, Iotlb> {
+        self.tlb.read().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Locks the IOTLB to fill it. Marks it populated first: a table change that stores
+    /// its entry and then finds the flag clear knows no refill can have read the old entry.
+    pub fn fill(&self) -> RwLockWriteGuard<'_, Iotlb> {
+        self.populated.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.tlb.write().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Forgets `[start, start + len)`.
+    pub fn invalidate(&self, start: u64, len: u64) {
+        fence(Ordering::SeqCst);
+        if !self.populated.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut tlb = self.tlb.write().unwrap_or_else(|p| p.into_inner());
+        tlb.invalidate_mapping(GuestAddress(start), len.min(usize::MAX as u64) as usize);
+    }
+    /// Forgets everything.
+    pub fn invalidate_all(&self) {
+        let mut tlb = self.tlb.write().unwrap_or_else(|p| p.into_inner());
+        tlb.invalidate_all();
+        self.populated.store(false, Ordering::SeqCst);
+    }
+}
 
 /// Invalidates the IOTLB of the device models that translate through a table whenever
 /// entries change (a changed entry may have narrowed or disappeared).
 #[derive(Debug)]
 pub struct IotlbInvalidate {
-    pub(crate) iotlb: Arc<RwLock<Iotlb>>,
+    pub(crate) tlb: Arc<DeviceTlb>,
     page_shift: u32,
 }
 
 impl TceKill for IotlbInvalidate {
     fn kill_range(&self, first: TceIndex, count: u64) {
         let start = first.0 << self.page_shift;
-        let len = count.saturating_mul(1 << self.page_shift);
-        let mut tlb = self.iotlb.write().unwrap_or_else(|p| p.into_inner());
-        tlb.invalidate_mapping(GuestAddress(start), len.min(usize::MAX as u64) as usize);
+        self.tlb
+            .invalidate(start, count.saturating_mul(1 << self.page_shift));
     }
     fn kill_all(&self) {
-        self.iotlb
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .invalidate_all();
+        self.tlb.invalidate_all();
     }
 }
 
@@ -50,7 +85,7 @@ impl GuestTable {
         bus_offset: u64,
         page_shift: PageShift,
         nb_table: u64,
-        iotlb: Arc<RwLock<Iotlb>>,
+        tlb: Arc<DeviceTlb>,
     ) -> Result<Self, spapr_tce::TceError> {
         let bits = 64 - nb_table.saturating_sub(1).leading_zeros();
         let levels = bits.div_ceil(LEVEL_BITS).clamp(1, spapr_tce::MAX_LEVELS);
@@ -60,7 +95,7 @@ impl GuestTable {
             TableGeometry::new(Iova(bus_offset), page_shift, nb_table, levels, LEVEL_BITS)?
         };
         let kill = IotlbInvalidate {
-            iotlb,
+            tlb,
             page_shift: page_shift.shift(),
         };
         Ok(Self {
