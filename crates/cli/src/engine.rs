@@ -546,14 +546,9 @@ impl Engine {
             }
             "dma_map" => {
                 let dev = Self::device(&m, step)?;
-                let p = m.pci_dev(dev).ok_or("no PCI device")?;
                 let cpu = self.opt_num(step, "cpu", iter, 0)? as u32;
-                match p.map_page(
-                    self.num(step, "phys", iter)?,
-                    self.num(step, "size", iter)?,
-                    Self::dir(step)?,
-                    cpu,
-                ) {
+                let (phys, len) = (self.num(step, "phys", iter)?, self.num(step, "size", iter)?);
+                match m.dma_map(dev, phys, len, Self::dir(step)?, cpu) {
                     Ok(a) => {
                         self.name_result(
                             step,
@@ -564,15 +559,18 @@ impl Engine {
                         );
                         Outcome::Ok(format!("dma {a:#x}"))
                     }
-                    Err(e) => Outcome::Status(e.errno().to_string(), String::new()),
+                    Err(e) => Outcome::Status(e.errno().to_string(), e.to_string()),
                 }
             }
             "dma_unmap" => {
                 let dev = Self::device(&m, step)?;
-                let p = m.pci_dev(dev).ok_or("no PCI device")?;
-                match p.unmap_page(self.num(step, "dma", iter)?, self.num(step, "size", iter)?) {
+                match m.dma_unmap(
+                    dev,
+                    self.num(step, "dma", iter)?,
+                    self.num(step, "size", iter)?,
+                ) {
                     Ok(()) => Outcome::Ok(String::new()),
-                    Err(e) => Outcome::Status(e.errno().to_string(), String::new()),
+                    Err(e) => Outcome::Status(e.errno().to_string(), e.to_string()),
                 }
             }
             "device_read" => {

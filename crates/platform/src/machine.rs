@@ -714,6 +714,43 @@ impl PowerNv {
         r
     }
 
+    /// `dma_map_page` on the device's current DMA configuration from `cpu`, traced (a
+    /// driver's mapping the machine does not track as a buffer).
+    pub fn dma_map(
+        &self,
+        dev: DeviceId,
+        phys: u64,
+        len: u64,
+        dir: DmaDirection,
+        cpu: u32,
+    ) -> Result<u64, DmaMapError> {
+        let pdev = self.pci(dev).map_err(|_| DmaMapError::Invalid)?;
+        let r = pdev.map_page(phys, len, dir, cpu);
+        let detail = match &r {
+            Ok(a) => format!("dma_map {phys:#x}+{len:#x} -> {a:#x} ({dir:?})"),
+            Err(e) => format!("dma_map {phys:#x}+{len:#x} failed: {e}"),
+        };
+        self.note(EventKind::Map, Some(&pdev.name), detail);
+        self.flush();
+        r
+    }
+
+    /// `dma_unmap_page`, traced.
+    pub fn dma_unmap(&self, dev: DeviceId, dma: u64, len: u64) -> Result<(), DmaMapError> {
+        let pdev = self.pci(dev).map_err(|_| DmaMapError::Invalid)?;
+        let r = pdev.unmap_page(dma, len);
+        self.note(
+            EventKind::Unmap,
+            Some(&pdev.name),
+            format!(
+                "dma_unmap {dma:#x}+{len:#x}{}",
+                if r.is_err() { " refused" } else { "" }
+            ),
+        );
+        self.flush();
+        r
+    }
+
     /// Buffers the device's driver holds.
     pub fn driver_buffers(&self, dev: DeviceId) -> Vec<DriverBuffer> {
         lock(&self.buffers).get(&dev).cloned().unwrap_or_default()
