@@ -416,7 +416,8 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                     &["number", "bus", "devfn"],
                     &["number", "bus"],
                 )?;
-                let num = ctx.num(ef.get("number").unwrap_or(pe), "number")? as u32;
+                let num = u32::try_from(ctx.num(ef.get("number").unwrap_or(pe), "number")?)
+                    .map_err(|_| ctx.err(pe, "number must fit in 32 bits"))?;
                 let bus = ctx.num(ef.get("bus").unwrap_or(pe), "bus")?;
                 if bus > 255 {
                     return Err(ctx.err(pe, "bus must be 0..=255"));
@@ -454,14 +455,15 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                 &["name", "phb", "bus"],
             )?;
             let name = ctx.string(df.get("name").unwrap_or(d), "name")?.to_string();
-            let phb = ctx.num(df.get("phb").unwrap_or(d), "phb")? as u32;
+            let phb = u32::try_from(ctx.num(df.get("phb").unwrap_or(d), "phb")?)
+                .map_err(|_| ctx.err(d, "phb must fit in 32 bits"))?;
             let bus = ctx.num(df.get("bus").unwrap_or(d), "bus")?;
             let devfn = match df.get("devfn") {
                 Some(v) => ctx.num(v, "devfn")?,
                 None => 0,
             };
             let mask = match df.get("dma_mask") {
-                Some(v) => ctx.num(v, "dma_mask")?,
+                Some(v) => ctx.num(v, "dma_mask")?.min(u64::from(u32::MAX)),
                 None => 64,
             };
             if bus > 255 || devfn > 255 {

@@ -104,6 +104,9 @@ impl PowerNvConfig {
                 self.host_page_shift
             ));
         }
+        if self.phbs.len() > 256 {
+            return Err(format!("{} PHBs: at most 256", self.phbs.len()));
+        }
         for (i, p) in self.phbs.iter().enumerate() {
             if p.m32_pci_base == 0 || p.m32_pci_base > 1 << 32 {
                 return Err(format!(
@@ -113,6 +116,9 @@ impl PowerNvConfig {
             }
             let mut seen = std::collections::BTreeSet::new();
             for (n, _) in &p.pes {
+                if *n >= 4096 {
+                    return Err(format!("phb {i}: PE number {n} is not below 4096"));
+                }
                 if !seen.insert(*n) {
                     return Err(format!("phb {i}: PE {n} defined twice"));
                 }

@@ -253,9 +253,10 @@ impl Arg for TceRemove {
 /// Encoders for callers (tests, the simulator): the bytes user space would pass.
 pub mod encode {
     use super::*;
-    /// GET_INFO's buffer of `argsz` bytes.
+    /// GET_INFO's buffer claiming `argsz` bytes (holding at most the 32 the struct has).
     pub fn info(argsz: u32) -> Vec<u8> {
-        let mut b = vec![0u8; (argsz as usize).max(TceInfo::MINSZ)];
+        let len = (argsz as usize).clamp(TceInfo::MINSZ, size_of::<TceInfo>());
+        let mut b = vec![0u8; len];
         wr32(&mut b, 0, argsz);
         b
     }
