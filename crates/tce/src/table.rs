@@ -58,6 +58,12 @@ pub struct ClearStats {
 enum Source<'a> {
     Slice(&'a [Tce]),
     Repeat(Tce),
+    /// Entry `k` maps `addr + (k << shift)` with `perm` bits.
+    Linear {
+        addr: u64,
+        shift: u32,
+        perm: u64,
+    },
 }
 
 /// A run of consecutive entries mapping consecutive pages with the same permission.
@@ -266,6 +272,135 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         self.write_runs(first, count, Source::Repeat(tce))
     }
 
+    /// Maps `count` consecutive pages from `addr` (page aligned) with `perm` into
+    /// consecutive entries from `first`, then invalidates the range once: VFIO's MAP of a
+    /// contiguous region. All-or-nothing like [`Self::put_batch`]; no length limit.
+    pub fn put_linear(
+        &self,
+        first: TceIndex,
+        count: u64,
+        addr: u64,
+        perm: crate::entry::TcePerm,
+    ) -> Result<(), TceError> {
+        let shift = self.geometry.page_shift().shift();
+        let addr = addr & !self.geometry.page_shift().offset_mask();
+        self.write_runs(
+            first,
+            count,
+            Source::Linear {
+                addr,
+                shift,
+                perm: perm.bits(),
+            },
+        )
+    }
+
+    /// Like [`Self::clear_with`] for an owner that is the table's only writer (VFIO under
+    /// its container lock): each entry is read and then stored, no exchange. A racing
+    /// reader (the device) still sees the old or the new entry, never a torn one.
+    pub fn clear_exclusive_with(
+        &self,
+        first: TceIndex,
+        count: u64,
+        mut f: impl FnMut(TceIndex, Tce),
+    ) -> Result<ClearStats, TceError> {
+        let rel = self.rel_range(first, count)?;
+        let base = self.geometry.first_index().0;
+        let mut stats = ClearStats::default();
+        self.tree
+            .for_each_leaf(rel, rel + count, &mut |start, run| {
+                stats.leaves_visited += 1;
+                for (k, slot) in run.iter().enumerate() {
+                    let old = slot.load(Ordering::Relaxed);
+                    if old != 0 {
+                        slot.store(0, Ordering::Release);
+                        stats.cleared += 1;
+                        f(TceIndex(base + start + k as u64), Tce(u64::from_be(old)));
+                    }
+                }
+            });
+        if count > 0 {
+            self.kill.kill_range(first, count);
+        }
+        Ok(stats)
+    }
+
+    /// Like [`Self::clear_exclusive_with`], reporting what was cleared as runs: `f(first
+    /// entry, length)` for each stretch of consecutive entries whose addresses follow one
+    /// another page by page (VFIO's user addresses of one mapping). Returns the entries
+    /// cleared. The run state stays in registers within a leaf, so a mapping of many pages
+    /// costs a load and a store per entry and one call per run.
+    pub fn clear_exclusive_runs(
+        &self,
+        first: TceIndex,
+        count: u64,
+        mut f: impl FnMut(Tce, u64),
+    ) -> Result<u64, TceError> {
+        let rel = self.rel_range(first, count)?;
+        let page = self.geometry.page_shift().size();
+        let mut cleared = 0u64;
+        // (first entry of the open run, its length, the entry that would continue it)
+        let mut open: Option<(u64, u64, u64)> = None;
+        self.tree
+            .for_each_leaf(rel, rel + count, &mut |start, run| {
+                let (mut head, mut len, mut next) = open.unwrap_or((0, 0, 0));
+                // A run may continue into the next allocated leaf: what matters is that the
+                // addresses follow one another, not where the entries sit.
+                let _ = start;
+                for slot in run {
+                    let raw = slot.load(Ordering::Relaxed);
+                    if raw == 0 {
+                        if len > 0 {
+                            f(Tce(head), len);
+                            cleared += len;
+                            len = 0;
+                        }
+                        continue;
+                    }
+                    slot.store(0, Ordering::Release);
+                    let v = u64::from_be(raw);
+                    if v == next && len > 0 {
+                        len += 1;
+                    } else {
+                        if len > 0 {
+                            f(Tce(head), len);
+                            cleared += len;
+                        }
+                        head = v;
+                        len = 1;
+                    }
+                    next = v.wrapping_add(page);
+                }
+                open = Some((head, len, next));
+            });
+        if let Some((head, len, _)) = open {
+            if len > 0 {
+                f(Tce(head), len);
+                cleared += len;
+            }
+        }
+        if count > 0 {
+            self.kill.kill_range(first, count);
+        }
+        Ok(cleared)
+    }
+
+    /// Zeroes `[first, first + count)` without reading it, for an owner that is the
+    /// table's only writer and knows what the entries held (VFIO keeps the user address of
+    /// each entry beside it). Missing levels are skipped; one kill for the range.
+    pub fn zero_exclusive(&self, first: TceIndex, count: u64) -> Result<(), TceError> {
+        let rel = self.rel_range(first, count)?;
+        self.tree.for_each_leaf(rel, rel + count, &mut |_, run| {
+            for slot in run {
+                slot.store(0, Ordering::Release);
+            }
+        });
+        if count > 0 {
+            self.kill.kill_range(first, count);
+        }
+        Ok(())
+    }
+
     /// Shared body of batched writes: check, pre-allocate, write leaf by leaf, kill once.
     fn write_runs(&self, first: TceIndex, count: u64, src: Source<'_>) -> Result<(), TceError> {
         let rel = self.rel_range(first, count)?;
@@ -287,16 +422,27 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                 .tree
                 .leaf_run(r, n, false)?
                 .ok_or(TceError::AllocFailed { bytes: 0 })?;
+            // Loaded once: the compiler cannot keep it in a register across atomic stores.
+            let wir = u64::from(self.write_implies_read);
+            let stored = |t: u64| (t | ((t >> 1) & wir)).to_be();
             match src {
                 Source::Slice(tces) => {
                     for (slot, tce) in run.iter().zip(&tces[done..done + n]) {
-                        slot.store(self.stored(*tce), Ordering::Release);
+                        slot.store(stored(tce.0), Ordering::Release);
                     }
                 }
                 Source::Repeat(tce) => {
                     let v = self.stored(tce);
                     for slot in run {
                         slot.store(v, Ordering::Release);
+                    }
+                }
+                Source::Linear { addr, shift, perm } => {
+                    let step = 1u64 << shift;
+                    let mut next = addr.wrapping_add((done as u64) << shift) | perm;
+                    for slot in run {
+                        slot.store(stored(next), Ordering::Release);
+                        next = next.wrapping_add(step);
                     }
                 }
             }

@@ -138,6 +138,56 @@ fn store_writes_without_killing_and_clearing_a_missing_level_allocates_nothing()
 }
 
 #[test]
+fn put_linear_maps_consecutive_pages_and_exclusive_clear_reports_them() {
+    let kill = Arc::new(KillCounter::default());
+    let t: TceTable<Hpa, Arc<KillCounter>> =
+        TceTable::with_kill(two_level_1g_64k(), TableOptions::default(), kill.clone()).unwrap();
+    let first = two_level_1g_64k().first_index();
+    let at = TceIndex(first.0 + 8190);
+    t.put_linear(at, 5, 0x10_0000, TcePerm::READ).unwrap();
+    for k in 0..5 {
+        assert_eq!(
+            t.get(TceIndex(at.0 + k)).unwrap(),
+            Tce((0x10_0000 + (k << 16)) | 1)
+        );
+    }
+    assert_eq!(kill.range_kills(), 1);
+    assert!(t
+        .put_linear(TceIndex(first.0 + 16383), 2, 0, TcePerm::READ)
+        .is_err());
+    assert_eq!(
+        t.get(TceIndex(first.0 + 16383)).unwrap(),
+        Tce::EMPTY,
+        "all or nothing"
+    );
+    let mut seen = Vec::new();
+    let stats = t
+        .clear_exclusive_with(first, 16384, |i, e| seen.push((i.0 - first.0, e.0)))
+        .unwrap();
+    assert_eq!(stats.cleared, 5);
+    assert_eq!(seen[0], (8190, 0x10_0001));
+    assert_eq!(t.count_mapped(), 0);
+    t.put_linear(at, 5, 0x10_0000, TcePerm::WRITE).unwrap();
+    let bytes = t.allocated_bytes();
+    t.zero_exclusive(first, 16384).unwrap();
+    assert_eq!(t.count_mapped(), 0);
+    assert_eq!(t.allocated_bytes(), bytes, "zeroing allocates nothing");
+    // Runs: two mappings of consecutive pages, one stray entry.
+    t.put_linear(TceIndex(first.0 + 10), 4, 0x40_0000, TcePerm::NONE)
+        .unwrap();
+    t.put_linear(TceIndex(first.0 + 14), 3, 0x90_0000, TcePerm::NONE)
+        .unwrap();
+    t.set(TceIndex(first.0 + 9000), Tce(0x77_0000)).unwrap();
+    let mut runs = Vec::new();
+    let n = t
+        .clear_exclusive_runs(first, 16384, |head, len| runs.push((head.0, len)))
+        .unwrap();
+    assert_eq!(n, 8);
+    assert_eq!(runs, vec![(0x40_0000, 4), (0x90_0000, 3), (0x77_0000, 1)]);
+    assert_eq!(t.count_mapped(), 0);
+}
+
+#[test]
 fn exchange_returns_the_old_entry() {
     let t: TceTable = TceTable::new(two_level_1g_64k(), TableOptions::default()).unwrap();
     let i = two_level_1g_64k().first_index();

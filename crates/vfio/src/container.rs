@@ -7,7 +7,7 @@ use crate::KernelProfile;
 use iommu_core::{Cap, DeviceId, Errno, EventKind, Group, GroupClaim, OwnerCookie};
 use spapr_platform::pe::{PeLink, TableGroupOps};
 use spapr_platform::{IommuTable, OpalError, Pe, PowerNv};
-use spapr_tce::{Iova, Tce, TceIndex, TcePerm, Ua};
+use spapr_tce::{Tce, TceIndex, TcePerm, Ua};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -109,6 +109,8 @@ struct Window {
     requested: u64,
     /// Pages charged for the table.
     charged: u64,
+    /// Live entries: while 0, a MAP needs no scan for entries to replace.
+    live: u64,
 }
 
 struct Container {
@@ -887,6 +889,7 @@ impl Vfio {
             ua,
             requested: window_size,
             charged,
+            live: 0,
         });
         Ok(start)
     }
@@ -1206,6 +1209,56 @@ impl Vfio {
         let w = c.windows[num].as_mut().ok_or(Errno::Enxio)?;
         let shift = w.table.tces.geometry().page_shift().shift();
         let p = procs.get_mut(&mm).ok_or(Errno::Einval)?;
+        // Fast path: the whole range in one region with pages at least as large, and no
+        // live entry to replace (this container is the table's only writer, so a read-only
+        // scan is enough): two bulk writes and one use count.
+        let end = vaddr.checked_add(n << shift).ok_or(Errno::Einval)?;
+        let whole = p.regions.iter().position(|r| {
+            r.as_ref()
+                .is_some_and(|r| vaddr >= r.ua && end <= r.ua + r.size && r.page_shift >= shift)
+        });
+        if let (Some(id), Some(u)) = (whole, w.ua.as_ref()) {
+            let mut live = false;
+            if w.live > 0 {
+                let _ = w.table.tces.for_each_entry(first, n, |_, _| live = true);
+            }
+            if !live {
+                if let Some(r) = p.regions[id].as_mut() {
+                    let hpa = r.hpa + (vaddr - r.ua);
+                    w.table
+                        .tces
+                        .put_linear(first, n, hpa, perm)
+                        .map_err(|_| Errno::Enomem)?;
+                    if u.put_linear(first, n, vaddr, TcePerm::NONE).is_err() {
+                        let _ = w.table.tces.clear_exclusive_with(first, n, |_, _| {});
+                        return Err(Errno::Enomem);
+                    }
+                    r.mapped += n;
+                    w.live += n;
+                    return Ok(0);
+                }
+            }
+        }
+        let r = self.map_v2_each(w, p, req, shift);
+        w.live = w.table.tces.count_mapped();
+        r
+    }
+
+    /// MAP_DMA (v2) entry by entry: any mix of regions, replacing live entries.
+    fn map_v2_each(
+        &self,
+        w: &mut Window,
+        p: &mut Process,
+        req: MapReq,
+        shift: u32,
+    ) -> Result<i64, Errno> {
+        let MapReq {
+            first,
+            n,
+            vaddr,
+            perm,
+            ..
+        } = req;
         let mut region: Option<usize> = None;
         for k in 0..n {
             let ua = vaddr + (k << shift);
@@ -1258,6 +1311,19 @@ impl Vfio {
     }
 
     fn map_v1(&self, st: &mut State, fd: ContainerFd, req: MapReq) -> Result<i64, Errno> {
+        let r = self.map_v1_pin(st, fd, req);
+        if let Some(w) = st
+            .containers
+            .get_mut(&fd.0)
+            .and_then(|c| c.windows[req.num].as_mut())
+        {
+            w.live = w.table.tces.count_mapped();
+        }
+        r
+    }
+
+    /// MAP_DMA (v1): pin and map entry by entry.
+    fn map_v1_pin(&self, st: &mut State, fd: ContainerFd, req: MapReq) -> Result<i64, Errno> {
         let MapReq {
             num,
             mm,
@@ -1479,31 +1545,54 @@ fn clear_window(
     let pins = &mut c.pins;
     let ua_table = w.ua.as_ref();
     let mut process = mm.and_then(|m| procs.get_mut(&m));
-    let _ = table.tces.clear_with(first, n, |idx, old| match ua_table {
-        Some(u) => {
-            let ua = u.get(idx).map_or(0, |e| e.0);
-            let _ = u.store_no_kill(idx, Tce::EMPTY);
-            if let Some(p) = process.as_deref_mut() {
-                if let Some(r) = p
+    if let Some(u) = ua_table {
+        // v2: clear the TCEs, then the user addresses beside them, each region losing one
+        // use per entry (the last region found is remembered: ranges are usually one).
+        // Every live TCE has its user address beside it: the TCEs are zeroed without a
+        // read, and the user-address pass counts and releases what was mapped.
+        let _ = table.tces.zero_exclusive(first, n);
+        // The user addresses come back as runs of consecutive pages; each run is charged to
+        // the regions it lies in.
+        let page = 1u64 << shift;
+        let cleared = u.clear_exclusive_runs(first, n, |head, len| {
+            let Some(p) = process.as_deref_mut() else {
+                return;
+            };
+            let (mut ua, mut left) = (head.0, len);
+            while left > 0 {
+                let Some(r) = p
                     .regions
                     .iter_mut()
                     .flatten()
                     .find(|r| ua >= r.ua && ua < r.ua + r.size)
-                {
-                    r.mapped = r.mapped.saturating_sub(1);
-                }
+                else {
+                    // Not in any region (cannot happen for entries MAP wrote): skip a page.
+                    ua = ua.wrapping_add(page);
+                    left -= 1;
+                    continue;
+                };
+                let k = ((r.ua + r.size - ua) / page).clamp(1, left);
+                r.mapped = r.mapped.saturating_sub(k);
+                ua = ua.wrapping_add(k * page);
+                left -= k;
             }
+        });
+        if let (Some(w), Ok(k)) = (c.windows[num].as_mut(), cleared) {
+            w.live = w.live.saturating_sub(k);
         }
-        None => {
-            let hpa = old.page_addr(shift);
-            let ps = process
-                .as_deref()
-                .and_then(|p| p.vmas.iter().find(|v| hpa >= v.hpa && hpa - v.hpa < v.len))
-                .map_or(shift, |v| v.page_shift);
-            unpin(pins, hpa, ps);
-        }
+        return;
+    }
+    let cleared = table.tces.clear_exclusive_with(first, n, |_, old| {
+        let hpa = old.page_addr(shift);
+        let ps = process
+            .as_deref()
+            .and_then(|p| p.vmas.iter().find(|v| hpa >= v.hpa && hpa - v.hpa < v.len))
+            .map_or(shift, |v| v.page_shift);
+        unpin(pins, hpa, ps);
     });
-    let _ = Iova(0);
+    if let (Some(w), Ok(st)) = (c.windows[num].as_mut(), cleared) {
+        w.live = w.live.saturating_sub(st.cleared);
+    }
 }
 
 /// Drops one user of a region; the last frees it and returns its charge.
