@@ -1460,6 +1460,53 @@ impl Vfio {
         })
     }
 
+    /// Cross-checks VFIO's own bookkeeping: every window's live count matches its table,
+    /// and every preregistered region's use count matches the TCEs that point into it
+    /// (over all containers of its process). Each string names a mismatch.
+    pub fn audit(&self) -> Vec<String> {
+        let st = lock(&self.state);
+        let mut out = Vec::new();
+        let mut uses: HashMap<(Mm, usize), u64> = HashMap::new();
+        for (fd, c) in &st.containers {
+            for (i, w) in c.windows.iter().enumerate() {
+                let Some(w) = w else { continue };
+                let mapped = w.table.tces.count_mapped();
+                if w.live != mapped {
+                    out.push(format!(
+                        "container {fd} window {i}: live count {} but {mapped} TCEs",
+                        w.live
+                    ));
+                }
+                let (Some(u), Some(mm)) = (&w.ua, c.mm) else {
+                    continue;
+                };
+                let Some(p) = st.procs.get(&mm) else { continue };
+                let g = *u.geometry();
+                let _ = u.for_each_entry(g.first_index(), g.entries(), |_, ua| {
+                    if let Some(id) = p.regions.iter().position(|r| {
+                        r.as_ref()
+                            .is_some_and(|r| ua.0 >= r.ua && ua.0 < r.ua + r.size)
+                    }) {
+                        *uses.entry((mm, id)).or_default() += 1;
+                    }
+                });
+            }
+        }
+        for (mm, p) in &st.procs {
+            for (id, r) in p.regions.iter().enumerate() {
+                let Some(r) = r else { continue };
+                let counted = uses.get(&(*mm, id)).copied().unwrap_or(0);
+                if r.mapped != counted {
+                    out.push(format!(
+                        "region {:#x}+{:#x}: use count {} but {counted} TCEs point into it",
+                        r.ua, r.size, r.mapped
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the container's default window is still to be created.
     pub fn default_window_pending(&self, fd: ContainerFd) -> bool {
         lock(&self.state)

@@ -173,3 +173,36 @@ fn a_v1_flow_maps_through_the_default_window() {
     v.close_container(c).unwrap();
     assert_eq!(v.locked_pages(QEMU), 0);
 }
+
+#[test]
+fn the_bookkeeping_audit_agrees_after_fast_and_entry_by_entry_maps() {
+    let v = vfio(KernelProfile::Linux);
+    let (c, _) = v2(&v, &["gpu0"]);
+    let ua = prereg(&v, c, 1 << 24);
+    let start = ddw(&v, c, 1 << 30, 1);
+    // Fast path: one region, nothing live.
+    assert_eq!(
+        call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 1 << 22)),
+        Ok(0)
+    );
+    assert_eq!(v.region_mapped(QEMU), vec![64]);
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+    // Entry by entry: replacing live entries.
+    assert_eq!(
+        call(
+            &v,
+            c,
+            ioctl::MAP_DMA,
+            encode::map(R, ua + (1 << 22), start, 1 << 20)
+        ),
+        Ok(0)
+    );
+    assert_eq!(v.region_mapped(QEMU), vec![64]);
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+    assert_eq!(
+        call(&v, c, ioctl::UNMAP_DMA, encode::unmap(0, start, 1 << 23)),
+        Ok(0)
+    );
+    assert_eq!(v.region_mapped(QEMU), vec![0]);
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+}
