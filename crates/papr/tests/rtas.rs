@@ -255,3 +255,48 @@ fn the_linux_sequence_removes_an_unused_default_window_when_no_slot_is_free() {
     // The new window took slot 0 (liobn[0]), at the 64-bit base since one is enabled.
     assert_eq!((liobn, start), (0x8000_0000, DDW_BASE));
 }
+
+#[test]
+fn several_phbs_have_their_own_buid_liobns_and_windows() {
+    use spapr_papr::{PhbConfig, SpaprConfig};
+    let mut cfg = SpaprConfig {
+        ram_size: RAM,
+        ..SpaprConfig::default()
+    };
+    let mut second = PhbConfig::qemu(3);
+    second.dma_win_size = 0x1000_0000;
+    second.page_sizes = PageSizes(1 << 12 | 1 << 16);
+    cfg.phbs.push(second);
+    let s = Spapr::new(cfg).unwrap();
+    let mem =
+        GuestMemoryMmap::<()>::from_ranges(&[(vm_memory::GuestAddress(0), RAM as usize)]).unwrap();
+    let dt = s.device_tree();
+    assert_eq!(dt.phbs.len(), 2);
+    assert_eq!(dt.phbs[1].buid, BUID + 3);
+    assert_eq!(dt.phbs[1].dma_window, [0x8000_0300, 0, 0, 0, 0x1000_0000]);
+    // PHB 3's default window is its own: 256 MiB.
+    assert_eq!(
+        s.h_put_tce(&mem, 0x8000_0300, 0x0fff_f000, 0x5003),
+        HStatus::Success
+    );
+    assert_eq!(
+        s.h_put_tce(&mem, 0x8000_0300, 0x1000_0000, 0x5003),
+        HStatus::Parameter
+    );
+    assert_eq!(
+        get(&s, &mem, LIOBN0, 0x0fff_f000),
+        Some(0),
+        "PHB 0 untouched"
+    );
+    let (hi, lo) = (((BUID + 3) >> 32) as u32, (BUID + 3) as u32);
+    assert_eq!(
+        s.rtas(RtasCall::Query, &[0, hi, lo], 5),
+        vec![0, 1, 0x8000_0000, 0x3, 0]
+    );
+    assert_eq!(
+        s.rtas(RtasCall::Create, &[0, hi, lo, 16, 30], 4),
+        vec![0, 0x8000_0301, 0x0800_0000, 0]
+    );
+    // PHB 0 still has both slots to give.
+    assert_eq!(q(&s, 5)[1], 1);
+}
