@@ -249,6 +249,30 @@ impl Core {
         Ok(())
     }
 
+    /// `iommu_group_add_device` called directly (POWER's pre-patch path): the device joins
+    /// `group` without being probed, so it is linked to no IOMMU instance — no `capable`,
+    /// and ownership changes find no driver for it. -EBUSY if it already has a group.
+    pub fn group_add_device(&self, group: &Group, dev: DeviceId) -> Result<(), Errno> {
+        let mut st = self.state();
+        let e = entry(&st, dev)?;
+        if e.group.is_some() {
+            return Err(Errno::Ebusy);
+        }
+        let name = e.info.name.clone();
+        group.lock().devices.push(dev);
+        if let Some(Some(e)) = st.devices.get_mut(dev.0) {
+            e.group = Some(group.clone());
+        }
+        push_event(
+            &mut st,
+            EventKind::Attach,
+            Some(name),
+            Some(group.name().to_string()),
+            "iommu_group_add_device: joined without a probe (no IOMMU instance)".into(),
+        );
+        Ok(())
+    }
+
     /// The device's group (`iommu_group_get`), as a new counted reference.
     pub fn device_group(&self, dev: DeviceId) -> Result<Option<Group>, Errno> {
         let st = self.state();

@@ -159,6 +159,10 @@ pub enum Initcall {
     IommuSubsysInit,
     /// `subsys_initcall_sync(pcibios_init)`: scan, set up PEs and groups, probe devices.
     PcibiosInit,
+    /// `pcibios_init` as before the series: devices join their PE's group with
+    /// `iommu_group_add_device` directly, skipping the probe that links them to the PHB's
+    /// IOMMU instance (so `capable` is false and ownership changes fail).
+    PcibiosInitLegacy,
 }
 
 impl Initcall {
@@ -186,6 +190,7 @@ struct BootFlags {
     iommus: bool,
     subsys: bool,
     scanned: bool,
+    legacy: bool,
 }
 
 /// A buffer a kernel driver allocated and mapped for DMA.
@@ -409,7 +414,9 @@ impl PowerNv {
                     r.lines
                         .push("iommu_subsys_init: bus notifiers installed".into());
                 }
-                Initcall::PcibiosInit => {
+                Initcall::PcibiosInit | Initcall::PcibiosInitLegacy => {
+                    let legacy = *c == Initcall::PcibiosInitLegacy;
+                    lock(&self.boot).legacy = legacy;
                     let devices = std::mem::take(&mut *lock(&self.pending));
                     let n = devices.len();
                     for d in devices {
@@ -418,7 +425,14 @@ impl PowerNv {
                         }
                     }
                     lock(&self.boot).scanned = true;
-                    r.lines.push(format!("pcibios_init: {n} devices scanned"));
+                    r.lines.push(format!(
+                        "pcibios_init{}: {n} devices scanned",
+                        if legacy {
+                            " (iommu_group_add_device)"
+                        } else {
+                            ""
+                        }
+                    ));
                 }
             }
         }
@@ -443,9 +457,9 @@ impl PowerNv {
         if self.core.find_device(&d.name).is_some() {
             return Err(format!("a device named {:?} exists", d.name));
         }
-        let (subsys, iommus) = {
+        let (subsys, iommus, legacy) = {
             let b = lock(&self.boot);
-            (b.subsys, b.iommus)
+            (b.subsys, b.iommus, b.legacy)
         };
         let id = self
             .core
@@ -493,7 +507,16 @@ impl PowerNv {
             st.devices.push(dev.clone());
         }
         lock(&self.devs).insert(id, dev);
-        let result = if !subsys {
+        let group = pe.lock().group.clone();
+        let result = if legacy {
+            match group {
+                Some(g) => match self.core.group_add_device(&g, id) {
+                    Ok(()) | Err(Errno::Ebusy) => Ok(id),
+                    Err(e) => Err(format!("iommu_group_add_device: {e}")),
+                },
+                None => Err("no group".to_string()),
+            }
+        } else if !subsys {
             self.note(
                 EventKind::ProbeFailed,
                 Some(&d.name),

@@ -388,3 +388,24 @@ fn the_dma_api_refuses_bad_arguments_and_full_windows() {
     assert_eq!(NoSpace.errno(), Errno::Enomem);
     assert!(got.len() >= 20);
 }
+
+#[test]
+fn the_pre_patch_iommu_group_add_device_path_leaves_devices_unusable_for_vfio() {
+    let m = PowerNv::new(PowerNvConfig::seed()).unwrap();
+    let r = m.boot(&[
+        Initcall::PciDriverInit,
+        Initcall::SetupPhbIommus,
+        Initcall::IommuSubsysInit,
+        Initcall::PcibiosInitLegacy,
+    ]);
+    assert!(r.ungrouped.is_empty(), "the devices have groups: {r:?}");
+    let gpu = m.device("gpu0").unwrap();
+    assert!(m.core().device_group(gpu).unwrap().is_some());
+    // ... but no IOMMU instance: no capability (VFIO refuses it), no ownership change.
+    assert_eq!(
+        m.core()
+            .device_capable(gpu, iommu_core::Cap::CacheCoherency),
+        Ok(false)
+    );
+    assert_eq!(m.claim_group(gpu, OWNER).err(), Some(Errno::Enodev));
+}
