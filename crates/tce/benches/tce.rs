@@ -59,10 +59,11 @@ fn translate_pair(
             let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
             let start = Instant::now();
             let mut acc = 0u64;
+            let tr = table.translator();
             for _ in 0..iters {
                 let r = rng.next_u64();
                 let iova = Iova(((r & mask) << 12) | (r >> 52));
-                if let Ok(h) = table.translate(iova, Access::Read) {
+                if let Ok(h) = tr.translate(iova, Access::Read) {
                     acc = acc.wrapping_add(h.0);
                 }
             }

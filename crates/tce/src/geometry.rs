@@ -28,6 +28,8 @@ pub struct TableGeometry {
     levels: u32,
     level_bits: u32,
     top_entries: u64,
+    /// `page size - 1`, kept so a translation does not recompute it.
+    offset_mask: u64,
 }
 
 impl TableGeometry {
@@ -83,6 +85,7 @@ impl TableGeometry {
             levels,
             level_bits,
             top_entries,
+            offset_mask: page_shift.offset_mask(),
         })
     }
 
@@ -128,6 +131,11 @@ impl TableGeometry {
     #[inline]
     pub const fn level_bits(&self) -> u32 {
         self.level_bits
+    }
+    /// `page size - 1`.
+    #[inline(always)]
+    pub const fn offset_mask(&self) -> u64 {
+        self.offset_mask
     }
     /// Entries of the top level.
     #[inline]

@@ -35,6 +35,59 @@ enum Top {
     Dir(Box<[Child]>),
 }
 
+/// A read-only view of a tree's shape (see [`LevelTree::view`]).
+#[derive(Clone, Copy)]
+pub(crate) enum View<'t> {
+    /// A one-level table: the slots themselves.
+    Flat(&'t [AtomicU64]),
+    /// A directory tree.
+    Tree {
+        top: &'t [Child],
+        levels: u32,
+        bits: u32,
+    },
+}
+
+impl<'t> View<'t> {
+    /// The slot of `rel`, `None` where a level is missing. The caller guarantees that
+    /// `rel` is below the window's entry count.
+    #[inline(always)]
+    pub(crate) fn slot(&self, rel: u64) -> Option<&'t AtomicU64> {
+        match *self {
+            View::Flat(leaf) => {
+                debug_assert!((rel as usize) < leaf.len());
+                // SAFETY: a one-level leaf holds exactly the window's entries (`new`
+                // allocates `top_entries() == entries` for one level), and the caller
+                // guarantees `rel < entries`.
+                Some(unsafe { leaf.get_unchecked(rel as usize) })
+            }
+            View::Tree { top, levels, bits } => {
+                let mask = (1u64 << bits) - 1;
+                let mut shift = (levels - 1) * bits;
+                let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
+                loop {
+                    if child.is_null() {
+                        return None;
+                    }
+                    shift -= bits;
+                    if shift == 0 {
+                        // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the
+                        // masked index is below that.
+                        return Some(unsafe {
+                            &*(child as *const AtomicU64).add((rel & mask) as usize)
+                        });
+                    }
+                    // SAFETY: `child` is a live directory level of `1 << bits` slots (I1;
+                    // not a leaf since `shift > 0` below it); the index is masked.
+                    child =
+                        unsafe { &*(child as *const Child).add(((rel >> shift) & mask) as usize) }
+                            .load(Ordering::Acquire);
+                }
+            }
+        }
+    }
+}
+
 /// A multi-level TCE tree indexed by window-relative index.
 pub(crate) struct LevelTree {
     top: Top,
@@ -106,39 +159,37 @@ impl LevelTree {
         (1u64 << self.level_bits) - 1
     }
 
+    /// A read-only view for a loop of lookups, its shape copied out so that it stays in
+    /// registers (see `TceTable::translator`).
+    #[inline(always)]
+    pub(crate) fn view(&self) -> View<'_> {
+        match &self.top {
+            Top::Leaf(leaf) => View::Flat(leaf),
+            Top::Dir(dir) => View::Tree {
+                top: dir,
+                levels: self.levels,
+                bits: self.level_bits,
+            },
+        }
+    }
+
     /// The leaf slot of `rel`, without allocating. The caller guarantees `rel` is inside
     /// the window (`rel < geometry.entries()`), which bounds the top-level index.
     #[inline(always)]
     pub(crate) fn slot(&self, rel: u64) -> Option<&AtomicU64> {
-        match &self.top {
-            Top::Leaf(leaf) => leaf.get(rel as usize),
-            Top::Dir(dir) => {
-                let leaf = self.walk_read(dir, rel)?;
-                // SAFETY: `leaf` is the first slot of a live leaf of `level_len()` slots (I1),
-                // and the masked index is below `level_len()`.
-                Some(unsafe { &*leaf.add((rel & self.mask()) as usize) })
-            }
+        match self.view() {
+            View::Flat(leaf) => leaf.get(rel as usize),
+            tree => tree.slot(rel),
         }
     }
 
-    /// Read-only walk: the first slot of the leaf holding `rel`, if it exists.
+    /// [`Self::slot`] for a `rel` the caller has checked against the window's entry count
+    /// (the translation fast path): a one-level table skips the second bounds check.
     #[inline(always)]
-    fn walk_read(&self, top: &[Child], rel: u64) -> Option<*const AtomicU64> {
-        let mut shift = (self.levels - 1) * self.level_bits;
-        let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
-        loop {
-            if child.is_null() {
-                return None;
-            }
-            shift -= self.level_bits;
-            if shift == 0 {
-                return Some(child as *const AtomicU64);
-            }
-            let idx = ((rel >> shift) & self.mask()) as usize;
-            // SAFETY: `child` is a live directory level of `level_len()` slots (I1; not a
-            // leaf since `shift > 0` below it); `idx` is masked below `level_len()`.
-            child = unsafe { &*(child as *const Child).add(idx) }.load(Ordering::Acquire);
-        }
+    pub(crate) fn slot_checked(&self, rel: u64, entries: u64) -> Option<&AtomicU64> {
+        debug_assert!(rel < entries);
+        let _ = entries;
+        self.view().slot(rel)
     }
 
     /// The leaf slot of `rel`, allocating missing levels on the way.

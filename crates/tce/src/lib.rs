@@ -44,4 +44,4 @@ pub use error::{Fault, GeometryError, TceError};
 pub use geometry::{ioda2_table_size, TableGeometry, DEFAULT_LEVELS, MAX_LEVELS, TCE_BYTES};
 pub use kill::{KillCounter, NoKill, TceKill};
 pub use page::{PageShift, PageSizes};
-pub use table::{ClearStats, MappedRun, TableOptions, TceTable, MAX_BATCH};
+pub use table::{ClearStats, MappedRun, TableOptions, TceTable, Translator, MAX_BATCH};

@@ -376,3 +376,35 @@ fn one_gigabyte_pages_and_sixteen_gigabyte_pages_translate() {
         );
     }
 }
+
+#[test]
+fn a_translator_gives_the_same_answers_as_translate() {
+    for levels in [1, 2, 3] {
+        let g =
+            TableGeometry::ioda2(Iova(1 << 59), PageShift::K64, 1 << 34, levels, K64_HOST).unwrap();
+        let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        let first = g.first_index();
+        t.set(TceIndex(first.0 + 3), Tce::new(0x7_0000, TcePerm::READ))
+            .unwrap();
+        t.set(
+            TceIndex(first.0 + 200_000),
+            Tce::new(0x9_0000, TcePerm::WRITE),
+        )
+        .unwrap();
+        let tr = t.translator();
+        for iova in [
+            (1u64 << 59) + 3 * 65536 + 12,
+            (1 << 59) + 200_000 * 65536,
+            (1 << 59) + 5 * 65536,
+            (1 << 59) - 1,
+            (1 << 59) + (1 << 34),
+        ] {
+            for access in [Access::Read, Access::Write] {
+                assert_eq!(
+                    tr.translate(Iova(iova), access),
+                    t.translate(Iova(iova), access)
+                );
+            }
+        }
+    }
+}
