@@ -380,8 +380,9 @@ fn one_gigabyte_pages_and_sixteen_gigabyte_pages_translate() {
 #[test]
 fn a_translator_gives_the_same_answers_as_translate() {
     for levels in [1, 2, 3] {
-        let g =
-            TableGeometry::ioda2(Iova(1 << 59), PageShift::K64, 1 << 34, levels, K64_HOST).unwrap();
+        // 3 levels of 64K pages break the 55-bit rule on a 64K host: use a 4K host there.
+        let host = if levels == 3 { 12 } else { K64_HOST };
+        let g = TableGeometry::ioda2(Iova(1 << 59), PageShift::K64, 1 << 34, levels, host).unwrap();
         let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
         let first = g.first_index();
         t.set(TceIndex(first.0 + 3), Tce::new(0x7_0000, TcePerm::READ))
