@@ -23,7 +23,18 @@ fn op(entries: u64) -> impl Strategy<Value = Op> {
             count,
             tce
         }),
-        (rel, 0u64..(entries + 5)).prop_map(|(rel, count)| Op::Clear { rel, count }),
+        (rel.clone(), 0u64..(entries + 5)).prop_map(|(rel, count)| Op::Clear { rel, count }),
+        (rel.clone(), 0u64..(entries + 5), 0u64..1 << 40, 0u8..4).prop_map(
+            |(rel, count, addr, perm)| Op::PutLinear {
+                rel,
+                count,
+                addr,
+                perm
+            }
+        ),
+        (rel.clone(), 0u64..(entries + 5), any::<bool>())
+            .prop_map(|(rel, count, runs)| { Op::ClearExclusive { rel, count, runs } }),
+        (rel, 0u64..(entries + 5)).prop_map(|(rel, count)| Op::ZeroExclusive { rel, count }),
         (-(1i64 << 20)..(e << 16) + (1 << 20), any::<bool>())
             .prop_map(|(offset, write)| Op::Translate { offset, write }),
     ]
