@@ -110,7 +110,7 @@ fn range_ok(t: &GuestTable, ioba: u64, npages: u64) -> Option<TceIndex> {
 }
 
 impl Spapr {
-    /// Runs a hypercall. `problem_state` is MSR[PR]: QEMU refuses every hypercall from
+    /// Runs a hypercall. `problem_state` is `MSR[PR]`: QEMU refuses every hypercall from
     /// user mode with H_PRIVILEGE. Returns r3 and, for H_GET_TCE, r4 (None = unchanged).
     pub fn hcall<M: GuestMemoryBackend>(
         &self,

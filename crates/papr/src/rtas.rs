@@ -24,7 +24,7 @@ pub enum RtasStatus {
 }
 
 impl RtasStatus {
-    /// The word in rets[0].
+    /// The word in `rets[0]`.
     pub fn code(self) -> i32 {
         match self {
             RtasStatus::Success => 0,
@@ -222,7 +222,7 @@ impl Spapr {
 
     /// Runs the RTAS call whose PAPR argument buffer is at `addr` in guest memory (token,
     /// nargs, nret, args, then rets; big-endian u32). Returns the status written, or None
-    /// for an unknown token (rets[0] = -3 written) or a buffer the guest cannot have
+    /// for an unknown token (`rets[0] = -3` written) or a buffer the guest cannot have
     /// (outside RAM, too many words: nothing written).
     pub fn rtas_buffer<M: GuestMemoryBackend>(&self, mem: &M, addr: u64) -> Option<RtasStatus> {
         let word = |i: u64| -> Option<u32> {
