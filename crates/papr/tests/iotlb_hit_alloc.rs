@@ -1,0 +1,74 @@
+//! The IOTLB hit path allocates nothing: once a page is in the IOTLB, device reads through
+//! `IommuMemory` make no heap allocation (counted by a global allocator in this test
+//! binary only).
+
+use spapr_papr::{HStatus, Profile, Spapr, SpaprConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use vm_memory::iommu::IommuMemory;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn device_reads_that_hit_the_iotlb_allocate_nothing() {
+    let s = Spapr::new(SpaprConfig {
+        profile: Profile::Kvm,
+        ram_size: 64 << 20,
+        ..SpaprConfig::default()
+    })
+    .unwrap();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+    for i in 0..16u64 {
+        assert_eq!(
+            s.h_put_tce(
+                &mem,
+                0x8000_0000,
+                0x10_0000 + (i << 12),
+                (0x20_0000 + (i << 12)) | 1
+            ),
+            HStatus::Success
+        );
+    }
+    let dma = IommuMemory::new(mem, s.phb_iommu(0).unwrap(), true, ());
+    let mut buf = vec![0u8; 4096];
+    // Misses fill the IOTLB (this may allocate).
+    for i in 0..16u64 {
+        dma.read_slice(&mut buf, GuestAddress(0x10_0000 + (i << 12)))
+            .unwrap();
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for round in 0..100u64 {
+        let i = round % 16;
+        dma.read_slice(&mut buf, GuestAddress(0x10_0000 + (i << 12)))
+            .unwrap();
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        before,
+        "IOTLB hits allocated"
+    );
+}
