@@ -466,6 +466,16 @@ impl Engine {
         Ok(Outcome::Ok(String::new()))
     }
 
+    fn name_value(&mut self, step: &Step, v: u64) {
+        self.name_result(
+            step,
+            Named {
+                primary: v,
+                ..Named::default()
+            },
+        );
+    }
+
     fn name_result(&mut self, step: &Step, named: Named) {
         if let Some(n) = &step.name {
             self.names.insert(n.clone(), named);
@@ -550,13 +560,7 @@ impl Engine {
                 let (phys, len) = (self.num(step, "phys", iter)?, self.num(step, "size", iter)?);
                 match m.dma_map(dev, phys, len, Self::dir(step)?, cpu) {
                     Ok(a) => {
-                        self.name_result(
-                            step,
-                            Named {
-                                primary: a,
-                                ..Named::default()
-                            },
-                        );
+                        self.name_value(step, a);
                         Outcome::Ok(format!("dma {a:#x}"))
                     }
                     Err(e) => Outcome::Status(e.errno().to_string(), e.to_string()),
@@ -646,13 +650,7 @@ impl Engine {
                 }
                 match vfio.mmap(mm, self.num(step, "size", iter)?, ps.trailing_zeros()) {
                     Ok(ua) => {
-                        self.name_result(
-                            step,
-                            Named {
-                                primary: ua,
-                                ..Named::default()
-                            },
-                        );
+                        self.name_value(step, ua);
                         Outcome::Ok(format!("ua {ua:#x}"))
                     }
                     Err(e) => Outcome::Status(e.to_string(), String::new()),
@@ -664,24 +662,12 @@ impl Engine {
                 if let World::PowerNv { containers, .. } = &mut self.world {
                     containers.push(c);
                 }
-                self.name_result(
-                    step,
-                    Named {
-                        primary: u64::from(c.0),
-                        ..Named::default()
-                    },
-                );
+                self.name_value(step, u64::from(c.0));
                 Outcome::Ok(format!("fd {}", c.0))
             }
             "vfio_open_group" => match vfio.open_group(Self::device(&m, step)?) {
                 Ok(g) => {
-                    self.name_result(
-                        step,
-                        Named {
-                            primary: u64::from(g.0),
-                            ..Named::default()
-                        },
-                    );
+                    self.name_value(step, u64::from(g.0));
                     Outcome::Ok(format!("fd {}", g.0))
                 }
                 Err(e) => Outcome::Status(e.to_string(), String::new()),
@@ -874,13 +860,7 @@ impl Engine {
                         Outcome::Mismatch(format!("r4 = {v:#x}, the file expects {w:#x}"))
                     }
                     (_, _, Some(v)) => {
-                        self.name_result(
-                            step,
-                            Named {
-                                primary: v,
-                                ..Named::default()
-                            },
-                        );
+                        self.name_value(step, v);
                         Outcome::Status(st.name().to_string(), format!("r4 {v:#x}"))
                     }
                     _ => Outcome::Status(st.name().to_string(), String::new()),

@@ -18,6 +18,7 @@
 //! Pools cover disjoint ranges of the bitmap and keep their hints on their own cache lines,
 //! so two CPUs allocating from different pools share no memory written on the hot path.
 
+use crate::table::Padded;
 use iommu_core::Errno;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -33,11 +34,6 @@ pub const LARGE_ALLOC_PAGES: u64 = 15;
 pub fn pool_hash(cpu: u32) -> usize {
     (cpu.wrapping_mul(0x61C8_8647) >> 30) as usize
 }
-
-/// Keeps a value on its own cache lines (128 bytes covers adjacent-line prefetch).
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct Padded<T>(T);
 
 /// One pool's range and next-fit hint.
 #[derive(Debug)]

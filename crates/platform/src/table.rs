@@ -7,7 +7,7 @@ use spapr_tce::{Hpa, TableGeometry, TableOptions, TceIndex, TceKill, TceTable};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-/// Keeps a value on its own cache lines.
+/// Keeps a value on its own cache lines (128 bytes covers adjacent-line prefetch).
 #[repr(align(128))]
 #[derive(Debug, Default)]
 pub(crate) struct Padded<T>(pub T);

@@ -183,15 +183,6 @@ impl LevelTree {
         }
     }
 
-    /// [`Self::slot`] for a `rel` the caller has checked against the window's entry count
-    /// (the translation fast path): a one-level table skips the second bounds check.
-    #[inline(always)]
-    pub(crate) fn slot_checked(&self, rel: u64, entries: u64) -> Option<&AtomicU64> {
-        debug_assert!(rel < entries);
-        let _ = entries;
-        self.view().slot(rel)
-    }
-
     /// The leaf slot of `rel`, allocating missing levels on the way.
     #[inline]
     pub(crate) fn slot_alloc(&self, rel: u64) -> Result<&AtomicU64, TceError> {

@@ -302,27 +302,9 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         &self,
         first: TceIndex,
         count: u64,
-        mut f: impl FnMut(TceIndex, Tce),
+        f: impl FnMut(TceIndex, Tce),
     ) -> Result<ClearStats, TceError> {
-        let rel = self.rel_range(first, count)?;
-        let base = self.geometry.first_index().0;
-        let mut stats = ClearStats::default();
-        self.tree
-            .for_each_leaf(rel, rel + count, &mut |start, run| {
-                stats.leaves_visited += 1;
-                for (k, slot) in run.iter().enumerate() {
-                    let old = slot.load(Ordering::Relaxed);
-                    if old != 0 {
-                        slot.store(0, Ordering::Release);
-                        stats.cleared += 1;
-                        f(TceIndex(base + start + k as u64), Tce(u64::from_be(old)));
-                    }
-                }
-            });
-        if count > 0 {
-            self.kill.kill_range(first, count);
-        }
-        Ok(stats)
+        self.clear_impl(first, count, true, f)
     }
 
     /// Like [`Self::clear_exclusive_with`], reporting what was cleared as runs: `f(first
@@ -466,6 +448,19 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         &self,
         first: TceIndex,
         count: u64,
+        f: impl FnMut(TceIndex, Tce),
+    ) -> Result<ClearStats, TceError> {
+        self.clear_impl(first, count, false, f)
+    }
+
+    /// Shared body of the clears: visit allocated leaves only, take each non-zero entry
+    /// (an exchange, or a load and a store for an exclusive writer), kill once.
+    #[inline]
+    fn clear_impl(
+        &self,
+        first: TceIndex,
+        count: u64,
+        exclusive: bool,
         mut f: impl FnMut(TceIndex, Tce),
     ) -> Result<ClearStats, TceError> {
         let rel = self.rel_range(first, count)?;
@@ -475,12 +470,19 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
             .for_each_leaf(rel, rel + count, &mut |start, run| {
                 stats.leaves_visited += 1;
                 for (k, slot) in run.iter().enumerate() {
-                    if slot.load(Ordering::Relaxed) != 0 {
-                        let old = u64::from_be(slot.swap(0, Ordering::AcqRel));
-                        if old != 0 {
-                            stats.cleared += 1;
-                            f(TceIndex(base + start + k as u64), Tce(old));
-                        }
+                    let seen = slot.load(Ordering::Relaxed);
+                    if seen == 0 {
+                        continue;
+                    }
+                    let old = if exclusive {
+                        slot.store(0, Ordering::Release);
+                        seen
+                    } else {
+                        slot.swap(0, Ordering::AcqRel)
+                    };
+                    if old != 0 {
+                        stats.cleared += 1;
+                        f(TceIndex(base + start + k as u64), Tce(u64::from_be(old)));
                     }
                 }
             });
@@ -505,24 +507,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
     /// the fault the hardware would raise.
     #[inline(always)]
     pub fn translate(&self, iova: Iova, access: Access) -> Result<A, Fault> {
-        let g = &self.geometry;
-        let Some(rel) = g.relative_index(iova) else {
-            return Err(Fault::OutsideWindow { iova });
-        };
-        // Relaxed: see `get`.
-        let raw = self
-            .tree
-            .slot_checked(rel, g.entries())
-            .map_or(0, |s| u64::from_be(s.load(Ordering::Relaxed)));
-        let need = match access {
-            Access::Read => 1,
-            Access::Write => 2,
-        };
-        if raw & need == 0 {
-            return Err(self.fault(iova, rel, raw, access));
-        }
-        let mask = g.offset_mask();
-        Ok(A::from_raw((raw & !mask) | (iova.0 & mask)))
+        self.translator().translate(iova, access)
     }
 
     /// A translator for a loop of translations: [`Self::translate`] with the window's

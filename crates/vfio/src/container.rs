@@ -75,6 +75,14 @@ struct Process {
 }
 
 impl Process {
+    /// The host page size backing real address `hpa` (pins are counted per host page).
+    fn host_page_shift(&self, hpa: u64) -> Option<u32> {
+        self.vmas
+            .iter()
+            .find(|v| hpa >= v.hpa && hpa - v.hpa < v.len)
+            .map(|v| v.page_shift)
+    }
+
     /// One TCE mapping `ua` went away: its region has one use less.
     fn unuse(&mut self, ua: u64) {
         if let Some(r) = self
@@ -622,7 +630,7 @@ impl Vfio {
         }
         if let (Some(mm), true) = (mm, !c.prereg.is_empty()) {
             for id in std::mem::take(&mut c.prereg) {
-                put_region(procs, mm, id);
+                put_region(procs, mm, id, self.page_shift());
             }
         }
         if let Some(mm) = mm {
@@ -1092,7 +1100,7 @@ impl Vfio {
         if let Some(c) = st.containers.get_mut(&fd.0) {
             c.prereg.retain(|x| *x != id);
         }
-        put_region(&mut st.procs, mm, id);
+        put_region(&mut st.procs, mm, id, self.page_shift());
         Ok(0)
     }
 
@@ -1342,15 +1350,19 @@ impl Vfio {
         for k in 0..n {
             let ua = vaddr + (k << shift);
             let Some(v) = p.vmas.iter().find(|v| ua >= v.ua && ua - v.ua < v.len) else {
-                undo_v1(c, num, first, k);
+                undo_v1(c, p, num, first, k);
                 return Err(Errno::Efault);
             };
             let hpa = v.hpa + (ua - v.ua);
             // Pinned once per IOMMU page.
             *c.pins.entry(hpa >> v.page_shift).or_default() += 1;
             if v.page_shift < shift {
-                self.quirk("v1 MAP: host page smaller than the IOMMU page; its pin is leaked");
-                undo_v1(c, num, first, k);
+                match self.profile() {
+                    KernelProfile::Linux => self
+                        .quirk("v1 MAP: host page smaller than the IOMMU page; its pin is leaked"),
+                    KernelProfile::Strict => unpin(&mut c.pins, hpa, v.page_shift),
+                }
+                undo_v1(c, p, num, first, k);
                 return Err(Errno::Eperm);
             }
             let w = c.windows[num].as_ref().ok_or(Errno::Enxio)?;
@@ -1360,11 +1372,13 @@ impl Vfio {
                 .exchange_no_kill(TceIndex(first.0 + k), Tce::new(hpa, perm))
             {
                 Ok(old) if !old.is_empty() => {
-                    unpin(&mut c.pins, old.page_addr(shift), v.page_shift)
+                    let old_hpa = old.page_addr(shift);
+                    let ps = p.host_page_shift(old_hpa).unwrap_or(shift);
+                    unpin(&mut c.pins, old_hpa, ps)
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    undo_v1(c, num, first, k);
+                    undo_v1(c, p, num, first, k);
                     return Err(Errno::Enomem);
                 }
             }
@@ -1561,15 +1575,15 @@ fn undo(w: &mut Window, p: &mut Process, first: TceIndex, k: u64) {
     }
 }
 
-fn undo_v1(c: &mut Container, num: usize, first: TceIndex, k: u64) {
-    let _ = k;
+fn undo_v1(c: &mut Container, p: &Process, num: usize, first: TceIndex, k: u64) {
     let Some(w) = c.windows[num].as_ref() else {
         return;
     };
     let shift = w.table.tces.geometry().page_shift().shift();
     let table = w.table.clone();
-    let _ = table.tces.clear_with(first, k, |_, old| {
-        unpin(&mut c.pins, old.page_addr(shift), shift.min(16));
+    let _ = table.tces.clear_exclusive_with(first, k, |_, old| {
+        let hpa = old.page_addr(shift);
+        unpin(&mut c.pins, hpa, p.host_page_shift(hpa).unwrap_or(shift));
     });
 }
 
@@ -1631,11 +1645,8 @@ fn clear_window(
     }
     let cleared = table.tces.clear_exclusive_with(first, n, |_, old| {
         let hpa = old.page_addr(shift);
-        let ps = process
-            .as_deref()
-            .and_then(|p| p.vmas.iter().find(|v| hpa >= v.hpa && hpa - v.hpa < v.len))
-            .map_or(shift, |v| v.page_shift);
-        unpin(pins, hpa, ps);
+        let ps = process.as_deref().and_then(|p| p.host_page_shift(hpa));
+        unpin(pins, hpa, ps.unwrap_or(shift));
     });
     if let (Some(w), Ok(st)) = (c.windows[num].as_mut(), cleared) {
         w.live = w.live.saturating_sub(st.cleared);
@@ -1643,7 +1654,7 @@ fn clear_window(
 }
 
 /// Drops one user of a region; the last frees it and returns its charge.
-fn put_region(procs: &mut HashMap<Mm, Process>, mm: Mm, id: usize) {
+fn put_region(procs: &mut HashMap<Mm, Process>, mm: Mm, id: usize, page_shift: u32) {
     let Some(p) = procs.get_mut(&mm) else {
         return;
     };
@@ -1655,7 +1666,7 @@ fn put_region(procs: &mut HashMap<Mm, Process>, mm: Mm, id: usize) {
     };
     r.users = r.users.saturating_sub(1);
     if r.users == 0 && r.mapped == 0 {
-        let pages = r.size >> 16;
+        let pages = r.size >> page_shift;
         *slot = None;
         p.locked_pages = p.locked_pages.saturating_sub(pages);
     }
