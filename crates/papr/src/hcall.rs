@@ -90,6 +90,41 @@ impl<'m, M: GuestMemoryBackend> TceValidator<'m, M> {
         }
         self.mem.check_range(GuestAddress(addr), size as usize)
     }
+
+    /// Whether every entry of a list read by [`read_list`] is valid. When no entry sets a
+    /// reserved bit and one RAM region covers the list's bounds, all are valid at once;
+    /// otherwise (entries in several regions, or an invalid one) each entry is checked on
+    /// its own. Either way the answer is that of [`Self::valid`] entry by entry.
+    fn all_valid(&mut self, tces: &[Tce], b: ListBounds) -> bool {
+        if b.any & 3 == 0 {
+            // No entry carries a permission.
+            return true;
+        }
+        let size = 1u64 << self.page_shift;
+        let reserved = (size - 1) & !3;
+        if b.any & reserved == 0 {
+            let (lo, hi) = (b.all & !(size - 1), b.any & !(size - 1));
+            if let Some(end) = hi.checked_add(size) {
+                if let Some(r) = self.mem.find_region(GuestAddress(lo)) {
+                    let start = r.start_addr().0;
+                    if end <= start.saturating_add(r.len()) {
+                        return true;
+                    }
+                }
+            }
+        }
+        tces.iter().all(|e| self.valid(e.0))
+    }
+}
+
+/// Bounds of a list's entries, gathered as the list is read: the OR of them holds every
+/// low bit any of them sets and is at least as large as each; the AND is at most as small
+/// as each. Entries without a permission need no validation but are included: they only
+/// widen the bounds, and bounds that fail send the list to the entry-by-entry check.
+#[derive(Clone, Copy, Debug)]
+struct ListBounds {
+    any: u64,
+    all: u64,
 }
 
 #[inline]
@@ -273,7 +308,10 @@ impl Spapr {
                     // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
                     // whole call instead.
                     let mut v = TceValidator::new(mem, t.page_shift());
-                    if !read_list(mem, list, tces) || !tces.iter().all(|e| v.valid(e.0)) {
+                    let Some(bounds) = read_list(mem, list, tces) else {
+                        return indirect_qemu(mem, t, ioba, list, tces);
+                    };
+                    if !v.all_valid(tces, bounds) {
                         return indirect_qemu(mem, t, ioba, list, tces);
                     }
                     put(t, first, tces)
@@ -282,11 +320,14 @@ impl Spapr {
                     let Some(first) = range_ok(t, ioba, npages) else {
                         return HStatus::Parameter;
                     };
-                    if !mem.check_range(GuestAddress(list), 4096) || !read_list(mem, list, tces) {
+                    if !mem.check_range(GuestAddress(list), 4096) {
                         return HStatus::Parameter;
                     }
+                    let Some(bounds) = read_list(mem, list, tces) else {
+                        return HStatus::Parameter;
+                    };
                     let mut v = TceValidator::new(mem, t.page_shift());
-                    if !tces.iter().all(|e| v.valid(e.0)) {
+                    if !v.all_valid(tces, bounds) {
                         return HStatus::Parameter;
                     }
                     put(t, first, tces)
@@ -383,21 +424,22 @@ fn stuff_qemu(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
     }
 }
 
-/// Reads the list; false if any of it is outside guest RAM. The list is read as u64
-/// words straight from the guest page (one region: the list is 4 KiB aligned and at most
-/// 4 KiB long), then byte-swapped.
+/// Reads the list into `out`, with the bounds of its entries; None if any of it is
+/// outside guest RAM. The list is read as u64 words straight from the guest page (one
+/// region: the list is 4 KiB aligned and at most 4 KiB long) into `out`, so that what is
+/// validated is what is stored even if the guest rewrites the page meanwhile.
 #[inline]
-fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> bool {
-    let Ok(slice) = mem.get_slice(GuestAddress(list), 8 * out.len()) else {
-        return false;
-    };
-    let Ok(words) = slice.get_array_ref::<u64>(0, out.len()) else {
-        return false;
-    };
+fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> Option<ListBounds> {
+    let slice = mem.get_slice(GuestAddress(list), 8 * out.len()).ok()?;
+    let words = slice.get_array_ref::<u64>(0, out.len()).ok()?;
+    let (mut any, mut all) = (0u64, !0u64);
     for (i, e) in out.iter_mut().enumerate() {
-        *e = Tce(u64::from_be(words.load(i)));
+        let v = u64::from_be(words.load(i));
+        *e = Tce(v);
+        any |= v;
+        all &= v;
     }
-    true
+    Some(ListBounds { any, all })
 }
 
 /// QEMU's H_PUT_TCE_INDIRECT after the LIOBN, count and alignment checks: entries read
@@ -417,7 +459,7 @@ fn indirect_qemu<M: GuestMemoryBackend>(
         return HStatus::Parameter;
     };
     let tces = &mut tces[..ok as usize];
-    if !read_list(mem, list, tces) {
+    if read_list(mem, list, tces).is_none() {
         for (i, e) in tces.iter_mut().enumerate() {
             let v: Option<u64> = mem.read_obj(GuestAddress(list + 8 * i as u64)).ok();
             *e = Tce(v.map_or(0, u64::from_be));
@@ -430,5 +472,70 @@ fn indirect_qemu<M: GuestMemoryBackend>(
         HStatus::Parameter
     } else {
         HStatus::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vm_memory::GuestMemoryMmap;
+
+    /// Guest RAM in two regions with a hole: [0, 1 MiB) and [2 MiB, 3 MiB).
+    fn two_regions() -> GuestMemoryMmap<()> {
+        GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 1 << 20),
+            (GuestAddress(2 << 20), 1 << 20),
+        ])
+        .expect("guest memory")
+    }
+
+    /// An entry near the regions' edges: page or not, permission or not, a stray low bit.
+    fn entry() -> impl Strategy<Value = u64> {
+        (0u64..(4 << 8), 0u64..4, prop::bool::weighted(0.05))
+            .prop_map(|(page, perm, stray)| (page << 12) | perm | if stray { 0x100 } else { 0 })
+    }
+
+    proptest! {
+        /// The list check answers exactly as checking each entry, whatever the list.
+        #[test]
+        fn list_check_is_entry_by_entry(list in prop::collection::vec(entry(), 1..64)) {
+            let mem = two_regions();
+            let tces: Vec<Tce> = list.iter().map(|&v| Tce(v)).collect();
+            let bounds = ListBounds {
+                any: list.iter().fold(0, |a, v| a | v),
+                all: list.iter().fold(!0, |a, v| a & v),
+            };
+            let each = {
+                let mut v = TceValidator::new(&mem, 12);
+                list.iter().all(|&e| v.valid(e))
+            };
+            let mut v = TceValidator::new(&mem, 12);
+            prop_assert_eq!(v.all_valid(&tces, bounds), each);
+        }
+    }
+
+    #[test]
+    fn list_bounds_fast_path_and_fallback() {
+        let mem = two_regions();
+        let check = |list: &[u64]| {
+            let tces: Vec<Tce> = list.iter().map(|&v| Tce(v)).collect();
+            let b = ListBounds {
+                any: list.iter().fold(0, |a, v| a | v),
+                all: list.iter().fold(!0, |a, v| a & v),
+            };
+            TceValidator::new(&mem, 12).all_valid(&tces, b)
+        };
+        // One region: valid.
+        assert!(check(&[0x1003, 0x2001, 0xF_F002]));
+        // Both regions, no entry in the hole: valid through the entry-by-entry check.
+        assert!(check(&[0x1003, 0x20_0003]));
+        // An entry in the hole: invalid.
+        assert!(!check(&[0x1003, 0x18_0003]));
+        // A reserved bit on a mapped entry: invalid; on an unmapped one: fine.
+        assert!(!check(&[0x1103]));
+        assert!(check(&[0x1100, 0x1003]));
+        // No permission anywhere: nothing to validate.
+        assert!(check(&[0x7FFF_F000, 0x18_0000]));
     }
 }

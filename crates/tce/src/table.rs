@@ -409,8 +409,17 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
             let stored = |t: u64| (t | ((t >> 1) & wir)).to_be();
             match src {
                 Source::Slice(tces) => {
-                    for (slot, tce) in run.iter().zip(&tces[done..done + n]) {
-                        slot.store(stored(tce.0), Ordering::Release);
+                    let src = &tces[done..done + n];
+                    // Two loops so that the common case (no write-implies-read) is a load,
+                    // a byte swap and a store per entry.
+                    if wir == 0 {
+                        for (slot, tce) in run.iter().zip(src) {
+                            slot.store(tce.0.to_be(), Ordering::Release);
+                        }
+                    } else {
+                        for (slot, tce) in run.iter().zip(src) {
+                            slot.store(stored(tce.0), Ordering::Release);
+                        }
                     }
                 }
                 Source::Repeat(tce) => {
