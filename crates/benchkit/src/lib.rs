@@ -1,7 +1,10 @@
 //! Paired benchmarks: each of our hot paths is measured beside a raw-memory baseline in the
 //! same run, and the ratio `baseline time / our time` is printed (1.0 = as fast as the raw
-//! baseline; the targets are fractions of it). Criterion does the sampling and statistics;
-//! this crate records the mean time per iteration of each side through `iter_custom`.
+//! baseline; the targets are fractions of it). Criterion does the sampling and statistics
+//! of each side. The recorded figures come from a second, interleaved measurement: rounds
+//! of baseline and ours run back to back (in alternating order), and the medians of the
+//! per-round times and ratios are reported, so that a machine whose speed drifts during
+//! the seconds criterion spends on one side does not skew the ratio.
 #![forbid(unsafe_code)]
 
 use criterion::{BenchmarkId, Criterion};
@@ -21,6 +24,9 @@ pub struct Row {
     pub baseline_ns: f64,
     /// The baseline's description.
     pub baseline: String,
+    /// The median over the interleaved rounds of `baseline / ours`: our speed as a
+    /// fraction of the baseline's.
+    pub ratio: f64,
     /// The ratio we aim for.
     pub target: f64,
 }
@@ -28,8 +34,46 @@ pub struct Row {
 impl Row {
     /// `baseline / ours`: our speed as a fraction of the baseline's.
     pub fn ratio(&self) -> f64 {
-        self.baseline_ns / self.ours_ns
+        self.ratio
     }
+}
+
+/// Rounds of the interleaved measurement.
+const ROUNDS: usize = 15;
+/// Target duration of one side of one round.
+const ROUND_NANOS: f64 = 20e6;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs [`ROUNDS`] rounds of both sides back to back, each side about [`ROUND_NANOS`] long
+/// (sized from criterion's means), alternating which side goes first. Returns the medians
+/// of our time per operation, the baseline's, and the per-round ratio.
+fn interleaved(
+    base_mean: f64,
+    ours_mean: f64,
+    baseline: &mut impl FnMut(u64) -> Duration,
+    ours: &mut impl FnMut(u64) -> Duration,
+) -> (f64, f64, f64) {
+    let n_base = ((ROUND_NANOS / base_mean.max(0.01)) as u64).max(1);
+    let n_ours = ((ROUND_NANOS / ours_mean.max(0.01)) as u64).max(1);
+    let (mut b, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let per_op = |d: Duration, n: u64| d.as_nanos() as f64 / n as f64;
+        let (bt, ot) = if round % 2 == 0 {
+            let bt = per_op(baseline(n_base), n_base);
+            (bt, per_op(ours(n_ours), n_ours))
+        } else {
+            let ot = per_op(ours(n_ours), n_ours);
+            (per_op(baseline(n_base), n_base), ot)
+        };
+        b.push(bt);
+        o.push(ot);
+        r.push(bt / ot.max(f64::MIN_POSITIVE));
+    }
+    (median(&mut o), median(&mut b), median(&mut r))
 }
 
 /// Collects pairs and prints them as a table.
@@ -98,10 +142,13 @@ impl Comparison {
             // Filtered out on the command line: nothing measured, nothing to report.
             return;
         }
+        let (ours_ns, baseline_ns, ratio) =
+            interleaved(base_acc.mean(), ours_acc.mean(), &mut baseline, &mut ours);
         let row = Row {
             name: name.to_string(),
-            ours_ns: ours_acc.mean(),
-            baseline_ns: base_acc.mean(),
+            ours_ns,
+            baseline_ns,
+            ratio,
             baseline: baseline_label.to_string(),
             target,
         };

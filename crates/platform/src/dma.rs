@@ -200,6 +200,14 @@ impl DmaSession {
     }
 }
 
+/// IOMMU pages that `bytes` from a page boundary cover (`iommu_num_pages`), with shifts:
+/// the page size is only known at run time, and a division would cost more than the
+/// rest of a one-page map.
+#[inline]
+fn pages_spanned(bytes: u64, shift: u32) -> u64 {
+    (bytes >> shift) + u64::from(bytes & ((1u64 << shift) - 1) != 0)
+}
+
 #[inline]
 fn map_one(
     table: &IommuTable,
@@ -214,7 +222,7 @@ fn map_one(
     let g = table.tces.geometry();
     let shift = g.page_shift().shift();
     let mask = g.page_shift().offset_mask();
-    let npages = ((phys & mask) + len).div_ceil(1 << shift);
+    let npages = pages_spanned((phys & mask) + len, shift);
     let got = map
         .alloc(npages, cpu, handle.as_mut())
         .map_err(|_| DmaMapError::NoSpace)?;
@@ -252,7 +260,7 @@ fn unmap_one(
     let shift = g.page_shift().shift();
     let mask = g.page_shift().offset_mask();
     let rel = dma.wrapping_sub(g.bus_offset().raw()) >> shift;
-    let npages = ((dma & mask) + len).div_ceil(1 << shift);
+    let npages = pages_spanned((dma & mask) + len, shift);
     if rel >= g.entries() || npages > g.entries() - rel {
         return Err(DmaMapError::Invalid);
     }
