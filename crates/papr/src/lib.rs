@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dt;
+pub mod guest;
 pub mod hcall;
 pub mod iommu;
 pub mod rtas;
@@ -27,6 +28,7 @@ pub mod state;
 pub mod table;
 
 pub use dt::{DeviceTree, PhbNode};
+pub use guest::{DdwError, DdwWindow, GuestScratch, LinuxGuestDdw};
 pub use hcall::Hcall;
 pub use iommu::PhbIommu;
 pub use rtas::{RtasCall, RtasStatus};

@@ -1,5 +1,5 @@
-//! The DDW RTAS calls (papr.md A.10), the RTAS buffer through KVMPPC_H_RTAS, the
-//! device-tree data, and the Linux guest's DDW sequence.
+//! The DDW RTAS calls (papr.md A.10), the RTAS buffer through KVMPPC_H_RTAS and the
+//! device-tree data. The Linux guest's DDW sequence is in `guest_ddw.rs`.
 
 mod common;
 use common::*;
@@ -159,101 +159,6 @@ fn device_tree_data_matches_qemu() {
         spapr_papr::ddw_page_mask(PageSizes::PHB4),
         0x1 | 0x2 | 0x100
     );
-}
-
-/// pseries/iommu.c `enable_ddw`, driven through the guest-visible interfaces only.
-fn linux_enable_ddw(s: &Spapr, mem: &GuestMemoryMmap) -> (u32, u64, u32) {
-    let dt = s.device_tree();
-    let node = &dt.phbs[0];
-    let [query, create_tok, remove_tok] = node.ddw_applicable.unwrap();
-    let ext = node.ddw_extensions.unwrap();
-    let (reset_tok, six) = (ext[1], ext[2] == 1);
-    let buid = node.buid;
-    let (hi, lo) = ((buid >> 32) as u32, buid as u32);
-    let rtas = |tok: u32, args: &[u32], nret: u32| -> Vec<u32> {
-        let rets = write_rtas(mem, 0x30_0000, tok, args, nret);
-        assert_eq!(s.h_rtas(mem, 0x30_0000), HStatus::Success);
-        read_u32s(mem, rets, nret as usize)
-    };
-    // (bus << 16) | (devfn << 8) of 01:00.0.
-    let cfg = 1 << 16;
-    let nret = if six { 6 } else { 5 };
-    let mut out = rtas(query, &[cfg, hi, lo], nret);
-    assert_eq!(out[0], 0);
-    if out[1] == 0 {
-        // Clear the unused default window in 512-entry chunks, remove it, query again.
-        let win = u64::from(node.dma_window[4]) | (u64::from(node.dma_window[3]) << 32);
-        let entries = win >> 12;
-        let mut i = 0;
-        while i < entries {
-            let n = (entries - i).min(512);
-            let st = s.h_stuff_tce(mem, u64::from(node.dma_window[0]), i << 12, 0, n);
-            assert_eq!(st, HStatus::Success);
-            i += n;
-        }
-        assert_eq!(rtas(remove_tok, &[node.dma_window[0]], 1), vec![0]);
-        out = rtas(query, &[cfg, hi, lo], nret);
-        assert_eq!(out[1], 1);
-    }
-    let mask = out[if six { 4 } else { 3 }];
-    // Largest page size in the mask (iommu_get_page_shift's table).
-    let page_shift = spapr_papr::DDW_PAGE_BITS
-        .iter()
-        .filter(|(_, b)| mask & b != 0)
-        .map(|(s, _)| *s)
-        .max()
-        .unwrap();
-    let window_shift = 64 - (RAM - 1).leading_zeros();
-    let made = rtas(create_tok, &[cfg, hi, lo, page_shift, window_shift], 4);
-    assert_eq!(made[0], 0, "create: {made:?}");
-    let (liobn, start) = (made[1], (u64::from(made[2]) << 32) | u64::from(made[3]));
-    // Direct-map all RAM: H_PUT_TCE_INDIRECT, 512 per call, tce = phys | R | W.
-    let pages = RAM >> page_shift;
-    let mut done = 0;
-    while done < pages {
-        let n = (pages - done).min(512);
-        let list: Vec<u64> = (0..n).map(|k| ((done + k) << page_shift) | 3).collect();
-        write_list(mem, 0x31_0000, &list);
-        let st = s.h_put_tce_indirect(
-            mem,
-            u64::from(liobn),
-            start + (done << page_shift),
-            0x31_0000,
-            n,
-        );
-        assert_eq!(st, HStatus::Success);
-        done += n;
-    }
-    let _ = reset_tok;
-    (liobn, start, page_shift)
-}
-
-#[test]
-fn the_linux_guest_ddw_sequence_direct_maps_all_ram() {
-    for p in Profile::ALL {
-        let (s, mem) = guest(p);
-        let (liobn, start, shift) = linux_enable_ddw(&s, &mem);
-        assert_eq!((liobn, start, shift), (0x8000_0001, DDW_BASE, 24), "{p:?}");
-        // Every page translates 1:1.
-        let t = s.table(u64::from(liobn)).unwrap();
-        for off in [0u64, 0x123_4567, RAM - 8] {
-            assert_eq!(
-                t.tces
-                    .translate(spapr_tce::Iova(start + off), spapr_tce::Access::Write),
-                Ok(spapr_tce::Gpa(off))
-            );
-        }
-    }
-}
-
-#[test]
-fn the_linux_sequence_removes_an_unused_default_window_when_no_slot_is_free() {
-    let (s, mem) = guest(Profile::Kvm);
-    // Something already took the second slot.
-    assert_eq!(create(&s, 12, 28)[0], 0);
-    let (liobn, start, _) = linux_enable_ddw(&s, &mem);
-    // The new window took slot 0 (liobn[0]), at the 64-bit base since one is enabled.
-    assert_eq!((liobn, start), (0x8000_0000, DDW_BASE));
 }
 
 #[test]
