@@ -6,7 +6,7 @@ use crate::doc::{parse_num, Node as DocNode, Val};
 use crate::report::{CheckReport, Node, Report, StepReport};
 use crate::scenario::{Machine, Scenario, Step, RULES};
 use iommu_core::{DomainType, Errno, GroupClaim, OwnerCookie, Rule};
-use spapr_papr::{opcode, HStatus, RtasCall, Spapr};
+use spapr_papr::{opcode, DdwError, GuestScratch, HStatus, LinuxGuestDdw, RtasCall, Spapr};
 use spapr_platform::{OpalError, PowerNv, Tve1, BYPASS_BASE};
 use spapr_tce::DmaDirection;
 use spapr_vfio::uapi::{encode, ioctl};
@@ -36,6 +36,9 @@ enum World {
         mem: GuestMemoryMmap,
         saved: HashMap<u64, Vec<u8>>,
         trace: Vec<String>,
+        /// The guest kernel's DDW state (windows made, PHBs that failed); a machine
+        /// reset reboots it.
+        guest: LinuxGuestDdw,
     },
 }
 
@@ -216,6 +219,7 @@ impl Engine {
                     mem,
                     saved: HashMap::new(),
                     trace: Vec::new(),
+                    guest: LinuxGuestDdw::new(default_scratch(config.ram_size), false),
                 }
             }
         };
@@ -418,6 +422,7 @@ impl Engine {
                 || name.starts_with("guest_")
                 || name == "hcall"
                 || name == "machine_reset"
+                || name == "linux_enable_ddw"
                 || name.ends_with("_phb") =>
             {
                 self.papr(step, iter)
@@ -1000,11 +1005,89 @@ impl Engine {
                 }
             }
             "machine_reset" => {
-                let World::PSeries { s, .. } = &self.world else {
+                let World::PSeries { s, guest, .. } = &mut self.world else {
                     return Err("needs a pseries machine".into());
                 };
                 s.reset();
+                *guest = LinuxGuestDdw::new(default_scratch(s.ram_size()), false);
                 Outcome::Ok(String::new())
+            }
+            "linux_enable_ddw" => {
+                let World::PSeries { s, .. } = &self.world else {
+                    return Err("needs a pseries machine".into());
+                };
+                let machine_ram = s.ram_size();
+                let phb = self.opt_num(step, "phb", iter, 0)?;
+                let cfg = self.opt_num(step, "cfg", iter, 1 << 16)?;
+                let ram = self.opt_num(step, "ram", iter, machine_ram)?;
+                let scratch = match Self::node(step, "scratch") {
+                    Some(_) => {
+                        let at = self.num(step, "scratch", iter)?;
+                        GuestScratch {
+                            rtas: at,
+                            list: at.saturating_add(0x1000),
+                        }
+                    }
+                    None => default_scratch(machine_ram),
+                };
+                let World::PSeries {
+                    s,
+                    mem,
+                    trace,
+                    guest,
+                    ..
+                } = &mut self.world
+                else {
+                    return Err("needs a pseries machine".into());
+                };
+                guest.set_scratch(scratch);
+                let r = guest.enable_ddw(s, mem, phb as usize, cfg as u32, ram);
+                trace.push(format!("linux enable_ddw phb {phb} cfg {cfg:#x} -> {r:x?}"));
+                match r {
+                    Ok(w) => {
+                        let mut named = Named {
+                            primary: u64::from(w.liobn),
+                            ..Named::default()
+                        };
+                        named.fields.insert("liobn", u64::from(w.liobn));
+                        named.fields.insert("start", w.start);
+                        named.fields.insert("page_shift", u64::from(w.page_shift));
+                        named
+                            .fields
+                            .insert("window_shift", u64::from(w.window_shift));
+                        named.fields.insert("direct", u64::from(w.direct));
+                        named
+                            .fields
+                            .insert("removed_default", u64::from(w.removed_default));
+                        self.name_result(step, named);
+                        Outcome::Ok(format!(
+                            "liobn {:#x} at {:#x}, {} pages, {}{}{}",
+                            w.liobn,
+                            w.start,
+                            size(1u64 << w.page_shift),
+                            size(1u64 << w.window_shift),
+                            if w.direct { ", direct" } else { ", table" },
+                            if w.removed_default {
+                                ", default window removed"
+                            } else {
+                                ""
+                            }
+                        ))
+                    }
+                    Err(DdwError::Hcall { call, status }) => {
+                        Outcome::Status(status.name().to_string(), call.to_string())
+                    }
+                    Err(DdwError::Rtas { call, status }) => {
+                        Outcome::Status(rtas_name(status as u32), call.to_string())
+                    }
+                    Err(DdwError::Scratch) => {
+                        return Err(format!(
+                            "the guest's scratch pages ({:#x}, {:#x}) are not in guest RAM",
+                            scratch.rtas, scratch.list
+                        ))
+                    }
+                    Err(e) => Outcome::Status("refused".into(), e.to_string()),
+                }
             }
             "save_phb" => {
                 let phb = num("phb")?;
@@ -1471,5 +1554,15 @@ pub fn fuzz_one(data: &[u8]) -> Result<(), String> {
         }
         Err(e) if e.line >= 1 && e.line <= lines + 1 && e.col >= 1 => Ok(()),
         Err(e) => Err(format!("error outside the file: {e}")),
+    }
+}
+
+/// Where the simulated guest kernel keeps its RTAS buffer and TCE list by default: the
+/// last two 4 KiB pages of its RAM.
+fn default_scratch(ram: u64) -> GuestScratch {
+    let top = ram & !0xfff;
+    GuestScratch {
+        rtas: top.saturating_sub(0x2000),
+        list: top.saturating_sub(0x1000),
     }
 }

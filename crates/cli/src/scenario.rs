@@ -158,6 +158,7 @@ ops! {
     "guest_write" PSeries ["addr"] ["u64be", "u32be", "data"];
     "guest_read" PSeries ["addr"] ["u64be", "u32be", "data"];
     "machine_reset" PSeries [] [];
+    "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "scratch"];
     "save_phb" PSeries ["phb"] [];
     "restore_phb" PSeries ["phb", "from"] [];
 }
@@ -175,14 +176,15 @@ fn valid_expect(s: &str) -> bool {
         || s == "fault"
         || s == "clean"
         || s == "error"
+        || s == "refused"
         || Errno::from_name(s).is_some()
         || HStatus::from_name(s).is_some()
         || RtasStatus::from_name(s).is_some()
         || s.parse::<i64>().is_ok()
-        || RULES.contains(&s)
+        || is_rule(s)
 }
 
-/// Rule names a `check` step may expect.
+/// The kernel's security rules, checked on a PowerNV machine.
 pub const RULES: [&str; 5] = [
     "NoKernelTranslationOnUserGroup",
     "NoKernelDriverOnUserGroup",
@@ -190,6 +192,14 @@ pub const RULES: [&str; 5] = [
     "KernelDmaRestored",
     "RefcountBalance",
 ];
+
+/// The window rules, checked on a pSeries machine.
+pub const PSERIES_RULES: [&str; 2] = ["WindowsDisjoint", "LiobnMatchesSlot"];
+
+/// Whether `s` names a rule a `check` step may expect or a scenario may expect violated.
+fn is_rule(s: &str) -> bool {
+    RULES.contains(&s) || PSERIES_RULES.contains(&s)
+}
 
 struct Ctx<'a> {
     src: &'a Source,
@@ -643,6 +653,14 @@ fn result_fields(op: &str) -> &'static [&'static str] {
         "vfio_create_window" => &["start"],
         "vfio_get_info" => &["flags", "start", "size", "pgsizes", "max_windows", "levels"],
         "rtas" | "rtas_buffer" => &["status", "r1", "r2", "r3", "r4", "r5", "liobn", "start"],
+        "linux_enable_ddw" => &[
+            "liobn",
+            "start",
+            "page_shift",
+            "window_shift",
+            "direct",
+            "removed_default",
+        ],
         _ => &[],
     }
 }
@@ -726,8 +744,8 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         };
         for i in items {
             let r = ctx.string(i, "a rule name")?;
-            if !RULES.contains(&r) {
-                let hint = closest(r, RULES.iter().copied())
+            if !is_rule(r) {
+                let hint = closest(r, RULES.iter().chain(&PSERIES_RULES).copied())
                     .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
                 return Err(ctx.err(i, format!("unknown rule {r:?}{hint}")));
             }

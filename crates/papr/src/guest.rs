@@ -154,6 +154,11 @@ impl LinuxGuestDdw {
         }
     }
 
+    /// Moves the guest's scratch pages (the kernel state is kept).
+    pub fn set_scratch(&mut self, scratch: GuestScratch) {
+        self.scratch = scratch;
+    }
+
     /// The window made on the PHB with `buid`, if any.
     pub fn window(&self, buid: u64) -> Option<DdwWindow> {
         self.windows.get(&buid).copied()
