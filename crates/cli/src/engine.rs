@@ -32,7 +32,7 @@ enum World {
         containers: Vec<ContainerFd>,
     },
     PSeries {
-        s: Spapr,
+        s: Box<Spapr>,
         mem: GuestMemoryMmap,
         saved: HashMap<u64, Vec<u8>>,
         trace: Vec<String>,
@@ -208,7 +208,7 @@ impl Engine {
                 }
             }
             Machine::PSeries { config } => {
-                let s = Spapr::new(config.clone()).map_err(|e| e.to_string())?;
+                let s = Box::new(Spapr::new(config.clone()).map_err(|e| e.to_string())?);
                 let mem = GuestMemoryMmap::<()>::from_ranges(&[(
                     GuestAddress(0),
                     config.ram_size as usize,
