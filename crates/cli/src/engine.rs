@@ -1020,6 +1020,13 @@ impl Engine {
                 let phb = self.opt_num(step, "phb", iter, 0)?;
                 let cfg = self.opt_num(step, "cfg", iter, 1 << 16)?;
                 let ram = self.opt_num(step, "ram", iter, machine_ram)?;
+                if ram > machine_ram.saturating_mul(4) {
+                    // Bounds what one step may map: a guest that believes in more RAM
+                    // than it has is a test of failure paths, not of size.
+                    return Err(format!(
+                        "ram {ram:#x}: at most 4 x the machine's RAM ({machine_ram:#x})"
+                    ));
+                }
                 let scratch = match Self::node(step, "scratch") {
                     Some(_) => {
                         let at = self.num(step, "scratch", iter)?;
