@@ -49,6 +49,22 @@ pub(crate) enum View<'t> {
 }
 
 impl<'t> View<'t> {
+    /// The raw (big-endian) entry at `rel`, 0 where a level is missing; a relaxed load.
+    /// The caller guarantees that `rel` is below the window's entry count. The flat case
+    /// is one load with no presence test, for translation loops.
+    #[inline(always)]
+    pub(crate) fn load_raw(&self, rel: u64) -> u64 {
+        match *self {
+            View::Flat(leaf) => {
+                debug_assert!((rel as usize) < leaf.len());
+                // SAFETY: as in `slot`: a one-level leaf holds exactly the window's
+                // entries and the caller guarantees `rel < entries`.
+                unsafe { leaf.get_unchecked(rel as usize) }.load(Ordering::Relaxed)
+            }
+            tree => tree.slot(rel).map_or(0, |s| s.load(Ordering::Relaxed)),
+        }
+    }
+
     /// The slot of `rel`, `None` where a level is missing. The caller guarantees that
     /// `rel` is below the window's entry count.
     #[inline(always)]

@@ -634,10 +634,7 @@ impl<A: RealAddress, K: TceKill> Translator<'_, A, K> {
             return Err(Fault::OutsideWindow { iova });
         }
         // Relaxed: see `TceTable::get`.
-        let raw = self
-            .view
-            .slot(rel)
-            .map_or(0, |s| u64::from_be(s.load(Ordering::Relaxed)));
+        let raw = u64::from_be(self.view.load_raw(rel));
         let need = match access {
             Access::Read => 1,
             Access::Write => 2,
