@@ -1258,7 +1258,7 @@ impl Engine {
                 containers,
                 ..
             } => powernv_tree(m, vfio, containers),
-            World::PSeries { s, .. } => pseries_tree(s),
+            World::PSeries { s, guest, .. } => pseries_tree(s, guest),
         }
     }
 }
@@ -1461,7 +1461,7 @@ fn powernv_tree(m: &PowerNv, vfio: &Vfio, containers: &[ContainerFd]) -> Node {
     )
 }
 
-fn pseries_tree(s: &Spapr) -> Node {
+fn pseries_tree(s: &Spapr, guest: &LinuxGuestDdw) -> Node {
     let mut kids = Vec::new();
     for p in s.phbs() {
         let slots = p.shared.read();
@@ -1507,9 +1507,19 @@ fn pseries_tree(s: &Spapr) -> Node {
             };
             wins.push(Node::leaf(label));
         }
+        // What the guest kernel's enable_ddw made of this PHB, if it ran.
+        let kernel = match guest.window(p.buid) {
+            Some(w) => format!(
+                "; guest kernel: DDW liobn {:#x}{}",
+                w.liobn,
+                if w.direct { " direct" } else { " table" }
+            ),
+            None if guest.failed(p.buid) => "; guest kernel: DDW failed".to_string(),
+            None => String::new(),
+        };
         kids.push(Node::new(
             format!(
-                "PHB {} BUID {:#x}, DDW {}",
+                "PHB {} BUID {:#x}, DDW {}{kernel}",
                 p.config.index,
                 p.buid,
                 if p.config.ddw { "on" } else { "off" }
