@@ -187,3 +187,79 @@ fn a_phb_without_ddw_is_not_applicable() {
     );
     assert!(g.failed(BUID));
 }
+
+/// Every combination of profile, second slot taken or free, default window busy or idle,
+/// and a guest that believes in its real RAM or twice it: the outcome and what is left
+/// behind follow kernel.md 2.8 (the decision table in the match below).
+#[test]
+fn the_whole_decision_table() {
+    for p in Profile::ALL {
+        for slot_taken in [false, true] {
+            for default_busy in [false, true] {
+                for ram in [RAM, 2 * RAM] {
+                    let (s, mem) = guest(p);
+                    if slot_taken {
+                        take_second_slot(&s);
+                    }
+                    if default_busy {
+                        assert_eq!(s.h_put_tce(&mem, LIOBN0, 0x5000, 0x7003), HStatus::Success);
+                    }
+                    let case =
+                        format!("{p:?} slot_taken={slot_taken} busy={default_busy} ram={ram:#x}");
+                    let r = linux().enable_ddw(&s, &mem, 0, CFG, ram);
+                    // Only LoPAR checks TCEs against guest memory: a guest wrong about
+                    // its RAM fails the direct map there and nowhere else.
+                    let map_fails = p == Profile::Lopar && ram > RAM;
+                    match (slot_taken, default_busy, map_fails) {
+                        (true, true, _) => {
+                            assert_eq!(
+                                r,
+                                Err(DdwError::NoWindow("the default window is in use")),
+                                "{case}"
+                            );
+                            assert_eq!(get(&s, &mem, LIOBN0, 0x5000), Some(0x7003), "{case}");
+                            assert!(s.table(LIOBN1).is_some(), "{case}: other window kept");
+                        }
+                        (false, _, false) => {
+                            let w = r.clone().unwrap();
+                            assert_eq!(
+                                (w.liobn, w.removed_default),
+                                (0x8000_0001, false),
+                                "{case}"
+                            );
+                            let busy = default_busy.then_some(0x7003).or(Some(0));
+                            assert_eq!(get(&s, &mem, LIOBN0, 0x5000), busy, "{case}");
+                        }
+                        (true, false, false) => {
+                            let w = r.clone().unwrap();
+                            assert_eq!((w.liobn, w.removed_default), (0x8000_0000, true), "{case}");
+                        }
+                        (false, _, true) => {
+                            assert!(matches!(r, Err(DdwError::Hcall { .. })), "{case}: {r:?}");
+                            assert!(s.table(LIOBN1).is_none(), "{case}: new window removed");
+                            let busy = default_busy.then_some(0x7003).or(Some(0));
+                            assert_eq!(get(&s, &mem, LIOBN0, 0x5000), busy, "{case}: default kept");
+                        }
+                        (true, false, true) => {
+                            assert!(matches!(r, Err(DdwError::Hcall { .. })), "{case}: {r:?}");
+                            // Reset: the default is back (zeroed), every DDW gone.
+                            assert_eq!(get(&s, &mem, LIOBN0, 0x5000), Some(0), "{case}");
+                            assert!(s.table(LIOBN1).is_none(), "{case}");
+                        }
+                    }
+                    if let Ok(w) = r {
+                        assert!(w.direct, "{case}");
+                        let t = s.table(u64::from(w.liobn)).unwrap();
+                        for off in [0u64, RAM / 2 + 0x1234, RAM - 8] {
+                            assert_eq!(
+                                t.tces.translate(Iova(w.start + off), Access::Read),
+                                Ok(Gpa(off)),
+                                "{case}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
