@@ -51,6 +51,18 @@ pub struct DdwWindow {
     pub removed_default: bool,
 }
 
+impl DdwWindow {
+    /// The device-tree property the guest kernel records the window under: a direct
+    /// window, used for 1:1 DMA, or one left to the guest's IOMMU table.
+    pub fn dt_property(&self) -> &'static str {
+        if self.direct {
+            "linux,direct64-ddr-window-info"
+        } else {
+            "linux,dma64-ddr-window-info"
+        }
+    }
+}
+
 /// Why the guest got no window.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DdwError {
@@ -467,6 +479,21 @@ impl LinuxGuestDdw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_is_recorded_under_the_kernel_property() {
+        let mut w = DdwWindow {
+            liobn: 1,
+            start: 0,
+            page_shift: 16,
+            window_shift: 30,
+            direct: true,
+            removed_default: false,
+        };
+        assert_eq!(w.dt_property(), "linux,direct64-ddr-window-info");
+        w.direct = false;
+        assert_eq!(w.dt_property(), "linux,dma64-ddr-window-info");
+    }
 
     #[test]
     fn order_base_2_rounds_up() {
