@@ -12,6 +12,41 @@
 //! the default is `kvm`). Depends only on the TCE engine. Models QEMU's
 //! `hw/ppc/spapr_iommu.c`, `spapr_rtas_ddw.c`, `spapr_pci.c` and KVM's
 //! `arch/powerpc/kvm/book3s_64_vio.c`.
+//!
+//! A VMM's use, end to end: the hypercall dispatcher maps a page, a device model reads
+//! through the guest's table, and the Linux guest's own DDW sequence ([`LinuxGuestDdw`])
+//! gets a 64-bit window over all of RAM.
+//!
+//! ```
+//! use spapr_papr::{opcode, GuestScratch, HStatus, LinuxGuestDdw, Spapr, SpaprConfig};
+//! use vm_memory::iommu::IommuMemory;
+//! use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+//!
+//! let ram = 64 << 20;
+//! let s = Spapr::new(SpaprConfig { ram_size: ram, ..SpaprConfig::default() }).unwrap();
+//! let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), ram as usize)]).unwrap();
+//!
+//! // The guest maps bus address 0x3000 of the default window (LIOBN 0x8000_0000) to
+//! // guest page 0x20_0000, read-only, and puts data there.
+//! let (st, _) = s.hcall(&mem, opcode::H_PUT_TCE, [0x8000_0000, 0x3000, 0x20_0001, 0], false);
+//! assert_eq!(st, HStatus::Success);
+//! mem.write_slice(b"hello", GuestAddress(0x20_0000)).unwrap();
+//!
+//! // A device model's DMA goes through the table: reads work, writes are refused.
+//! let dma = IommuMemory::new(mem.clone(), s.phb_iommu(0).unwrap(), true, ());
+//! let mut buf = [0u8; 5];
+//! dma.read_slice(&mut buf, GuestAddress(0x3000)).unwrap();
+//! assert_eq!(&buf, b"hello");
+//! assert!(dma.write_slice(b"x", GuestAddress(0x3000)).is_err());
+//!
+//! // The guest kernel asks for a dynamic DMA window (RTAS through KVMPPC_H_RTAS, then
+//! // H_PUT_TCE_INDIRECT): 16M pages, direct-mapped over all RAM at the 64-bit base.
+//! let scratch = GuestScratch { rtas: 0x10_0000, list: 0x11_0000 };
+//! let w = LinuxGuestDdw::new(scratch, false).enable_ddw(&s, &mem, 0, 0, ram).unwrap();
+//! assert_eq!((w.start, w.page_shift, w.direct), (0x0800_0000_0000_0000, 24, true));
+//! dma.read_slice(&mut buf, GuestAddress(w.start + 0x20_0000)).unwrap();
+//! assert_eq!(&buf, b"hello");
+//! ```
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
