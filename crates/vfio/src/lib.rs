@@ -14,6 +14,41 @@
 //! The owning process (mm) is fixed at first use; locked memory is charged against a
 //! limit. The `linux` profile reproduces each quirk of kernel.md and says so in the trace;
 //! `strict` fixes each one.
+//!
+//! What QEMU does to give a VM a GPU, as ioctls on the seed machine (a POWER9 box whose
+//! `gpu0` has no kernel driver): register the device with vfio-pci, open its group, put it
+//! in a container, choose the v2 SPAPR TCE IOMMU, preregister 1 GiB of guest memory, create
+//! a 64K-page dynamic DMA window and map the memory into it.
+//!
+//! ```
+//! use spapr_platform::{PowerNv, PowerNvConfig};
+//! use spapr_vfio::uapi::{encode, ioctl};
+//! use spapr_vfio::{Mm, Vfio, VfioConfig};
+//! use std::sync::Arc;
+//!
+//! let m = Arc::new(PowerNv::booted(PowerNvConfig::seed()).unwrap());
+//! let v = Vfio::new(m.clone(), VfioConfig::default());
+//! let qemu = Mm(1000);
+//! let gpu = m.device("gpu0").unwrap();
+//! v.register_device(gpu).unwrap();
+//! let (c, g) = (v.open_container(), v.open_group(gpu).unwrap());
+//! v.set_container(g, c).unwrap(); // the group's PE is now isolated
+//! assert_eq!(v.ioctl_int(qemu, c, ioctl::SET_IOMMU, 7), Ok(0));
+//!
+//! let ua = v.mmap(qemu, 1 << 30, 16).unwrap(); // 1 GiB of 64K pages
+//! let mut arg = encode::register(0, ua, 1 << 30);
+//! assert_eq!(v.ioctl(qemu, c, ioctl::REGISTER_MEMORY, &mut arg), Ok(0));
+//! let mut arg = encode::create(16, 1 << 40, 2); // 64K pages, 1 TiB, 2 levels
+//! assert_eq!(v.ioctl(qemu, c, ioctl::TCE_CREATE, &mut arg), Ok(0));
+//! let start = encode::get64(&arg, 32);
+//! let mut arg = encode::map(3, ua, start, 1 << 30); // read and write
+//! assert_eq!(v.ioctl(qemu, c, ioctl::MAP_DMA, &mut arg), Ok(0));
+//!
+//! // The GPU's DMA now lands in QEMU's memory, and nowhere else.
+//! m.device_write(gpu, start + 0x1000, b"frame").unwrap();
+//! assert!(m.device_read(gpu, start + (1 << 30), 8).is_err());
+//! assert!(m.check().is_empty());
+//! ```
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
