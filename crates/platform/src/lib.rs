@@ -9,6 +9,38 @@
 //! The history is selectable ([`Design`]) so that the checker can be seen catching the
 //! real bugs: the v1 patch leaves kernel translations behind at hand-over, the v6.7 design
 //! never gives the kernel its windows back, the fixed design does both right.
+//!
+//! The seed machine's NVMe drive, as a kernel driver and then a user sees it:
+//!
+//! ```
+//! use iommu_core::{Errno, OwnerCookie};
+//! use spapr_platform::{PowerNv, PowerNvConfig};
+//! use spapr_tce::DmaDirection;
+//!
+//! let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
+//! let nvme = m.device("nvme0").unwrap();
+//! m.bind_driver(nvme, "nvme").unwrap();
+//!
+//! // The driver maps a buffer with the DMA API; the device writes into RAM through it.
+//! let dma = m.dma_session(nvme).unwrap();
+//! let bus = dma.map_page(0x1000_0000, 4096, DmaDirection::FromDevice, 0).unwrap();
+//! m.device_write(nvme, bus, b"block 0").unwrap();
+//! let mut got = [0u8; 7];
+//! m.ram().read(0x1000_0000, &mut got).unwrap();
+//! assert_eq!(&got, b"block 0");
+//!
+//! // No user may claim the group while a kernel driver is bound...
+//! let owner = OwnerCookie(1);
+//! assert_eq!(m.claim_group(nvme, owner).err(), Some(Errno::Eperm));
+//! dma.unmap_page(bus, 4096, 0).unwrap();
+//! m.unbind_driver(nvme).unwrap();
+//!
+//! // ...and once claimed, the device reaches no memory at all.
+//! let claim = m.claim_group(nvme, owner).unwrap();
+//! assert!(m.device_write(nvme, bus, b"x").is_err());
+//! assert!(m.check().is_empty());
+//! claim.release().unwrap(); // the kernel's windows are back
+//! ```
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
