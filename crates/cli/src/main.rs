@@ -75,17 +75,25 @@ fn main() -> ExitCode {
     let (common, what) = match cli.command {
         Command::Ops => {
             for op in scenario::OPS {
+                let fields = match (op.required.is_empty(), op.optional.is_empty()) {
+                    (true, true) => String::new(),
+                    (false, true) => format!("required: {}", op.required.join(", ")),
+                    (true, false) => format!("optional: {}", op.optional.join(", ")),
+                    (false, false) => format!(
+                        "required: {}; optional: {}",
+                        op.required.join(", "),
+                        op.optional.join(", ")
+                    ),
+                };
                 println!(
-                    "{:<24} {:<8} required: {}{}",
+                    "{:<24} {:<8} {}",
                     op.name,
                     format!("{:?}", op.needs).to_lowercase(),
-                    op.required.join(", "),
-                    if op.optional.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; optional: {}", op.optional.join(", "))
-                    }
+                    op.what
                 );
+                if !fields.is_empty() {
+                    println!("{:<33} {fields}", "");
+                }
             }
             return ExitCode::SUCCESS;
         }

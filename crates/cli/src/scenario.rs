@@ -90,77 +90,80 @@ pub struct OpSpec {
     pub required: &'static [&'static str],
     /// Optional fields.
     pub optional: &'static [&'static str],
+    /// What it does, and the kernel or PAPR call it models.
+    pub what: &'static str,
 }
 
 macro_rules! ops {
-    ($($name:literal $needs:ident [$($req:literal),*] [$($opt:literal),*];)*) => {
+    ($($name:literal $needs:ident [$($req:literal),*] [$($opt:literal),*] $what:literal;)*) => {
         /// Every operation a scenario can use.
         pub static OPS: &[OpSpec] = &[$(OpSpec {
             name: $name,
             needs: Needs::$needs,
             required: &[$($req),*],
             optional: &[$($opt),*],
+            what: $what,
         }),*];
     };
 }
 
 ops! {
     // Checks and views.
-    "check" Any [] [];
-    "show" Any [] [];
+    "check" Any [] [] "run every invariant check now (kernel.md section 3; pSeries window rules)";
+    "show" Any [] [] "print the state tree at this point";
     // IOMMU core and platform.
-    "bind" PowerNv ["device", "driver"] [];
-    "unbind" PowerNv ["device"] [];
-    "claim" PowerNv ["device"] ["owner"];
-    "release" PowerNv ["device"] [];
-    "hot_add" PowerNv ["device", "phb", "bus"] ["devfn", "dma_mask"];
-    "hot_remove" PowerNv ["device"] [];
-    "dma_alloc" PowerNv ["device", "size"] ["dir"];
-    "dma_free" PowerNv ["device", "dma"] [];
-    "dma_map" PowerNv ["device", "phys", "size"] ["dir", "cpu"];
-    "dma_unmap" PowerNv ["device", "dma", "size"] ["cpu"];
-    "device_read" Any ["addr"] ["device", "phb", "len", "data"];
-    "device_write" Any ["addr", "data"] ["device", "phb"];
-    "ram_write" PowerNv ["addr", "data"] [];
-    "ram_read" PowerNv ["addr", "data"] [];
-    "fail_next_set_window" PowerNv ["opal"] [];
+    "bind" PowerNv ["device", "driver"] [] "bind a kernel driver (iommu_device_use_default_domain); gives it a DMA session";
+    "unbind" PowerNv ["device"] [] "unbind the device's driver";
+    "claim" PowerNv ["device"] ["owner"] "claim the device's group for a user (iommu_group_claim_dma_owner)";
+    "release" PowerNv ["device"] [] "release a claim (iommu_group_release_dma_owner)";
+    "hot_add" PowerNv ["device", "phb", "bus"] ["devfn", "dma_mask"] "hot-plug a PCI device under a PHB (iommu_probe_device, device_group)";
+    "hot_remove" PowerNv ["device"] [] "hot-unplug a device; the group goes with its last device";
+    "dma_alloc" PowerNv ["device", "size"] ["dir"] "dma_alloc_coherent for the bound driver: RAM plus a bus address";
+    "dma_free" PowerNv ["device", "dma"] [] "dma_free_coherent";
+    "dma_map" PowerNv ["device", "phys", "size"] ["dir", "cpu"] "dma_map_page of real memory (the kernel allocator, or bypass)";
+    "dma_unmap" PowerNv ["device", "dma", "size"] ["cpu"] "dma_unmap_page";
+    "device_read" Any ["addr"] ["device", "phb", "len", "data"] "the device reads by DMA through its translation (fault recorded)";
+    "device_write" Any ["addr", "data"] ["device", "phb"] "the device writes by DMA through its translation (fault recorded)";
+    "ram_write" PowerNv ["addr", "data"] [] "write host RAM directly";
+    "ram_read" PowerNv ["addr", "data"] [] "read host RAM and compare";
+    "fail_next_set_window" PowerNv ["opal"] [] "make the next OPAL set-window call fail (error injection)";
     // VFIO.
-    "profile" Any [] ["kernel", "papr"];
-    "mmap" PowerNv ["size"] ["process", "page_size"];
-    "vfio_register_device" PowerNv ["device"] [];
-    "vfio_open_container" PowerNv [] [];
-    "vfio_open_group" PowerNv ["device"] [];
-    "vfio_set_container" PowerNv ["group", "container"] [];
-    "vfio_unset_container" PowerNv ["group"] [];
-    "vfio_open_device" PowerNv ["group", "device"] [];
-    "vfio_close_device" PowerNv ["group"] [];
-    "vfio_close_group" PowerNv ["group"] [];
-    "vfio_close_container" PowerNv ["container"] [];
-    "vfio_check_extension" PowerNv ["container", "arg"] ["process"];
-    "vfio_set_iommu" PowerNv ["container", "type"] ["process"];
-    "vfio_enable" PowerNv ["container"] ["process"];
-    "vfio_disable" PowerNv ["container"] ["process"];
-    "vfio_get_info" PowerNv ["container"] ["argsz", "process"];
-    "vfio_register_memory" PowerNv ["container", "vaddr", "size"] ["flags", "process"];
-    "vfio_unregister_memory" PowerNv ["container", "vaddr", "size"] ["flags", "process"];
-    "vfio_create_window" PowerNv ["container", "page_size", "window_size"] ["levels", "flags", "process"];
-    "vfio_remove_window" PowerNv ["container", "start"] ["flags", "process"];
-    "vfio_map_dma" PowerNv ["container", "vaddr", "iova", "size"] ["flags", "argsz", "process"];
-    "vfio_unmap_dma" PowerNv ["container", "iova", "size"] ["flags", "argsz", "process"];
+    "profile" Any [] ["kernel", "papr"] "switch the kernel (linux/strict) or PAPR (qemu/kvm/lopar) profile";
+    "mmap" PowerNv ["size"] ["process", "page_size"] "map anonymous memory into a process (the VMM's guest RAM)";
+    "vfio_register_device" PowerNv ["device"] [] "bind vfio-pci to the device (driver_managed_dma)";
+    "vfio_open_container" PowerNv [] [] "open /dev/vfio/vfio";
+    "vfio_open_group" PowerNv ["device"] [] "open /dev/vfio/GROUP";
+    "vfio_set_container" PowerNv ["group", "container"] [] "VFIO_GROUP_SET_CONTAINER: claims DMA ownership, isolates the PE";
+    "vfio_unset_container" PowerNv ["group"] [] "VFIO_GROUP_UNSET_CONTAINER: clears TCEs, gives the PE back";
+    "vfio_open_device" PowerNv ["group", "device"] [] "VFIO_GROUP_GET_DEVICE_FD";
+    "vfio_close_device" PowerNv ["group"] [] "close the device fd";
+    "vfio_close_group" PowerNv ["group"] [] "close the group fd";
+    "vfio_close_container" PowerNv ["container"] [] "close the container fd: frees windows, returns charges";
+    "vfio_check_extension" PowerNv ["container", "arg"] ["process"] "VFIO_CHECK_EXTENSION";
+    "vfio_set_iommu" PowerNv ["container", "type"] ["process"] "VFIO_SET_IOMMU: 2 = SPAPR TCE v1, 7 = v2";
+    "vfio_enable" PowerNv ["container"] ["process"] "VFIO_IOMMU_ENABLE (v1): charge and enable";
+    "vfio_disable" PowerNv ["container"] ["process"] "VFIO_IOMMU_DISABLE (v1)";
+    "vfio_get_info" PowerNv ["container"] ["argsz", "process"] "VFIO_IOMMU_SPAPR_TCE_GET_INFO; names its fields";
+    "vfio_register_memory" PowerNv ["container", "vaddr", "size"] ["flags", "process"] "VFIO_IOMMU_SPAPR_REGISTER_MEMORY (v2 preregistration)";
+    "vfio_unregister_memory" PowerNv ["container", "vaddr", "size"] ["flags", "process"] "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY";
+    "vfio_create_window" PowerNv ["container", "page_size", "window_size"] ["levels", "flags", "process"] "VFIO_IOMMU_SPAPR_TCE_CREATE: a dynamic DMA window";
+    "vfio_remove_window" PowerNv ["container", "start"] ["flags", "process"] "VFIO_IOMMU_SPAPR_TCE_REMOVE";
+    "vfio_map_dma" PowerNv ["container", "vaddr", "iova", "size"] ["flags", "argsz", "process"] "VFIO_IOMMU_MAP_DMA";
+    "vfio_unmap_dma" PowerNv ["container", "iova", "size"] ["flags", "argsz", "process"] "VFIO_IOMMU_UNMAP_DMA";
     // pSeries guest.
-    "h_put_tce" PSeries ["liobn", "ioba", "tce"] [];
-    "h_get_tce" PSeries ["liobn", "ioba"] ["value"];
-    "h_stuff_tce" PSeries ["liobn", "ioba", "tce", "count"] [];
-    "h_put_tce_indirect" PSeries ["liobn", "ioba", "list", "count"] [];
-    "hcall" PSeries ["opcode"] ["args", "problem_state", "value"];
-    "rtas" PSeries ["call", "args"] ["nret", "rets"];
-    "rtas_buffer" PSeries ["addr", "token", "args"] ["nret", "rets"];
-    "guest_write" PSeries ["addr"] ["u64be", "u32be", "data"];
-    "guest_read" PSeries ["addr"] ["u64be", "u32be", "data"];
-    "machine_reset" PSeries [] [];
-    "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "scratch"];
-    "save_phb" PSeries ["phb"] [];
-    "restore_phb" PSeries ["phb", "from"] [];
+    "h_put_tce" PSeries ["liobn", "ioba", "tce"] [] "H_PUT_TCE";
+    "h_get_tce" PSeries ["liobn", "ioba"] ["value"] "H_GET_TCE; `value` compares r4";
+    "h_stuff_tce" PSeries ["liobn", "ioba", "tce", "count"] [] "H_STUFF_TCE";
+    "h_put_tce_indirect" PSeries ["liobn", "ioba", "list", "count"] [] "H_PUT_TCE_INDIRECT (the list read from guest memory)";
+    "hcall" PSeries ["opcode"] ["args", "problem_state", "value"] "any hypercall by opcode, through the dispatcher";
+    "rtas" PSeries ["call", "args"] ["nret", "rets"] "a DDW RTAS call (query, create, remove, reset) with its arguments";
+    "rtas_buffer" PSeries ["addr", "token", "args"] ["nret", "rets"] "an RTAS call through a PAPR argument buffer in guest memory (KVMPPC_H_RTAS)";
+    "guest_write" PSeries ["addr"] ["u64be", "u32be", "data"] "write guest memory (text, or big-endian u64/u32 words)";
+    "guest_read" PSeries ["addr"] ["u64be", "u32be", "data"] "read guest memory and compare";
+    "machine_reset" PSeries [] [] "reset the machine: default windows back, a fresh guest kernel";
+    "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "scratch"] "the Linux guest kernel's enable_ddw (pseries/iommu.c) on a PHB";
+    "save_phb" PSeries ["phb"] [] "save a PHB's windows (versioned bytes)";
+    "restore_phb" PSeries ["phb", "from"] [] "restore a PHB's windows from a save";
 }
 
 /// Fields every step may have.
