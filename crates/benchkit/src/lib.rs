@@ -31,13 +31,6 @@ pub struct Row {
     pub target: f64,
 }
 
-impl Row {
-    /// `baseline / ours`: our speed as a fraction of the baseline's.
-    pub fn ratio(&self) -> f64 {
-        self.ratio
-    }
-}
-
 /// Rounds of the interleaved measurement.
 const ROUNDS: usize = 15;
 /// Target duration of one side of one round.
@@ -154,11 +147,7 @@ impl Comparison {
         };
         println!(
             "{name}: ours {:.2} ns, {} {:.2} ns, ratio {:.2} (target >= {:.2})",
-            row.ours_ns,
-            row.baseline,
-            row.baseline_ns,
-            row.ratio(),
-            row.target
+            row.ours_ns, row.baseline, row.baseline_ns, row.ratio, row.target
         );
         self.rows.push(row);
     }
@@ -181,13 +170,9 @@ impl Comparison {
                 r.ours_ns,
                 r.baseline,
                 r.baseline_ns,
-                r.ratio(),
+                r.ratio,
                 r.target,
-                if r.ratio() >= r.target {
-                    "met"
-                } else {
-                    "missed"
-                }
+                if r.ratio >= r.target { "met" } else { "missed" }
             );
         }
         s

@@ -132,12 +132,7 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
             break;
         }
         if sc.check_each_step {
-            let bad: Vec<String> = e
-                .checks()
-                .into_iter()
-                .filter(|c| !c.held)
-                .map(|c| c.detail)
-                .collect();
+            let bad: Vec<String> = e.failed_checks().map(|c| c.detail).collect();
             if !bad.is_empty() {
                 stopped = Some(format!(
                     "an invariant broke after step {} (line {}): {}",
@@ -440,12 +435,7 @@ impl Engine {
     }
 
     fn check_step(&self) -> Outcome {
-        let broken: Vec<String> = self
-            .checks()
-            .into_iter()
-            .filter(|c| !c.held)
-            .map(|c| c.name)
-            .collect();
+        let broken: Vec<String> = self.failed_checks().map(|c| c.name).collect();
         if broken.is_empty() {
             Outcome::Status("clean".into(), String::new())
         } else {
@@ -922,23 +912,9 @@ impl Engine {
                         (rtas_name(rets.first().copied().unwrap_or(0)), rets)
                     }
                     (None, Some((addr, tok))) => {
-                        let words: Vec<u32> = [tok, args.len() as u32, nret]
-                            .into_iter()
-                            .chain(args.iter().copied())
-                            .collect();
-                        for (i, w) in words.iter().enumerate() {
-                            mem.write_obj(w.to_be(), GuestAddress(addr + 4 * i as u64))
-                                .map_err(|e| format!("RTAS buffer outside guest RAM: {e}"))?;
-                        }
-                        let st = s.h_rtas(mem, addr);
-                        let rets_at = addr + 4 * words.len() as u64;
-                        let rets: Vec<u32> = (0..u64::from(nret))
-                            .map(|i| {
-                                mem.read_obj::<u32>(GuestAddress(rets_at + 4 * i))
-                                    .map(u32::from_be)
-                                    .unwrap_or(0)
-                            })
-                            .collect();
+                        let (st, rets) = s
+                            .rtas_through_buffer(mem, addr, tok, &args, nret)
+                            .ok_or("RTAS buffer outside guest RAM")?;
                         trace.push(format!(
                             "KVMPPC_H_RTAS token {tok:#x} -> {st}, rets {rets:x?}"
                         ));
@@ -1158,6 +1134,11 @@ impl Engine {
     }
 
     // ---- state, checks, trace ----
+
+    /// The checks that do not hold now.
+    fn failed_checks(&self) -> impl Iterator<Item = CheckReport> {
+        self.checks().into_iter().filter(|c| !c.held)
+    }
 
     fn checks(&self) -> Vec<CheckReport> {
         match &self.world {

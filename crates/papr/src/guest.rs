@@ -237,6 +237,9 @@ impl LinuxGuestDdw {
         }
     }
 
+    /// Steps 2 to 8: query; make room by removing an unused default window if need be;
+    /// open the window. Once the default window is removed, any failure resets the PHB,
+    /// here and only here.
     fn make<M: GuestMemoryBackend>(
         &self,
         s: &Spapr,
@@ -245,34 +248,22 @@ impl LinuxGuestDdw {
         cfg: u32,
         ram: u64,
     ) -> Result<DdwWindow, DdwError> {
-        let (hi, lo) = ((n.buid >> 32) as u32, n.buid as u32);
-        let [query, create, remove] = n.tokens;
-        let nret = if n.six_outputs { 6 } else { 5 };
-        let mut q = self.rtas(
-            s,
-            mem,
-            "ibm,query-pe-dma-window",
-            query,
-            &[cfg, hi, lo],
-            nret,
-        )?;
-        let mut removed_default = false;
-        if q[1] == 0 {
-            let Some(reset) = n.reset else {
-                return Err(DdwError::NoWindow(
-                    "no reset extension to restore the default",
-                ));
-            };
-            if self.default_in_use(s, mem, n)? {
-                return Err(DdwError::NoWindow("the default window is in use"));
-            }
-            self.clear_default(s, mem, n)?;
-            removed_default = true;
-            let undo = |e: DdwError| {
-                let _ = self.rtas(s, mem, "ibm,reset-pe-dma-windows", reset, &[cfg, hi, lo], 1);
-                e
-            };
-            self.rtas(
+        let q = self.query(s, mem, n, cfg)?;
+        if q[1] != 0 {
+            return self.open_window(s, mem, n, cfg, ram, &q);
+        }
+        let Some(reset) = n.reset else {
+            return Err(DdwError::NoWindow(
+                "no reset extension to restore the default",
+            ));
+        };
+        if self.default_in_use(s, mem, n)? {
+            return Err(DdwError::NoWindow("the default window is in use"));
+        }
+        self.clear_default(s, mem, n)?;
+        let [_, _, remove] = n.tokens;
+        let opened = self
+            .rtas(
                 s,
                 mem,
                 "ibm,remove-pe-dma-window",
@@ -280,46 +271,71 @@ impl LinuxGuestDdw {
                 &[n.default_liobn],
                 1,
             )
-            .map_err(undo)?;
-            q = self
-                .rtas(
-                    s,
-                    mem,
-                    "ibm,query-pe-dma-window",
-                    query,
-                    &[cfg, hi, lo],
-                    nret,
-                )
-                .map_err(undo)?;
-            if q[1] == 0 {
-                return Err(undo(DdwError::NoWindow(
-                    "none free after removing the default",
-                )));
+            .and_then(|_| self.query(s, mem, n, cfg))
+            .and_then(|q| {
+                if q[1] == 0 {
+                    Err(DdwError::NoWindow("none free after removing the default"))
+                } else {
+                    self.open_window(s, mem, n, cfg, ram, &q)
+                }
+            });
+        match opened {
+            Ok(w) => Ok(DdwWindow {
+                removed_default: true,
+                ..w
+            }),
+            Err(e) => {
+                let args = [cfg, (n.buid >> 32) as u32, n.buid as u32];
+                let _ = self.rtas(s, mem, "ibm,reset-pe-dma-windows", reset, &args, 1);
+                Err(e)
             }
         }
+    }
+
+    /// `ibm,query-pe-dma-window`, with 6 outputs when the extension says so.
+    fn query<M: GuestMemoryBackend>(
+        &self,
+        s: &Spapr,
+        mem: &M,
+        n: &Node,
+        cfg: u32,
+    ) -> Result<Vec<u32>, DdwError> {
+        let args = [cfg, (n.buid >> 32) as u32, n.buid as u32];
+        let nret = if n.six_outputs { 6 } else { 5 };
+        self.rtas(s, mem, "ibm,query-pe-dma-window", n.tokens[0], &args, nret)
+    }
+
+    /// Steps 4 to 7 with a free slot (`q` is its query): page size, window size, create
+    /// (retrying while busy), direct map. A failed direct map removes the new window.
+    fn open_window<M: GuestMemoryBackend>(
+        &self,
+        s: &Spapr,
+        mem: &M,
+        n: &Node,
+        cfg: u32,
+        ram: u64,
+        q: &[u32],
+    ) -> Result<DdwWindow, DdwError> {
+        let [_, create, remove] = n.tokens;
         let (largest, mask) = if n.six_outputs {
             ((u64::from(q[2]) << 32) | u64::from(q[3]), q[4])
         } else {
             (u64::from(q[2]), q[3])
         };
-        let restore = |e: DdwError| {
-            if removed_default {
-                if let Some(reset) = n.reset {
-                    let _ = self.rtas(s, mem, "ibm,reset-pe-dma-windows", reset, &[cfg, hi, lo], 1);
-                }
-            }
-            e
-        };
-        let Some(page_shift) = DDW_PAGE_BITS
+        let page_shift = DDW_PAGE_BITS
             .iter()
             .filter(|(_, bit)| mask & bit != 0)
             .map(|(shift, _)| *shift)
             .max()
-        else {
-            return Err(restore(DdwError::NoPageSize));
-        };
+            .ok_or(DdwError::NoPageSize)?;
         let (window_shift, direct) = window_size(ram, page_shift, largest);
-        let args = [cfg, hi, lo, page_shift, window_shift];
+        let args = [
+            cfg,
+            (n.buid >> 32) as u32,
+            n.buid as u32,
+            page_shift,
+            window_shift,
+        ];
         let mut made = self.rtas(s, mem, "ibm,create-pe-dma-window", create, &args, 4);
         for _ in 0..BUSY_RETRIES {
             match &made {
@@ -329,19 +345,19 @@ impl LinuxGuestDdw {
                 _ => break,
             }
         }
-        let made = made.map_err(restore)?;
+        let made = made?;
         let w = DdwWindow {
             liobn: made[1],
             start: (u64::from(made[2]) << 32) | u64::from(made[3]),
             page_shift,
             window_shift,
             direct,
-            removed_default,
+            removed_default: false,
         };
         if direct {
             if let Err(e) = self.direct_map(s, mem, &w, ram) {
                 let _ = self.rtas(s, mem, "ibm,remove-pe-dma-window", remove, &[w.liobn], 1);
-                return Err(restore(e));
+                return Err(e);
             }
         }
         Ok(w)
@@ -357,29 +373,15 @@ impl LinuxGuestDdw {
         args: &[u32],
         nret: u32,
     ) -> Result<Vec<u32>, DdwError> {
-        let at = self.scratch.rtas;
-        let words = [token, args.len() as u32, nret]
-            .into_iter()
-            .chain(args.iter().copied());
-        for (i, w) in words.enumerate() {
-            mem.write_obj(w.to_be(), GuestAddress(at + 4 * i as u64))
-                .map_err(|_| DdwError::Scratch)?;
-        }
-        let st = s.h_rtas(mem, at);
+        let (st, rets) = s
+            .rtas_through_buffer(mem, self.scratch.rtas, token, args, nret)
+            .ok_or(DdwError::Scratch)?;
         if st != HStatus::Success {
             return Err(DdwError::Hcall {
                 call: "KVMPPC_H_RTAS",
                 status: st,
             });
         }
-        let rets_at = at + 12 + 4 * args.len() as u64;
-        let rets: Vec<u32> = (0..u64::from(nret))
-            .map(|i| {
-                mem.read_obj::<u32>(GuestAddress(rets_at + 4 * i))
-                    .map(u32::from_be)
-                    .map_err(|_| DdwError::Scratch)
-            })
-            .collect::<Result<_, _>>()?;
         match rets.first() {
             Some(0) => Ok(rets),
             Some(st) => Err(DdwError::Rtas {

@@ -490,6 +490,14 @@ mod tests {
         .expect("guest memory")
     }
 
+    /// The bounds `read_list` gathers, computed apart.
+    fn bounds_of(list: &[u64]) -> ListBounds {
+        ListBounds {
+            any: list.iter().fold(0, |a, v| a | v),
+            all: list.iter().fold(!0, |a, v| a & v),
+        }
+    }
+
     /// An entry near the regions' edges: page or not, permission or not, a stray low bit.
     fn entry() -> impl Strategy<Value = u64> {
         (0u64..(4 << 8), 0u64..4, prop::bool::weighted(0.05))
@@ -502,10 +510,7 @@ mod tests {
         fn list_check_is_entry_by_entry(list in prop::collection::vec(entry(), 1..64)) {
             let mem = two_regions();
             let tces: Vec<Tce> = list.iter().map(|&v| Tce(v)).collect();
-            let bounds = ListBounds {
-                any: list.iter().fold(0, |a, v| a | v),
-                all: list.iter().fold(!0, |a, v| a & v),
-            };
+            let bounds = bounds_of(&list);
             let each = {
                 let mut v = TceValidator::new(&mem, 12);
                 list.iter().all(|&e| v.valid(e))
@@ -520,11 +525,7 @@ mod tests {
         let mem = two_regions();
         let check = |list: &[u64]| {
             let tces: Vec<Tce> = list.iter().map(|&v| Tce(v)).collect();
-            let b = ListBounds {
-                any: list.iter().fold(0, |a, v| a | v),
-                all: list.iter().fold(!0, |a, v| a & v),
-            };
-            TceValidator::new(&mem, 12).all_valid(&tces, b)
+            TceValidator::new(&mem, 12).all_valid(&tces, bounds_of(list))
         };
         // One region: valid.
         assert!(check(&[0x1003, 0x2001, 0xF_F002]));

@@ -252,6 +252,43 @@ impl Spapr {
         rets.first().and_then(|s| RtasStatus::from_code(*s as i32))
     }
 
+    /// One RTAS call as a guest makes it: writes the argument buffer at `addr` (token,
+    /// nargs, nret, args; big-endian u32), makes the `KVMPPC_H_RTAS` hypercall and reads
+    /// back `nret` rets. Nothing is written or called unless the whole buffer is in guest
+    /// RAM (`None`).
+    pub fn rtas_through_buffer<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        addr: u64,
+        token: u32,
+        args: &[u32],
+        nret: u32,
+    ) -> Option<(HStatus, Vec<u32>)> {
+        let words: Vec<u32> = [token, args.len() as u32, nret]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let len = 4 * (words.len() + nret as usize);
+        addr.checked_add(len as u64)?;
+        if !mem.check_range(GuestAddress(addr), len) {
+            return None;
+        }
+        for (i, w) in words.iter().enumerate() {
+            mem.write_obj(w.to_be(), GuestAddress(addr + 4 * i as u64))
+                .ok()?;
+        }
+        let st = self.h_rtas(mem, addr);
+        let rets_at = addr + 4 * words.len() as u64;
+        let rets = (0..u64::from(nret))
+            .map(|i| {
+                mem.read_obj::<u32>(GuestAddress(rets_at + 4 * i))
+                    .ok()
+                    .map(u32::from_be)
+            })
+            .collect::<Option<Vec<u32>>>()?;
+        Some((st, rets))
+    }
+
     /// `KVMPPC_H_RTAS`: H_PARAMETER for an unknown token (or an unreadable buffer),
     /// H_SUCCESS for a known one whatever the RTAS status.
     pub fn h_rtas<M: GuestMemoryBackend>(&self, mem: &M, addr: u64) -> HStatus {

@@ -61,50 +61,6 @@ impl<'t> View<'t> {
                 // entries and the caller guarantees `rel < entries`.
                 unsafe { leaf.get_unchecked(rel as usize) }.load(Ordering::Relaxed)
             }
-            // Two and three levels (the common shapes), unrolled: no loop control, and the
-            // shift of each level is known from `bits` alone.
-            View::Tree {
-                top,
-                levels: 2,
-                bits,
-            } => {
-                let Some(dir) = top.get((rel >> bits) as usize) else {
-                    return 0;
-                };
-                let leaf = dir.load(Ordering::Acquire);
-                if leaf.is_null() {
-                    return 0;
-                }
-                // SAFETY: a top-level slot of a two-level tree points to a live leaf of
-                // `1 << bits` slots (I1: depth 0 = levels - 2); the index is masked.
-                unsafe { &*(leaf as *const AtomicU64).add((rel & ((1u64 << bits) - 1)) as usize) }
-                    .load(Ordering::Relaxed)
-            }
-            View::Tree {
-                top,
-                levels: 3,
-                bits,
-            } => {
-                let mask = (1u64 << bits) - 1;
-                let Some(dir) = top.get((rel >> (2 * bits)) as usize) else {
-                    return 0;
-                };
-                let mid = dir.load(Ordering::Acquire);
-                if mid.is_null() {
-                    return 0;
-                }
-                // SAFETY: a top-level slot of a three-level tree points to a live directory
-                // level of `1 << bits` slots (I1: depth 0 < levels - 2); the index is masked.
-                let leaf = unsafe { &*(mid as *const Child).add(((rel >> bits) & mask) as usize) }
-                    .load(Ordering::Acquire);
-                if leaf.is_null() {
-                    return 0;
-                }
-                // SAFETY: a depth-1 slot of a three-level tree points to a live leaf of
-                // `1 << bits` slots (I1: depth 1 = levels - 2); the index is masked.
-                unsafe { &*(leaf as *const AtomicU64).add((rel & mask) as usize) }
-                    .load(Ordering::Relaxed)
-            }
             tree => tree.slot(rel).map_or(0, |s| s.load(Ordering::Relaxed)),
         }
     }
