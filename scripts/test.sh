@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked
 CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p spapr-tce --test loom --release --locked
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p spapr-papr --test loom --release --locked

@@ -1166,53 +1166,27 @@ impl Engine {
                     .collect()
             }
             World::PSeries { s, .. } => {
-                let mut overlap = Vec::new();
-                let mut liobn = Vec::new();
-                for p in s.phbs() {
-                    let slots = p.shared.read();
-                    let wins: Vec<(u64, u64)> = slots
-                        .iter()
-                        .filter_map(|sl| sl.table.as_ref())
-                        .map(|t| (t.bus_offset(), t.nb_table() << t.page_shift()))
-                        .collect();
-                    for (i, a) in wins.iter().enumerate() {
-                        for b in &wins[i + 1..] {
-                            if a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1) {
-                                overlap.push(format!("PHB {:#x}: windows overlap", p.buid));
-                            }
+                // The library's checker, one report per rule.
+                let found = s.check();
+                spapr_papr::PseriesRule::ALL
+                    .iter()
+                    .map(|rule| {
+                        let hits: Vec<String> = found
+                            .iter()
+                            .filter(|v| v.rule == *rule)
+                            .map(|v| v.to_string())
+                            .collect();
+                        CheckReport {
+                            name: rule.name().into(),
+                            held: hits.is_empty(),
+                            detail: if hits.is_empty() {
+                                format!("holds for {} PHBs", s.phbs().len())
+                            } else {
+                                hits.join("; ")
+                            },
                         }
-                    }
-                    for sl in slots.iter() {
-                        if let Some(t) = &sl.table {
-                            if t.liobn != sl.liobn {
-                                liobn.push(format!(
-                                    "slot {:#x} holds table {:#x}",
-                                    sl.liobn, t.liobn
-                                ));
-                            }
-                        }
-                    }
-                }
-                vec![
-                    CheckReport {
-                        name: "WindowsDisjoint".into(),
-                        held: overlap.is_empty(),
-                        detail: if overlap.is_empty() {
-                            format!("holds for {} PHBs", s.phbs().len())
-                        } else {
-                            overlap.join("; ")
-                        },
-                    },
-                    CheckReport {
-                        name: "LiobnMatchesSlot".into(),
-                        held: liobn.is_empty(),
-                        detail: if liobn.is_empty() {
-                            "every enabled table answers to its slot's LIOBN".into()
-                        } else {
-                            liobn.join("; ")
-                        },
-                    },
-                ]
+                    })
+                    .collect()
             }
         }
     }
@@ -1445,14 +1419,12 @@ fn powernv_tree(m: &PowerNv, vfio: &Vfio, containers: &[ContainerFd]) -> Node {
 fn pseries_tree(s: &Spapr, guest: &LinuxGuestDdw) -> Node {
     let mut kids = Vec::new();
     for p in s.phbs() {
-        let slots = p.shared.read();
         let mut wins = Vec::new();
-        for sl in slots.iter() {
+        for sl in p.windows() {
             let label = match &sl.table {
                 Some(t) => {
                     let ps = 1u64 << t.page_shift();
                     let runs: Vec<Node> = t
-                        .tces
                         .mapped_runs()
                         .iter()
                         .take(8)
@@ -1489,21 +1461,21 @@ fn pseries_tree(s: &Spapr, guest: &LinuxGuestDdw) -> Node {
             wins.push(Node::leaf(label));
         }
         // What the guest kernel's enable_ddw made of this PHB, if it ran.
-        let kernel = match guest.window(p.buid) {
+        let kernel = match guest.window(p.buid()) {
             Some(w) => format!(
                 "; guest kernel: DDW liobn {:#x}{}",
                 w.liobn,
                 if w.direct { " direct" } else { " table" }
             ),
-            None if guest.failed(p.buid) => "; guest kernel: DDW failed".to_string(),
+            None if guest.failed(p.buid()) => "; guest kernel: DDW failed".to_string(),
             None => String::new(),
         };
         kids.push(Node::new(
             format!(
                 "PHB {} BUID {:#x}, DDW {}{kernel}",
-                p.config.index,
-                p.buid,
-                if p.config.ddw { "on" } else { "off" }
+                p.config().index,
+                p.buid(),
+                if p.config().ddw { "on" } else { "off" }
             ),
             wins,
         ));
@@ -1511,9 +1483,9 @@ fn pseries_tree(s: &Spapr, guest: &LinuxGuestDdw) -> Node {
     for v in s.vio() {
         kids.push(Node::leaf(format!(
             "VIO {:#x}: 0x0+{}, 4K pages, {} TCEs mapped",
-            v.config.reg,
-            size(v.config.window_size),
-            v.table.tces.count_mapped()
+            v.config().reg,
+            size(v.config().window_size),
+            v.table().count_mapped()
         )));
     }
     Node::new(

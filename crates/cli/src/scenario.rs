@@ -197,7 +197,7 @@ pub const RULES: [&str; 5] = [
 ];
 
 /// The window rules, checked on a pSeries machine.
-pub const PSERIES_RULES: [&str; 2] = ["WindowsDisjoint", "LiobnMatchesSlot"];
+pub const PSERIES_RULES: [&str; 3] = ["WindowsDisjoint", "LiobnMatchesSlot", "NoStaleTranslation"];
 
 /// Whether `s` names a rule a `check` step may expect or a scenario may expect violated.
 fn is_rule(s: &str) -> bool {

@@ -53,21 +53,26 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod dt;
 pub mod guest;
 pub mod hcall;
 pub mod iommu;
+pub mod iotlb;
 pub mod rtas;
 pub mod spapr;
 pub mod state;
+mod sync;
 pub mod table;
 
+pub use check::{Evidence, PseriesRule, PseriesViolation, WindowSpan};
 pub use dt::{DeviceTree, PhbNode};
 pub use guest::{DdwError, DdwWindow, GuestScratch, LinuxGuestDdw};
 pub use hcall::Hcall;
-pub use iommu::PhbIommu;
+pub use iommu::{DeviceTranslator, DmaError, PhbIommu};
+pub use iotlb::CachedTranslation;
 pub use rtas::{RtasCall, RtasStatus};
-pub use spapr::{PhbConfig, Spapr, SpaprConfig, Target, VioConfig};
+pub use spapr::{PaprPhb, PhbConfig, Spapr, SpaprConfig, Target, VioConfig, VioWindow, WindowView};
 pub use table::GuestTable;
 
 use core::fmt;

@@ -103,21 +103,38 @@ impl RtasCall {
 const LARGEST_BLOCK_5: u32 = 0x8000_0000;
 const LARGEST_BLOCK_6: (u32, u32) = (0x20, 0);
 
-/// Most words an RTAS buffer carries after its header (`args[16]`).
-const RTAS_MAX_WORDS: u32 = 16;
+/// Most arguments any call here takes: a buffer with more is refused by the call's own
+/// count check, so the rest are never read (QEMU reads lazily too).
+const MAX_ARGS_READ: u32 = 8;
 
 fn status(s: RtasStatus) -> Vec<u32> {
     vec![s.code() as u32]
 }
 
 impl Spapr {
-    /// Runs a DDW call with `args`, returning the `nret` words to write back (just the
-    /// status on an error: nothing else is written).
+    /// Runs a DDW call with `args`, returning the words to write back: `nret` of them on
+    /// success, just the status on an error (which QEMU writes into the first return word
+    /// even when `nret` is 0).
     pub fn rtas(&self, call: RtasCall, args: &[u32], nret: u32) -> Vec<u32> {
+        let rets = self.rtas_inner(call, args, nret);
+        match rets.first().copied().map(|s| s as i32) {
+            Some(0) => {
+                if matches!(call, RtasCall::Create | RtasCall::Remove | RtasCall::Reset) {
+                    tracing::debug!(target: "spapr_papr", ?call, ?args, ?rets, "RTAS window change");
+                }
+            }
+            status => {
+                tracing::debug!(target: "spapr_papr", ?call, ?args, nret, ?status, "RTAS call refused");
+            }
+        }
+        rets
+    }
+
+    fn rtas_inner(&self, call: RtasCall, args: &[u32], nret: u32) -> Vec<u32> {
         let buid = |a: &[u32]| (u64::from(a[1]) << 32) | u64::from(a[2]);
         let ddw_phb = |a: &[u32]| {
             self.phb_by_buid(buid(a))
-                .filter(|i| self.phbs()[*i].config.ddw)
+                .filter(|i| self.phbs()[*i].config().ddw)
         };
         match call {
             RtasCall::Query => {
@@ -128,9 +145,15 @@ impl Spapr {
                     return status(RtasStatus::ParameterError);
                 };
                 let p = &self.phbs()[i];
-                let enabled = p.shared.read().iter().filter(|s| s.table.is_some()).count();
+                let enabled = p
+                    .shared
+                    .slots
+                    .read()
+                    .iter()
+                    .filter(|s| s.table.is_some())
+                    .count();
                 let avail = 2u32.saturating_sub(enabled as u32);
-                let mask = ddw_page_mask(p.config.page_sizes);
+                let mask = ddw_page_mask(p.config().page_sizes);
                 if nret == 5 {
                     vec![0, avail, LARGEST_BLOCK_5, mask, 0]
                 } else {
@@ -146,11 +169,11 @@ impl Spapr {
                 };
                 let (page_shift, window_shift) = (args[3], args[4]);
                 let p = &self.phbs()[i];
-                let mut slots = p.shared.write();
+                let mut slots = p.shared.slots.write();
                 let free = slots.iter().position(|s| s.table.is_none());
                 let enabled = slots.iter().filter(|s| s.table.is_some()).count();
                 if page_shift >= 64
-                    || !p.config.page_sizes.contains_shift(page_shift)
+                    || !p.config().page_sizes.contains_shift(page_shift)
                     || window_shift < page_shift
                 {
                     return status(RtasStatus::ParameterError);
@@ -159,9 +182,9 @@ impl Spapr {
                     return status(RtasStatus::HardwareError);
                 };
                 let bus_offset = if enabled == 0 {
-                    p.config.dma_win_addr
+                    p.config().dma_win_addr
                 } else {
-                    p.config.dma64_win_addr
+                    p.config().dma64_win_addr
                 };
                 // nb_table = 2^(window_shift - page_shift), truncated to 32 bits.
                 let ratio = window_shift - page_shift;
@@ -187,11 +210,11 @@ impl Spapr {
                     return status(RtasStatus::ParameterError);
                 };
                 let p = &self.phbs()[phb];
-                if !p.config.ddw {
+                if !p.config().ddw {
                     return status(RtasStatus::ParameterError);
                 }
                 let def_win = {
-                    let mut slots = p.shared.write();
+                    let mut slots = p.shared.slots.write();
                     if slots[slot].table.is_none() {
                         return status(RtasStatus::ParameterError);
                     }
@@ -221,33 +244,48 @@ impl Spapr {
     }
 
     /// Runs the RTAS call whose PAPR argument buffer is at `addr` in guest memory (token,
-    /// nargs, nret, args, then rets; big-endian u32). Returns the status written, or None
-    /// for an unknown token (`rets[0] = -3` written) or a buffer the guest cannot have
-    /// (outside RAM, too many words: nothing written).
+    /// nargs, nret, args, then rets; big-endian u32), as QEMU's `h_rtas` does: no cap on
+    /// `nargs` or `nret` (the buffer is bounded by guest memory), the status of a refused
+    /// call (or of an unknown token) written into the first return word even when `nret`
+    /// is 0, return words outside RAM dropped. Returns the status written, or None for an
+    /// unknown token (`rets[0] = -3` written) or a header or arguments outside RAM
+    /// (nothing written).
     pub fn rtas_buffer<M: GuestMemoryBackend>(&self, mem: &M, addr: u64) -> Option<RtasStatus> {
         let word = |i: u64| -> Option<u32> {
-            mem.read_obj::<u32>(GuestAddress(addr.checked_add(4 * i)?))
-                .ok()
-                .map(u32::from_be)
+            let at = addr.checked_add(i.checked_mul(4)?)?;
+            mem.read_obj::<u32>(GuestAddress(at)).ok().map(u32::from_be)
         };
         let (tok, nargs, nret) = (word(0)?, word(1)?, word(2)?);
-        if nargs.checked_add(nret)? > RTAS_MAX_WORDS {
+        // The arguments must be in RAM; only as many as a call can take are read.
+        let args_at = addr.checked_add(12)?;
+        let args_len = u64::from(nargs).checked_mul(4)?;
+        let rets_at = args_at.checked_add(args_len)?;
+        if !mem.check_range(GuestAddress(args_at), usize::try_from(args_len).ok()?) {
             return None;
         }
-        let args: Vec<u32> = (0..u64::from(nargs))
+        let args: Vec<u32> = (0..u64::from(nargs.min(MAX_ARGS_READ)))
             .map(|i| word(3 + i))
             .collect::<Option<_>>()?;
-        let rets_at = addr + 12 + 4 * u64::from(nargs);
         let write = |rets: &[u32]| {
-            for (i, r) in rets.iter().take(nret as usize).enumerate() {
-                let _ = mem.write_obj(r.to_be(), GuestAddress(rets_at + 4 * i as u64));
+            for (i, r) in rets.iter().enumerate() {
+                let Some(at) = rets_at.checked_add(4 * i as u64) else {
+                    return;
+                };
+                // QEMU's stl_be_phys: a store outside RAM is dropped.
+                let _ = mem.write_obj(r.to_be(), GuestAddress(at));
             }
         };
         let Some(call) = RtasCall::from_token(tok) else {
+            tracing::debug!(target: "spapr_papr", token = tok, "RTAS call with an unknown token");
             write(&status(RtasStatus::ParameterError));
             return None;
         };
-        let rets = self.rtas(call, &args, nret);
+        let rets = if nargs > MAX_ARGS_READ {
+            // No call takes that many: refused on its count before anything else.
+            status(RtasStatus::ParameterError)
+        } else {
+            self.rtas(call, &args, nret)
+        };
         write(&rets);
         rets.first().and_then(|s| RtasStatus::from_code(*s as i32))
     }

@@ -1,12 +1,14 @@
 //! The guest's DMA windows: PHBs with their two window slots (QEMU `spapr_pci.c`), VIO
 //! windows, LIOBN and BUID numbering, PHB and machine reset.
 
-use crate::iommu::PhbIommu;
-use crate::table::{DeviceTlb, GuestTable};
+use crate::iommu::{DeviceTranslator, PhbIommu};
+use crate::iotlb::{Generation, TlbCache};
+use crate::sync::RwLock;
+use crate::table::GuestTable;
 use crate::Profile;
 use spapr_tce::{PageShift, PageSizes};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 /// `SPAPR_PCI_LIOBN(index, n)`.
 pub fn pci_liobn(phb_index: u32, window: u32) -> u32 {
@@ -93,44 +95,80 @@ pub struct ConfigError(pub String);
 
 /// One window slot of a PHB.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     /// Its LIOBN.
-    pub liobn: u32,
+    pub(crate) liobn: u32,
     /// The table while enabled.
-    pub table: Option<Arc<GuestTable>>,
+    pub(crate) table: Option<Arc<GuestTable>>,
     /// QEMU's sticky `def_win` flag (set on slot 0 by a PHB reset).
+    pub(crate) def_win: bool,
+}
+
+/// What a VMM (or the simulator) may read of one window slot.
+#[derive(Clone, Debug)]
+pub struct WindowView {
+    /// Slot number (0: the default window's slot).
+    pub slot: usize,
+    /// The slot's LIOBN.
+    pub liobn: u32,
+    /// QEMU's sticky `def_win` flag.
     pub def_win: bool,
+    /// The table while the window is enabled (read-only outside this crate).
+    pub table: Option<Arc<GuestTable>>,
 }
 
 /// State shared between a PHB and the device models translating through it.
+///
+/// Lock order (see `iotlb.rs`): `iotlb` before `slots`. Table writers take `slots` only
+/// (read for a hypercall, write for a window change) and publish through `gen`.
 #[derive(Debug)]
-pub struct PhbShared {
-    /// Window slots (one without DDW, else two).
-    pub slots: RwLock<Vec<Slot>>,
-    /// The device models' IOTLB.
-    pub iotlb: Arc<DeviceTlb>,
-}
-
-impl PhbShared {
-    /// Reads the slots.
-    pub fn read(&self) -> RwLockReadGuard<'_, Vec<Slot>> {
-        self.slots.read().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Writes the slots.
-    pub fn write(&self) -> RwLockWriteGuard<'_, Vec<Slot>> {
-        self.slots.write().unwrap_or_else(|p| p.into_inner())
-    }
+pub(crate) struct PhbShared {
+    /// Window slots (one without DDW, else two). Second in the lock order.
+    pub(crate) slots: RwLock<Vec<Slot>>,
+    /// Change counters: every window change and every TCE change bumps one.
+    pub(crate) gen: Arc<Generation>,
+    /// The device models' IOTLB, tagged with the counters it was filled under. First in
+    /// the lock order; never taken by a table writer.
+    pub(crate) iotlb: RwLock<TlbCache>,
 }
 
 /// One PHB.
 #[derive(Debug)]
 pub struct PaprPhb {
+    pub(crate) config: PhbConfig,
+    pub(crate) buid: u64,
+    pub(crate) shared: Arc<PhbShared>,
+}
+
+impl PaprPhb {
     /// Its configuration.
-    pub config: PhbConfig,
+    pub fn config(&self) -> &PhbConfig {
+        &self.config
+    }
     /// Its BUID.
-    pub buid: u64,
-    /// Windows and IOTLB.
-    pub shared: Arc<PhbShared>,
+    pub fn buid(&self) -> u64 {
+        self.buid
+    }
+    /// Its window slots as they are now.
+    pub fn windows(&self) -> Vec<WindowView> {
+        self.shared
+            .slots
+            .read()
+            .iter()
+            .enumerate()
+            .map(|(slot, s)| WindowView {
+                slot,
+                liobn: s.liobn,
+                def_win: s.def_win,
+                table: s.table.clone(),
+            })
+            .collect()
+    }
+    /// The tables of the enabled windows.
+    pub(crate) fn tables(&self) -> Vec<Arc<GuestTable>> {
+        let slots = self.shared.slots.read();
+        slots.iter().filter_map(|s| s.table.clone()).collect()
+    }
 }
 
 /// Where a LIOBN leads.
@@ -150,12 +188,19 @@ pub enum Target {
 /// A VIO window.
 #[derive(Debug)]
 pub struct VioWindow {
+    pub(crate) config: VioConfig,
+    pub(crate) table: Arc<GuestTable>,
+}
+
+impl VioWindow {
     /// Configuration.
-    pub config: VioConfig,
-    /// Its table (always enabled).
-    pub table: Arc<GuestTable>,
-    /// `bypass` (ibm,set-tce-bypass).
-    pub bypass: bool,
+    pub fn config(&self) -> &VioConfig {
+        &self.config
+    }
+    /// Its table (always enabled; read-only outside this crate).
+    pub fn table(&self) -> &Arc<GuestTable> {
+        &self.table
+    }
 }
 
 /// The guest-facing TCE subsystem of one VM.
@@ -233,7 +278,8 @@ impl Spapr {
                 buid: phb_buid(pc.index),
                 shared: Arc::new(PhbShared {
                     slots: RwLock::new(slots),
-                    iotlb: Arc::new(DeviceTlb::default()),
+                    gen: Arc::new(Generation::new()),
+                    iotlb: RwLock::new(TlbCache::default()),
                 }),
             });
         }
@@ -250,13 +296,12 @@ impl Spapr {
                 0,
                 PageShift::K4,
                 vc.window_size >> 12,
-                Arc::new(DeviceTlb::default()),
+                Arc::new(Generation::new()),
             )
             .map_err(|e| ConfigError(format!("VIO {:#x}: {e}", vc.reg)))?;
             vio.push(VioWindow {
                 config: vc.clone(),
                 table: Arc::new(table),
-                bypass: false,
             });
         }
         let mut phb_pos = vec![0u8; 256];
@@ -331,7 +376,7 @@ impl Spapr {
     #[inline]
     pub fn table(&self, liobn: u64) -> Option<Arc<GuestTable>> {
         match self.decode(liobn)? {
-            Target::Pci { phb, slot } => self.phbs[phb].shared.read()[slot].table.clone(),
+            Target::Pci { phb, slot } => self.phbs[phb].shared.slots.read()[slot].table.clone(),
             Target::Vio(i) => Some(self.vio[i].table.clone()),
         }
     }
@@ -342,19 +387,27 @@ impl Spapr {
     pub fn with_table<R>(&self, liobn: u64, f: impl FnOnce(&GuestTable) -> R) -> Option<R> {
         match self.decode(liobn)? {
             Target::Pci { phb, slot } => {
-                let slots = self.phbs[phb].shared.read();
+                let slots = self.phbs[phb].shared.slots.read();
                 slots[slot].table.as_deref().map(f)
             }
             Target::Vio(i) => Some(f(&self.vio[i].table)),
         }
     }
 
-    /// The translation of PHB `i` for a device model (`vm_memory::Iommu`).
+    /// The translation of PHB `i` for a device model through vm-memory's `IommuMemory`.
     pub fn phb_iommu(&self, i: usize) -> Option<PhbIommu> {
         self.phbs.get(i).map(|p| PhbIommu::new(p.shared.clone()))
     }
 
-    /// Enables slot `slot` of PHB `phb` with a fresh (zeroed) table.
+    /// A device model thread's own translator for PHB `i`: reads the live TCEs, no IOTLB.
+    pub fn device_translator(&self, i: usize) -> Option<DeviceTranslator> {
+        self.phbs
+            .get(i)
+            .map(|p| DeviceTranslator::new(p.shared.clone()))
+    }
+
+    /// Enables slot `slot` of PHB `phb` with a fresh (zeroed) table. The caller holds the
+    /// slots' write lock and publishes the change ([`Generation::windows_changed`]).
     pub(crate) fn enable(
         &self,
         phb: usize,
@@ -364,23 +417,24 @@ impl Spapr {
         page_shift: PageShift,
         nb_table: u64,
     ) -> Result<(), spapr_tce::TceError> {
+        let shared = &self.phbs[phb].shared;
         let t = GuestTable::new(
             slots[slot].liobn,
             bus_offset,
             page_shift,
             nb_table,
-            self.phbs[phb].shared.iotlb.clone(),
+            shared.gen.clone(),
         )?;
         slots[slot].table = Some(Arc::new(t));
+        shared.gen.windows_changed();
         Ok(())
     }
 
-    /// Disables a slot: its table goes, and the device models' IOTLB forgets everything.
+    /// Disables a slot: its table goes. The change is published before the lock is let go.
     pub(crate) fn disable(&self, phb: usize, slots: &mut [Slot], slot: usize) {
-        if let Some(t) = slots[slot].table.take() {
-            t.tces.kill_all();
+        if slots[slot].table.take().is_some() {
+            self.phbs[phb].shared.gen.windows_changed();
         }
-        self.phbs[phb].shared.iotlb.invalidate_all();
     }
 
     /// `spapr_phb_dma_reset`: both windows off, the default window back (zeroed) with its
@@ -389,7 +443,7 @@ impl Spapr {
         let Some(p) = self.phbs.get(phb) else {
             return;
         };
-        let mut slots = p.shared.write();
+        let mut slots = p.shared.slots.write();
         for n in 0..slots.len() {
             self.disable(phb, &mut slots, n);
         }
@@ -404,6 +458,8 @@ impl Spapr {
             cfg.dma_win_size >> 12,
         );
         slots[0].def_win = true;
+        drop(slots);
+        tracing::debug!(target: "spapr_papr", buid = p.buid, "PHB DMA reset: default window back");
     }
 
     /// Machine reset: every PHB reset, every VIO window zeroed.
@@ -412,7 +468,7 @@ impl Spapr {
             self.reset_phb(i);
         }
         for v in &self.vio {
-            let g = *v.table.tces.geometry();
+            let g = *v.table.geometry();
             let _ = v.table.tces.clear(g.first_index(), g.entries());
         }
     }

@@ -97,8 +97,8 @@ impl Spapr {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_be_bytes());
         out.extend_from_slice(&0u16.to_be_bytes());
-        out.extend_from_slice(&p.buid.to_be_bytes());
-        let slots = p.shared.read();
+        out.extend_from_slice(&p.buid().to_be_bytes());
+        let slots = p.shared.slots.read();
         out.push(slots.len() as u8);
         for s in slots.iter() {
             out.extend_from_slice(&s.liobn.to_be_bytes());
@@ -139,14 +139,14 @@ impl Spapr {
             return Err(StateError::Layout(format!("unknown flags {flags:#x}")));
         }
         let buid = r.u64()?;
-        if buid != p.buid {
+        if buid != p.buid() {
             return Err(StateError::BuidMismatch {
                 saved: buid,
-                ours: p.buid,
+                ours: p.buid(),
             });
         }
         let n = r.u8()? as usize;
-        let liobns: Vec<u32> = p.shared.read().iter().map(|s| s.liobn).collect();
+        let liobns: Vec<u32> = p.shared.slots.read().iter().map(|s| s.liobn).collect();
         if n != liobns.len() {
             return Err(StateError::Layout(format!(
                 "{n} window slots saved, this PHB has {}",
@@ -219,7 +219,7 @@ impl Spapr {
                         w.bus_offset,
                         w.page_shift,
                         w.nb_table,
-                        p.shared.iotlb.clone(),
+                        p.shared.gen.clone(),
                     )
                     .map_err(|e| StateError::BadWindow(e.to_string()))?;
                     let first = t.tces.geometry().first_index().0;
@@ -232,12 +232,14 @@ impl Spapr {
                 }
             });
         }
-        let mut slots = p.shared.write();
+        let mut slots = p.shared.slots.write();
         for (slot, (s, t)) in saved.iter().zip(tables).enumerate() {
-            self.disable(phb, &mut slots, slot);
             slots[slot].table = t;
             slots[slot].def_win = s.def_win;
         }
+        p.shared.gen.windows_changed();
+        drop(slots);
+        tracing::debug!(target: "spapr_papr", buid = p.buid(), "PHB windows restored");
         Ok(())
     }
 }

@@ -1,77 +1,22 @@
-//! One guest-visible TCE table (QEMU's `SpaprTceTable`): a LIOBN, a window, entries stored
-//! verbatim in guest-physical terms, and an invalidation hook that keeps the device
-//! models' IOTLB honest.
+//! One guest-visible TCE table (QEMU's `SpaprTceTable`): a LIOBN, a window, and entries
+//! stored verbatim in guest-physical terms. Every change bumps its PHB's entry generation
+//! (see `iotlb.rs`), which is how the device models' IOTLB learns of it.
+//!
+//! The entries are private to this crate: a VMM reads them through the methods below and
+//! changes them only through the hypercalls and RTAS calls of [`crate::Spapr`].
 
-use spapr_tce::{Gpa, Iova, PageShift, TableGeometry, TableOptions, TceIndex, TceKill, TceTable};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use vm_memory::iommu::Iotlb;
-use vm_memory::GuestAddress;
-
-/// The IOTLB of the device models translating through one PHB, with a flag that says
-/// whether it may hold anything: while nothing was ever looked up, a table change has
-/// nothing to invalidate and skips the lock (hypercalls at boot, before any device DMA).
-#[derive(Debug, Default)]
-pub struct DeviceTlb {
-    tlb: RwLock<Iotlb>,
-    populated: AtomicBool,
-}
-
-impl DeviceTlb {
-    /// Reads the IOTLB (a device model's lookup).
-    pub fn read(&self) -> RwLockReadGuard<'_, Iotlb> {
-        self.tlb.read().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Locks the IOTLB to fill it. Marks it populated first: a table change that stores
-    /// its entry and then finds the flag clear knows no refill can have read the old entry.
-    pub fn fill(&self) -> RwLockWriteGuard<'_, Iotlb> {
-        self.populated.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        self.tlb.write().unwrap_or_else(|p| p.into_inner())
-    }
-    /// Forgets `[start, start + len)`.
-    pub fn invalidate(&self, start: u64, len: u64) {
-        fence(Ordering::SeqCst);
-        if !self.populated.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut tlb = self.tlb.write().unwrap_or_else(|p| p.into_inner());
-        tlb.invalidate_mapping(GuestAddress(start), len.min(usize::MAX as u64) as usize);
-    }
-    /// Forgets everything.
-    pub fn invalidate_all(&self) {
-        let mut tlb = self.tlb.write().unwrap_or_else(|p| p.into_inner());
-        tlb.invalidate_all();
-        self.populated.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Invalidates the IOTLB of the device models that translate through a table whenever
-/// entries change (a changed entry may have narrowed or disappeared).
-#[derive(Debug)]
-pub struct IotlbInvalidate {
-    pub(crate) tlb: Arc<DeviceTlb>,
-    page_shift: u32,
-}
-
-impl TceKill for IotlbInvalidate {
-    fn kill_range(&self, first: TceIndex, count: u64) {
-        let start = first.0 << self.page_shift;
-        self.tlb
-            .invalidate(start, count.saturating_mul(1 << self.page_shift));
-    }
-    fn kill_all(&self) {
-        self.tlb.invalidate_all();
-    }
-}
+use crate::iotlb::{GenBump, Generation};
+use spapr_tce::{
+    Access, Fault, Gpa, Iova, MappedRun, PageShift, TableGeometry, TableOptions, Tce, TceError,
+    TceIndex, TceTable,
+};
+use std::sync::Arc;
 
 /// A guest TCE table: one enabled DMA window.
 #[derive(Debug)]
 pub struct GuestTable {
-    /// The guest's handle.
-    pub liobn: u32,
-    /// The entries (guest-physical addresses, stored verbatim).
-    pub tces: TceTable<Gpa, IotlbInvalidate>,
+    liobn: u32,
+    pub(crate) tces: TceTable<Gpa, GenBump>,
 }
 
 /// Index bits per lower level: leaves of 512 entries (one 4 KiB page), allocated on first
@@ -79,14 +24,15 @@ pub struct GuestTable {
 const LEVEL_BITS: u32 = 9;
 
 impl GuestTable {
-    /// A table of exactly `nb_table` entries of `page_shift` pages at `bus_offset`.
-    pub fn new(
+    /// A table of exactly `nb_table` entries of `page_shift` pages at `bus_offset`, whose
+    /// changes are published through `gen`.
+    pub(crate) fn new(
         liobn: u32,
         bus_offset: u64,
         page_shift: PageShift,
         nb_table: u64,
-        tlb: Arc<DeviceTlb>,
-    ) -> Result<Self, spapr_tce::TceError> {
+        gen: Arc<Generation>,
+    ) -> Result<Self, TceError> {
         let bits = 64 - nb_table.saturating_sub(1).leading_zeros();
         let levels = bits.div_ceil(LEVEL_BITS).clamp(1, spapr_tce::MAX_LEVELS);
         let g = if levels == 1 {
@@ -94,14 +40,20 @@ impl GuestTable {
         } else {
             TableGeometry::new(Iova(bus_offset), page_shift, nb_table, levels, LEVEL_BITS)?
         };
-        let kill = IotlbInvalidate {
-            tlb,
-            page_shift: page_shift.shift(),
-        };
         Ok(Self {
             liobn,
-            tces: TceTable::with_kill(g, TableOptions::default(), kill)?,
+            tces: TceTable::with_kill(g, TableOptions::default(), GenBump(gen))?,
         })
+    }
+    /// The guest's handle.
+    #[inline]
+    pub fn liobn(&self) -> u32 {
+        self.liobn
+    }
+    /// The window's shape.
+    #[inline]
+    pub fn geometry(&self) -> &TableGeometry {
+        self.tces.geometry()
     }
     /// First bus address.
     pub fn bus_offset(&self) -> u64 {
@@ -115,11 +67,43 @@ impl GuestTable {
     pub fn nb_table(&self) -> u64 {
         self.tces.geometry().entries()
     }
+    /// Bytes the window spans.
+    pub fn window_size(&self) -> u64 {
+        self.nb_table() << self.page_shift()
+    }
     /// The absolute index of `ioba` if it is in the window (QEMU's wrapping check).
     #[inline]
     pub fn index_of(&self, ioba: u64) -> Option<TceIndex> {
         let g = self.tces.geometry();
         g.relative_index(Iova(ioba))
             .map(|rel| TceIndex(g.first_index().0 + rel))
+    }
+    /// The entry at absolute index `index` (0 where never written).
+    #[inline]
+    pub fn get(&self, index: TceIndex) -> Result<Tce, TceError> {
+        self.tces.get(index)
+    }
+    /// The entry covering bus address `ioba`, if it is in the window.
+    pub fn entry_at(&self, ioba: u64) -> Option<Tce> {
+        self.index_of(ioba).and_then(|i| self.tces.get(i).ok())
+    }
+    /// A device access through the live entry: the guest-physical address, or the fault.
+    #[inline]
+    pub fn translate(&self, iova: u64, access: Access) -> Result<Gpa, Fault> {
+        self.tces.translate(Iova(iova), access)
+    }
+    /// Entries that are not zero.
+    pub fn count_mapped(&self) -> u64 {
+        self.tces.count_mapped()
+    }
+    /// The mapped entries as runs of consecutive pages with one permission.
+    pub fn mapped_runs(&self) -> Vec<MappedRun> {
+        self.tces.mapped_runs()
+    }
+    /// Calls `f(index, tce)` for every non-zero entry, in index order.
+    pub fn for_each_entry(&self, f: impl FnMut(TceIndex, Tce)) {
+        let g = *self.tces.geometry();
+        // The whole window is always a valid range.
+        let _ = self.tces.for_each_entry(g.first_index(), g.entries(), f);
     }
 }

@@ -7,7 +7,7 @@ use spapr_papr::{
     DdwError, DdwWindow, GuestScratch, HStatus, LinuxGuestDdw, PhbConfig, Profile, RtasCall, Spapr,
     SpaprConfig,
 };
-use spapr_tce::{Access, Gpa, Iova};
+use spapr_tce::{Access, Gpa};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 const SCRATCH: GuestScratch = GuestScratch {
@@ -48,7 +48,7 @@ fn every_profile_gets_a_direct_window_over_all_ram() {
         let t = s.table(u64::from(w.liobn)).unwrap();
         for off in [0u64, 0x123_4567, RAM - 8] {
             assert_eq!(
-                t.tces.translate(Iova(w.start + off), Access::Write),
+                t.translate(w.start + off, Access::Write),
                 Ok(Gpa(off)),
                 "{p:?}"
             );
@@ -252,7 +252,7 @@ fn the_whole_decision_table() {
                         let t = s.table(u64::from(w.liobn)).unwrap();
                         for off in [0u64, RAM / 2 + 0x1234, RAM - 8] {
                             assert_eq!(
-                                t.tces.translate(Iova(w.start + off), Access::Read),
+                                t.translate(w.start + off, Access::Read),
                                 Ok(Gpa(off)),
                                 "{case}"
                             );

@@ -1,0 +1,192 @@
+//! Loom models of the translation protocol (`iotlb.rs`): a device's lookup against a
+//! table change, and against window removal and PHB reset. In every interleaving, a
+//! translation that begins after the change returned must not use the old entry.
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p spapr-papr --test loom --release`.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+use spapr_papr::{HStatus, PhbConfig, Profile, RtasCall, Spapr, SpaprConfig};
+use spapr_tce::Access;
+use std::sync::Arc;
+use vm_memory::iommu::Iommu;
+use vm_memory::{GuestAddress, GuestMemoryMmap, Permissions};
+
+const BUID: u64 = 0x0800_0000_2000_0000;
+
+/// A guest with one PHB whose default window has 4 pages (one-level table).
+fn small_guest(ddw: bool) -> Spapr {
+    Spapr::new(SpaprConfig {
+        profile: Profile::Kvm,
+        ram_size: 1 << 20,
+        phbs: vec![PhbConfig {
+            ddw,
+            dma_win_size: 0x4000,
+            ..PhbConfig::qemu(0)
+        }],
+        vio: vec![],
+    })
+    .unwrap()
+}
+
+fn memory() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+}
+
+#[test]
+fn a_lookup_after_a_cleared_tce_returned_misses() {
+    let mem = Arc::new(memory());
+    loom::model(move || {
+        let s = Arc::new(small_guest(false));
+        assert_eq!(
+            s.h_put_tce(&*mem, 0x8000_0000, 0x1000, 0x5_0000 | 1),
+            HStatus::Success
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (s, mem, done) = (s.clone(), mem.clone(), done.clone());
+            thread::spawn(move || {
+                assert_eq!(s.h_put_tce(&*mem, 0x8000_0000, 0x1000, 0), HStatus::Success);
+                done.store(true, Ordering::Release);
+            })
+        };
+        let iommu = s.phb_iommu(0).unwrap();
+        // The first lookup may fill the IOTLB before or after the clear.
+        let first = iommu
+            .translate(GuestAddress(0x1008), 8, Permissions::Read)
+            .is_ok();
+        let cleared = done.load(Ordering::Acquire);
+        let second = iommu
+            .translate(GuestAddress(0x1008), 8, Permissions::Read)
+            .is_ok();
+        if cleared {
+            assert!(
+                !second,
+                "a lookup after the clear returned used the old entry"
+            );
+        }
+        let _ = first;
+        writer.join().unwrap();
+        assert!(iommu
+            .translate(GuestAddress(0x1008), 8, Permissions::Read)
+            .is_err());
+        assert!(s.check().is_empty());
+    });
+}
+
+#[test]
+fn a_lookup_after_a_replaced_tce_returned_sees_the_new_page() {
+    let mem = Arc::new(memory());
+    loom::model(move || {
+        let s = Arc::new(small_guest(false));
+        assert_eq!(
+            s.h_put_tce(&*mem, 0x8000_0000, 0, 0x5_0000 | 3),
+            HStatus::Success
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (s, mem, done) = (s.clone(), mem.clone(), done.clone());
+            thread::spawn(move || {
+                assert_eq!(
+                    s.h_put_tce(&*mem, 0x8000_0000, 0, 0x6_0000 | 1),
+                    HStatus::Success
+                );
+                done.store(true, Ordering::Release);
+            })
+        };
+        let iommu = s.phb_iommu(0).unwrap();
+        let _ = iommu.translate(GuestAddress(0x10), 8, Permissions::Write);
+        let replaced = done.load(Ordering::Acquire);
+        let read = iommu
+            .translate(GuestAddress(0x10), 8, Permissions::Read)
+            .map(|mut it| it.next().unwrap().base.0);
+        let write = iommu
+            .translate(GuestAddress(0x10), 8, Permissions::Write)
+            .is_ok();
+        if replaced {
+            assert_eq!(read.unwrap(), 0x6_0010);
+            assert!(!write, "write permission outlived its TCE");
+        }
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_device_translator_sees_a_clear_that_returned() {
+    let mem = Arc::new(memory());
+    loom::model(move || {
+        let s = Arc::new(small_guest(false));
+        assert_eq!(
+            s.h_put_tce(&*mem, 0x8000_0000, 0x2000, 0x5_0000 | 1),
+            HStatus::Success
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (s, mem, done) = (s.clone(), mem.clone(), done.clone());
+            thread::spawn(move || {
+                assert_eq!(
+                    s.h_stuff_tce(&*mem, 0x8000_0000, 0x2000, 0, 1),
+                    HStatus::Success
+                );
+                done.store(true, Ordering::Release);
+            })
+        };
+        let mut own = s.device_translator(0).unwrap();
+        let _ = own.translate(0x2000, Access::Read);
+        if done.load(Ordering::Acquire) {
+            assert!(own.translate(0x2000, Access::Read).is_err());
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// A window removal (RTAS) or a PHB reset against a device translating through the
+/// window: once the call returned, the window's addresses fault, in both translators.
+fn window_change_against_lookup(change: fn(&Spapr, u32)) {
+    let mem = Arc::new(memory());
+    loom::model(move || {
+        let s = Arc::new(small_guest(true));
+        let rets = s.rtas(
+            RtasCall::Create,
+            &[0, (BUID >> 32) as u32, BUID as u32, 12, 14],
+            4,
+        );
+        assert_eq!(rets[0], 0);
+        let (liobn, start) = (rets[1], (u64::from(rets[2]) << 32) | u64::from(rets[3]));
+        assert_eq!(
+            s.h_put_tce(&*mem, u64::from(liobn), start, 0x7_0000 | 1),
+            HStatus::Success
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (s, done) = (s.clone(), done.clone());
+            thread::spawn(move || {
+                change(&s, liobn);
+                done.store(true, Ordering::Release);
+            })
+        };
+        let iommu = s.phb_iommu(0).unwrap();
+        let mut own = s.device_translator(0).unwrap();
+        let _ = iommu.translate(GuestAddress(start), 8, Permissions::Read);
+        let _ = own.translate(start, Access::Read);
+        if done.load(Ordering::Acquire) {
+            assert!(iommu
+                .translate(GuestAddress(start), 8, Permissions::Read)
+                .is_err());
+            assert!(own.translate(start, Access::Read).is_err());
+        }
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_lookup_after_a_window_removal_returned_faults() {
+    window_change_against_lookup(|s, liobn| {
+        assert_eq!(s.rtas(RtasCall::Remove, &[liobn], 1), vec![0]);
+    });
+}
+
+#[test]
+fn a_lookup_after_a_phb_reset_returned_faults() {
+    window_change_against_lookup(|s, _| s.reset_phb(0));
+}
