@@ -193,3 +193,108 @@ impl Spapr {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HStatus, SpaprConfig};
+    use spapr_tce::{Tce, TceIndex};
+    use vm_memory::iommu::Iommu;
+    use vm_memory::{GuestAddress, GuestMemoryMmap, Permissions};
+
+    fn guest() -> (Spapr, GuestMemoryMmap) {
+        let s = Spapr::new(SpaprConfig {
+            ram_size: 1 << 24,
+            ..SpaprConfig::default()
+        })
+        .unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 24)]).unwrap();
+        (s, mem)
+    }
+
+    #[test]
+    fn a_clean_guest_breaks_no_rule() {
+        let (s, mem) = guest();
+        assert_eq!(
+            s.h_put_tce(&mem, 0x8000_0000, 0x1000, 0x5000 | 3),
+            HStatus::Success
+        );
+        let iommu = s.phb_iommu(0).unwrap();
+        assert!(iommu
+            .translate(GuestAddress(0x1000), 8, Permissions::Write)
+            .is_ok());
+        assert_eq!(iommu.cached().len(), 1);
+        assert!(s.check().is_empty());
+        // A change makes the IOTLB's tag old: nothing it holds can be served any more.
+        assert_eq!(s.h_put_tce(&mem, 0x8000_0000, 0x1000, 0), HStatus::Success);
+        assert!(iommu.cached().is_empty());
+        assert!(s.check().is_empty());
+    }
+
+    /// A planted fault: an entry changed behind the generation (what a table writer that
+    /// forgot to publish would do) leaves a served translation without its TCE.
+    #[test]
+    fn a_translation_that_outlives_its_tce_is_reported() {
+        let (s, mem) = guest();
+        assert_eq!(
+            s.h_put_tce(&mem, 0x8000_0000, 0x1000, 0x5000 | 3),
+            HStatus::Success
+        );
+        let iommu = s.phb_iommu(0).unwrap();
+        assert!(iommu
+            .translate(GuestAddress(0x1000), 8, Permissions::Write)
+            .is_ok());
+        let t = s.table(0x8000_0000).unwrap();
+        t.tces
+            .exchange_no_kill(TceIndex(1), Tce(0x5000 | 1))
+            .unwrap();
+        let v = s.check();
+        assert_eq!(
+            v,
+            vec![PseriesViolation {
+                rule: PseriesRule::NoStaleTranslation,
+                buid: s.phbs()[0].buid(),
+                evidence: Evidence::Stale {
+                    iova: 0x1000,
+                    cached_target: 0x5000,
+                    cached_perm: 3,
+                    tce: 0x5001
+                }
+            }]
+        );
+        assert!(v[0]
+            .to_string()
+            .starts_with("NoStaleTranslation on PHB 0x800000020000000"));
+    }
+
+    /// A planted fault: a slot given a table of another LIOBN, and a second window over
+    /// the first.
+    #[test]
+    fn a_wrong_liobn_and_overlapping_windows_are_reported() {
+        let (s, _mem) = guest();
+        let p = &s.phbs()[0];
+        {
+            let mut slots = p.shared.slots.write();
+            let t = GuestTable::new(
+                0x8000_0007,
+                0,
+                spapr_tce::PageShift::K4,
+                16,
+                p.shared.gen.clone(),
+            )
+            .unwrap();
+            slots[1].table = Some(std::sync::Arc::new(t));
+        }
+        let rules: Vec<PseriesRule> = s.check().iter().map(|v| v.rule).collect();
+        assert_eq!(
+            rules,
+            vec![PseriesRule::WindowsDisjoint, PseriesRule::LiobnMatchesSlot]
+        );
+        assert_eq!(
+            PseriesRule::from_name("LiobnMatchesSlot"),
+            Some(PseriesRule::LiobnMatchesSlot)
+        );
+    }
+
+    use crate::table::GuestTable;
+}

@@ -1,6 +1,6 @@
-//! The IOTLB hit path allocates nothing: once a page is in the IOTLB, device reads through
-//! `IommuMemory` make no heap allocation (counted by a global allocator in this test
-//! binary only).
+//! The hit paths allocate nothing: once a page is in the IOTLB, device reads through
+//! `IommuMemory` make no heap allocation, and a `DeviceTranslator` never allocates while
+//! the windows stay as they are (counted by a global allocator in this test binary only).
 
 use spapr_papr::{HStatus, Profile, Spapr, SpaprConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -53,7 +53,8 @@ fn device_reads_that_hit_the_iotlb_allocate_nothing() {
             HStatus::Success
         );
     }
-    let dma = IommuMemory::new(mem, s.phb_iommu(0).unwrap(), true, ());
+    let mut own = s.device_translator(0).unwrap();
+    let dma = IommuMemory::new(mem.clone(), s.phb_iommu(0).unwrap(), true, ());
     let mut buf = vec![0u8; 4096];
     // Misses fill the IOTLB (this may allocate).
     for i in 0..16u64 {
@@ -70,5 +71,21 @@ fn device_reads_that_hit_the_iotlb_allocate_nothing() {
         ALLOCS.load(Ordering::Relaxed),
         before,
         "IOTLB hits allocated"
+    );
+    // Entry changes do not make a DeviceTranslator allocate either: it reads them live.
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for round in 0..100u64 {
+        let i = round % 16;
+        own.read(&mem, 0x10_0000 + (i << 12), &mut buf).unwrap();
+        let tce = (0x20_0000 + (i << 12)) | 1;
+        assert_eq!(
+            s.h_put_tce(&mem, 0x8000_0000, 0x10_0000 + (i << 12), tce),
+            HStatus::Success
+        );
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        before,
+        "DeviceTranslator reads allocated"
     );
 }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use spapr_papr::{opcode, token, HStatus, Profile, RtasCall, RtasStatus, Spapr};
 use spapr_tce::PageSizes;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestMemoryMmap};
 
 const HI: u32 = (BUID >> 32) as u32;
 const LO: u32 = BUID as u32;
@@ -204,4 +204,60 @@ fn several_phbs_have_their_own_buid_liobns_and_windows() {
     );
     // PHB 0 still has both slots to give.
     assert_eq!(q(&s, 5)[1], 1);
+}
+
+#[test]
+fn a_refused_call_writes_its_status_into_the_first_return_word_even_with_nret_0() {
+    let (s, mem) = guest(Profile::Kvm);
+    for (tok, args) in [
+        (token::QUERY, vec![0, HI, LO]),
+        (token::CREATE, vec![0, HI, LO, 16, 30]),
+        (token::REMOVE, vec![0x8000_0001]),
+        (token::RESET, vec![0, HI, LO]),
+        (0x2099, vec![]),
+    ] {
+        let rets = write_rtas(&mem, 0x20_0000, tok, &args, 0);
+        mem.write_obj(0xAAAA_AAAAu32, vm_memory::GuestAddress(rets))
+            .unwrap();
+        let _ = s.h_rtas(&mem, 0x20_0000);
+        assert_eq!(read_u32s(&mem, rets, 1), vec![PARAM], "token {tok:#x}");
+    }
+}
+
+#[test]
+fn nargs_and_nret_have_no_cap_but_the_arguments_must_be_in_ram() {
+    let (s, mem) = guest(Profile::Kvm);
+    // 100 arguments: more than any call takes; refused on the count, status after them.
+    let args = vec![0u32; 100];
+    let rets = write_rtas(&mem, 0x20_0000, token::QUERY, &args, 1);
+    assert_eq!(
+        s.rtas_buffer(&mem, 0x20_0000),
+        Some(RtasStatus::ParameterError)
+    );
+    assert_eq!(read_u32s(&mem, rets, 1), vec![PARAM]);
+    // nret of 2^31: a query's count check refuses it; one status word is written.
+    let rets = write_rtas(&mem, 0x20_0000, token::QUERY, &[0, HI, LO], 0x8000_0000);
+    assert_eq!(
+        s.rtas_buffer(&mem, 0x20_0000),
+        Some(RtasStatus::ParameterError)
+    );
+    assert_eq!(read_u32s(&mem, rets, 2)[0], PARAM);
+    // Arguments that run past the end of RAM: nothing is read or written.
+    let at = RAM - 16;
+    write_rtas(&mem, at, token::QUERY, &[0], 0);
+    mem.write_obj((3u32).to_be(), vm_memory::GuestAddress(at + 4))
+        .unwrap();
+    assert_eq!(s.rtas_buffer(&mem, at), None);
+    assert_eq!(s.h_rtas(&mem, at), HStatus::Parameter);
+    // A header that wraps the address space.
+    assert_eq!(s.rtas_buffer(&mem, u64::MAX - 4), None);
+}
+
+#[test]
+fn return_words_past_the_end_of_ram_are_dropped_as_qemu_drops_them() {
+    let (s, mem) = guest(Profile::Kvm);
+    // Header and arguments in the last 24 bytes of RAM; the five return words fall past it.
+    let at = RAM - 24;
+    write_rtas(&mem, at, token::QUERY, &[0, HI, LO], 5);
+    assert_eq!(s.rtas_buffer(&mem, at), Some(RtasStatus::Success));
 }

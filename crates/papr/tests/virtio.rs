@@ -140,3 +140,21 @@ fn a_read_across_two_tce_pages_is_served_from_both() {
     dma.read_slice(&mut b, GuestAddress(0x6ffe)).unwrap();
     assert_eq!(&b, b"abcd");
 }
+
+#[test]
+fn a_range_that_wraps_the_bus_address_space_is_refused_not_a_panic() {
+    let (s, _mem) = guest(Profile::Kvm);
+    let iommu = s.phb_iommu(0).unwrap();
+    assert!(iommu
+        .translate(GuestAddress(u64::MAX - 4), 64, Permissions::Read)
+        .is_err());
+    let mut own = s.device_translator(0).unwrap();
+    let mut b = [0u8; 64];
+    assert_eq!(
+        own.read(&_mem, u64::MAX - 4, &mut b),
+        Err(spapr_papr::DmaError::Wraps {
+            iova: u64::MAX - 4,
+            len: 64
+        })
+    );
+}
