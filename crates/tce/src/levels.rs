@@ -5,7 +5,11 @@
 //! stays valid for the table's lifetime.
 //!
 //! This is the only module of the crate with `unsafe`: directory slots hold raw pointers
-//! to the child level's first slot. Every dereference relies on the two invariants below.
+//! to the child level's first slot. Every dereference relies on the two invariants below,
+//! which this module alone establishes, and on indices this module bounds itself (a top
+//! index through a checked `get`, lower ones masked to a level, a flat table's through a
+//! checked `get`, a view's against the window's entry count): no caller outside it can make
+//! a lookup unsound.
 //!
 //! - I1: a non-null directory slot at depth `d` points to a live, leaked boxed slice of
 //!   `level_entries` elements: `AtomicPtr<()>` slots if `d + 1 < levels - 1`, else leaf
@@ -35,49 +39,49 @@ enum Top {
     Dir(Box<[Child]>),
 }
 
-/// A read-only view of a tree's shape (see [`LevelTree::view`]).
+/// A read-only view of a tree's shape (see [`LevelTree::view`]), for a loop of lookups.
+/// It carries the window's entry count and checks every index against it itself: no
+/// lookup through a view relies on its caller for a bound.
 #[derive(Clone, Copy)]
 pub(crate) enum View<'t> {
-    /// A one-level table: the slots themselves.
+    /// A one-level table: the slots themselves (exactly the window's entries).
     Flat(&'t [AtomicU64]),
     /// A directory tree.
     Tree {
         top: &'t [Child],
         levels: u32,
         bits: u32,
+        entries: u64,
     },
 }
 
 impl<'t> View<'t> {
-    /// The raw (big-endian) entry at `rel`, 0 where a level is missing; a relaxed load.
-    /// The caller guarantees that `rel` is below the window's entry count. The flat case
-    /// is one load with no presence test, for translation loops.
+    /// The raw (big-endian) entry at `rel` with a relaxed load, 0 where a level is
+    /// missing; `None` if `rel` is outside the window. The flat case is one bounds check
+    /// and one load, for translation loops.
     #[inline(always)]
-    pub(crate) fn load_raw(&self, rel: u64) -> u64 {
+    pub(crate) fn load_raw(&self, rel: u64) -> Option<u64> {
         match *self {
-            View::Flat(leaf) => {
-                debug_assert!((rel as usize) < leaf.len());
-                // SAFETY: as in `slot`: a one-level leaf holds exactly the window's
-                // entries and the caller guarantees `rel < entries`.
-                unsafe { leaf.get_unchecked(rel as usize) }.load(Ordering::Relaxed)
-            }
-            tree => tree.slot(rel).map_or(0, |s| s.load(Ordering::Relaxed)),
+            View::Flat(leaf) => leaf.get(rel as usize).map(|s| s.load(Ordering::Relaxed)),
+            View::Tree { entries, .. } if rel >= entries => None,
+            tree => Some(tree.slot(rel).map_or(0, |s| s.load(Ordering::Relaxed))),
         }
     }
 
-    /// The slot of `rel`, `None` where a level is missing. The caller guarantees that
-    /// `rel` is below the window's entry count.
+    /// The slot of `rel`, `None` where a level is missing or `rel` is outside the window.
     #[inline(always)]
     pub(crate) fn slot(&self, rel: u64) -> Option<&'t AtomicU64> {
         match *self {
-            View::Flat(leaf) => {
-                debug_assert!((rel as usize) < leaf.len());
-                // SAFETY: a one-level leaf holds exactly the window's entries (`new`
-                // allocates `top_entries() == entries` for one level), and the caller
-                // guarantees `rel < entries`.
-                Some(unsafe { leaf.get_unchecked(rel as usize) })
-            }
-            View::Tree { top, levels, bits } => {
+            View::Flat(leaf) => leaf.get(rel as usize),
+            View::Tree {
+                top,
+                levels,
+                bits,
+                entries,
+            } => {
+                if rel >= entries {
+                    return None;
+                }
                 let mask = (1u64 << bits) - 1;
                 let mut shift = (levels - 1) * bits;
                 let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
@@ -109,6 +113,7 @@ pub(crate) struct LevelTree {
     top: Top,
     levels: u32,
     level_bits: u32,
+    entries: u64,
     usage: Usage,
 }
 
@@ -147,6 +152,7 @@ impl LevelTree {
             top,
             levels: g.levels(),
             level_bits: g.level_bits(),
+            entries: g.entries(),
             usage: Usage {
                 bytes: AtomicU64::new(top_bytes),
                 leaves: AtomicU64::new(leaves),
@@ -185,18 +191,16 @@ impl LevelTree {
                 top: dir,
                 levels: self.levels,
                 bits: self.level_bits,
+                entries: self.entries,
             },
         }
     }
 
-    /// The leaf slot of `rel`, without allocating. The caller guarantees `rel` is inside
-    /// the window (`rel < geometry.entries()`), which bounds the top-level index.
+    /// The leaf slot of `rel`, without allocating; `None` where a level is missing or
+    /// `rel` is outside the window.
     #[inline(always)]
     pub(crate) fn slot(&self, rel: u64) -> Option<&AtomicU64> {
-        match self.view() {
-            View::Flat(leaf) => leaf.get(rel as usize),
-            tree => tree.slot(rel),
-        }
+        self.view().slot(rel)
     }
 
     /// The leaf slot of `rel`, allocating missing levels on the way.

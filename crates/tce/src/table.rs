@@ -530,7 +530,6 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
             table: self,
             bus_offset: g.bus_offset().raw(),
             shift: g.page_shift().shift(),
-            entries: g.entries(),
             mask: g.offset_mask(),
             view: self.tree.view(),
         }
@@ -620,7 +619,6 @@ pub struct Translator<'t, A: RealAddress, K: TceKill> {
     table: &'t TceTable<A, K>,
     bus_offset: u64,
     shift: u32,
-    entries: u64,
     mask: u64,
     view: crate::levels::View<'t>,
 }
@@ -630,11 +628,12 @@ impl<A: RealAddress, K: TceKill> Translator<'_, A, K> {
     #[inline(always)]
     pub fn translate(&self, iova: Iova, access: Access) -> Result<A, Fault> {
         let rel = iova.0.wrapping_sub(self.bus_offset) >> self.shift;
-        if rel >= self.entries {
+        // The view checks `rel` against the window (one compare). Relaxed: see
+        // `TceTable::get`.
+        let Some(raw) = self.view.load_raw(rel) else {
             return Err(Fault::OutsideWindow { iova });
-        }
-        // Relaxed: see `TceTable::get`.
-        let raw = u64::from_be(self.view.load_raw(rel));
+        };
+        let raw = u64::from_be(raw);
         let need = match access {
             Access::Read => 1,
             Access::Write => 2,
