@@ -55,6 +55,7 @@
 
 pub mod check;
 pub mod dt;
+pub mod fuzzing;
 pub mod guest;
 pub mod hcall;
 pub mod iommu;

@@ -1,10 +1,59 @@
-//! Replays every saved input of the `papr_state` fuzz target, so CI exercises the corpus
-//! without the fuzzer (`cargo fuzz run -s none papr_state` grows it).
+//! Replays every saved input of the `papr_state`, `hcalls` and `rtas_buffer` fuzz targets,
+//! so CI exercises the corpora without the fuzzer (`cargo fuzz run -s none TARGET` grows
+//! them), and runs the same bodies on random inputs.
 
+use proptest::prelude::*;
 use std::path::PathBuf;
 
+fn corpus_of(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../fuzz/corpus/{target}"))
+}
+
 fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/papr_state")
+    corpus_of("papr_state")
+}
+
+/// Every input saved for `target`, each run through `body`.
+fn replay(target: &str, body: fn(&[u8]) -> Result<(), String>) {
+    let dir = corpus_of(target);
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 5,
+        "{target} corpus has only {} inputs",
+        inputs.len()
+    );
+    for path in &inputs {
+        let data = std::fs::read(path).expect("read corpus input");
+        if let Err(e) = body(&data) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn every_saved_hcalls_input_keeps_the_guest_consistent() {
+    replay("hcalls", spapr_papr::fuzzing::hcalls);
+}
+
+#[test]
+fn every_saved_rtas_buffer_input_writes_only_its_return_words() {
+    replay("rtas_buffer", spapr_papr::fuzzing::rtas_buffer);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_hypercalls_keep_the_guest_consistent(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        prop_assert_eq!(spapr_papr::fuzzing::hcalls(&data), Ok(()));
+    }
+    #[test]
+    fn random_rtas_buffers_write_only_their_return_words(data in prop::collection::vec(any::<u8>(), 0..400)) {
+        prop_assert_eq!(spapr_papr::fuzzing::rtas_buffer(&data), Ok(()));
+    }
 }
 
 #[test]
