@@ -196,29 +196,31 @@ impl Spapr {
         tce: u64,
     ) -> HStatus {
         let profile = self.profile();
-        self.with_table(liobn, |t| {
-            match profile {
-                Profile::Qemu => put_masked(t, ioba, tce),
-                Profile::Kvm => {
-                    // In KVM's table: alignment and range first. An entry KVM cannot
-                    // validate goes to QEMU, which stores it as it is: same result.
-                    let Some(i) = range_ok(t, ioba, 1) else {
-                        return HStatus::Parameter;
-                    };
-                    store(t, i, tce)
-                }
-                Profile::Lopar => {
-                    let Some(i) = range_ok(t, ioba, 1) else {
-                        return HStatus::Parameter;
-                    };
-                    if !tce_valid(mem, tce, t.page_shift()) {
-                        return HStatus::Parameter;
+        let st = self
+            .with_table(liobn, |t| {
+                match profile {
+                    Profile::Qemu => put_masked(t, ioba, tce),
+                    Profile::Kvm => {
+                        // In KVM's table: alignment and range first. An entry KVM cannot
+                        // validate goes to QEMU, which stores it as it is: same result.
+                        let Some(i) = range_ok(t, ioba, 1) else {
+                            return HStatus::Parameter;
+                        };
+                        store(t, i, tce)
                     }
-                    store(t, i, tce)
+                    Profile::Lopar => {
+                        let Some(i) = range_ok(t, ioba, 1) else {
+                            return HStatus::Parameter;
+                        };
+                        if !tce_valid(mem, tce, t.page_shift()) {
+                            return HStatus::Parameter;
+                        }
+                        store(t, i, tce)
+                    }
                 }
-            }
-        })
-        .unwrap_or(HStatus::Parameter)
+            })
+            .unwrap_or(HStatus::Parameter);
+        self.traced(Hcall::PutTce { liobn, ioba, tce }, st)
     }
 
     /// `H_GET_TCE`: r3 and r4 (None: r4 unchanged).
@@ -229,21 +231,23 @@ impl Spapr {
         ioba: u64,
     ) -> (HStatus, Option<u64>) {
         let profile = self.profile();
-        self.with_table(liobn, |t| {
-            let idx = match profile {
-                Profile::Qemu => t.index_of(ioba & !((1u64 << t.page_shift()) - 1)),
-                Profile::Kvm | Profile::Lopar => range_ok(t, ioba, 1),
-            };
-            let Some(i) = idx else {
-                return (HStatus::Parameter, None);
-            };
-            let v = t.tces.get(i).map_or(0, |e| e.0);
-            if profile == Profile::Lopar && !tce_valid(mem, v, t.page_shift()) {
-                return (HStatus::Partial, Some(v | 0xFFFF_FFFF_FFFF_F000));
-            }
-            (HStatus::Success, Some(v))
-        })
-        .unwrap_or((HStatus::Parameter, None))
+        let r = self
+            .with_table(liobn, |t| {
+                let idx = match profile {
+                    Profile::Qemu => t.index_of(ioba & !((1u64 << t.page_shift()) - 1)),
+                    Profile::Kvm | Profile::Lopar => range_ok(t, ioba, 1),
+                };
+                let Some(i) = idx else {
+                    return (HStatus::Parameter, None);
+                };
+                let v = t.tces.get(i).map_or(0, |e| e.0);
+                if profile == Profile::Lopar && !tce_valid(mem, v, t.page_shift()) {
+                    return (HStatus::Partial, Some(v | 0xFFFF_FFFF_FFFF_F000));
+                }
+                (HStatus::Success, Some(v))
+            })
+            .unwrap_or((HStatus::Parameter, None));
+        (self.traced(Hcall::GetTce { liobn, ioba }, r.0), r.1)
     }
 
     /// `H_STUFF_TCE`.
@@ -256,31 +260,41 @@ impl Spapr {
         npages: u64,
     ) -> HStatus {
         let profile = self.profile();
-        self.with_table(liobn, |t| match profile {
-            Profile::Qemu => stuff_qemu(t, ioba, tce, npages),
-            Profile::Kvm => {
-                let Some(first) = range_ok(t, ioba, npages) else {
-                    return HStatus::Parameter;
-                };
-                if tce & 3 != 0 {
-                    return HStatus::Parameter;
+        let st = self
+            .with_table(liobn, |t| match profile {
+                Profile::Qemu => stuff_qemu(t, ioba, tce, npages),
+                Profile::Kvm => {
+                    let Some(first) = range_ok(t, ioba, npages) else {
+                        return HStatus::Parameter;
+                    };
+                    if tce & 3 != 0 {
+                        return HStatus::Parameter;
+                    }
+                    fill(t, first, npages, tce)
                 }
-                fill(t, first, npages, tce)
-            }
-            Profile::Lopar => {
-                if npages > MAX_MULTI_TCE {
-                    return HStatus::P4;
+                Profile::Lopar => {
+                    if npages > MAX_MULTI_TCE {
+                        return HStatus::P4;
+                    }
+                    let Some(first) = range_ok(t, ioba, npages) else {
+                        return HStatus::Parameter;
+                    };
+                    if !tce_valid(mem, tce, t.page_shift()) {
+                        return HStatus::Parameter;
+                    }
+                    fill(t, first, npages, tce)
                 }
-                let Some(first) = range_ok(t, ioba, npages) else {
-                    return HStatus::Parameter;
-                };
-                if !tce_valid(mem, tce, t.page_shift()) {
-                    return HStatus::Parameter;
-                }
-                fill(t, first, npages, tce)
-            }
-        })
-        .unwrap_or(HStatus::Parameter)
+            })
+            .unwrap_or(HStatus::Parameter);
+        self.traced(
+            Hcall::StuffTce {
+                liobn,
+                ioba,
+                tce,
+                npages,
+            },
+            st,
+        )
     }
 
     /// `H_PUT_TCE_INDIRECT`: `npages` big-endian TCEs read from guest memory at `list`.
@@ -293,48 +307,113 @@ impl Spapr {
         npages: u64,
     ) -> HStatus {
         let profile = self.profile();
+        let st = self
+            .with_table(liobn, |t| {
+                if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
+                    return HStatus::Parameter;
+                }
+                let mut buf = [Tce::EMPTY; MAX_BATCH];
+                let tces = &mut buf[..npages as usize];
+                match profile {
+                    Profile::Qemu => indirect_qemu(mem, t, ioba, list, tces),
+                    Profile::Kvm => {
+                        let Some(first) = range_ok(t, ioba, npages) else {
+                            return HStatus::Parameter;
+                        };
+                        // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
+                        // whole call instead.
+                        let mut v = TceValidator::new(mem, t.page_shift());
+                        let Some(bounds) = read_list(mem, list, tces) else {
+                            return indirect_qemu(mem, t, ioba, list, tces);
+                        };
+                        if !v.all_valid(tces, bounds) {
+                            return indirect_qemu(mem, t, ioba, list, tces);
+                        }
+                        put(t, first, tces)
+                    }
+                    Profile::Lopar => {
+                        let Some(first) = range_ok(t, ioba, npages) else {
+                            return HStatus::Parameter;
+                        };
+                        if !mem.check_range(GuestAddress(list), 4096) {
+                            return HStatus::Parameter;
+                        }
+                        let Some(bounds) = read_list(mem, list, tces) else {
+                            return HStatus::Parameter;
+                        };
+                        let mut v = TceValidator::new(mem, t.page_shift());
+                        if !v.all_valid(tces, bounds) {
+                            return HStatus::Parameter;
+                        }
+                        put(t, first, tces)
+                    }
+                }
+            })
+            .unwrap_or(HStatus::Parameter);
+        self.traced(
+            Hcall::PutTceIndirect {
+                liobn,
+                ioba,
+                list,
+                npages,
+            },
+            st,
+        )
+    }
+
+    /// Reports a refused hypercall with the reason, when a subscriber listens: the reason
+    /// is worked out again only then, so the hot path pays one check of the callsite.
+    #[inline]
+    fn traced(&self, call: Hcall, st: HStatus) -> HStatus {
+        if st != HStatus::Success && tracing::enabled!(target: "spapr_papr", tracing::Level::DEBUG)
+        {
+            let reason = self.refusal(&call);
+            tracing::debug!(target: "spapr_papr", ?call, status = %st, reason, profile = self.profile().name(), "hypercall refused");
+        }
+        st
+    }
+
+    /// Why a call was refused, checked in the order the profiles check.
+    fn refusal(&self, call: &Hcall) -> &'static str {
+        let (liobn, ioba, count) = match *call {
+            Hcall::GetTce { liobn, ioba } | Hcall::PutTce { liobn, ioba, .. } => (liobn, ioba, 1),
+            Hcall::StuffTce {
+                liobn,
+                ioba,
+                npages,
+                ..
+            }
+            | Hcall::PutTceIndirect {
+                liobn,
+                ioba,
+                npages,
+                ..
+            } => (liobn, ioba, npages),
+        };
+        if self.decode(liobn).is_none() {
+            return "unknown LIOBN";
+        }
         self.with_table(liobn, |t| {
-            if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
-                return HStatus::Parameter;
-            }
-            let mut buf = [Tce::EMPTY; MAX_BATCH];
-            let tces = &mut buf[..npages as usize];
-            match profile {
-                Profile::Qemu => indirect_qemu(mem, t, ioba, list, tces),
-                Profile::Kvm => {
-                    let Some(first) = range_ok(t, ioba, npages) else {
-                        return HStatus::Parameter;
-                    };
-                    // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
-                    // whole call instead.
-                    let mut v = TceValidator::new(mem, t.page_shift());
-                    let Some(bounds) = read_list(mem, list, tces) else {
-                        return indirect_qemu(mem, t, ioba, list, tces);
-                    };
-                    if !v.all_valid(tces, bounds) {
-                        return indirect_qemu(mem, t, ioba, list, tces);
-                    }
-                    put(t, first, tces)
+            if let Hcall::PutTceIndirect { list, .. } = *call {
+                if count > MAX_MULTI_TCE {
+                    return "more than 512 entries";
                 }
-                Profile::Lopar => {
-                    let Some(first) = range_ok(t, ioba, npages) else {
-                        return HStatus::Parameter;
-                    };
-                    if !mem.check_range(GuestAddress(list), 4096) {
-                        return HStatus::Parameter;
-                    }
-                    let Some(bounds) = read_list(mem, list, tces) else {
-                        return HStatus::Parameter;
-                    };
-                    let mut v = TceValidator::new(mem, t.page_shift());
-                    if !v.all_valid(tces, bounds) {
-                        return HStatus::Parameter;
-                    }
-                    put(t, first, tces)
+                if list & 0xfff != 0 {
+                    return "TCE list not 4 KiB aligned";
                 }
             }
+            if ioba & ((1 << t.page_shift()) - 1) != 0 && self.profile() != Profile::Qemu {
+                return "ioba not aligned to the IOMMU page";
+            }
+            if range_ok(t, ioba & !((1 << t.page_shift()) - 1), count).is_none() {
+                return "range outside the window";
+            }
+            if count == 0 {
+                return "zero count";
+            }
+            "entry refused by the profile's validation"
         })
-        .unwrap_or(HStatus::Parameter)
+        .unwrap_or("window disabled")
     }
 }
 

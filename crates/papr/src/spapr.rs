@@ -360,7 +360,7 @@ impl Spapr {
     /// Where a LIOBN register leads: PCI LIOBNs are decoded from their bits (no lookup on
     /// the hypercall path), VIO ones looked up.
     #[inline]
-    fn decode(&self, liobn: u64) -> Option<Target> {
+    pub(crate) fn decode(&self, liobn: u64) -> Option<Target> {
         let l = u32::try_from(liobn).ok()?;
         if l & 0x8000_0000 != 0 && l & 0x7fff_0000 == 0 {
             let (index, slot) = ((l >> 8) & 0xff, (l & 0xff) as usize);
