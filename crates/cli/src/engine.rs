@@ -6,7 +6,9 @@ use crate::doc::{parse_num, Node as DocNode, Val};
 use crate::report::{CheckReport, Node, Report, StepReport};
 use crate::scenario::{Machine, Scenario, Step, RULES};
 use iommu_core::{DomainType, Errno, GroupClaim, OwnerCookie, Rule};
-use spapr_papr::{opcode, DdwError, GuestScratch, HStatus, LinuxGuestDdw, RtasCall, Spapr};
+use spapr_papr::{
+    opcode, DdwError, DdwRequest, GuestCall, GuestScratch, HStatus, LinuxGuestDdw, RtasCall, Spapr,
+};
 use spapr_platform::{OpalError, PowerNv, Tve1, BYPASS_BASE};
 use spapr_tce::DmaDirection;
 use spapr_vfio::uapi::{encode, ioctl};
@@ -417,7 +419,7 @@ impl Engine {
                 || name.starts_with("guest_")
                 || name == "hcall"
                 || name == "machine_reset"
-                || name == "linux_enable_ddw"
+                || name.starts_with("linux_")
                 || name.ends_with("_phb") =>
             {
                 self.papr(step, iter)
@@ -988,6 +990,38 @@ impl Engine {
                 *guest = LinuxGuestDdw::new(default_scratch(s.ram_size()), false);
                 Outcome::Ok(String::new())
             }
+            "linux_dma_map" | "linux_dma_unmap" => {
+                let phb = self.opt_num(step, "phb", iter, 0)? as usize;
+                let size = self.num(step, "size", iter)?;
+                let map = step.op.name == "linux_dma_map";
+                let at = self.num(step, if map { "gpa" } else { "dma" }, iter)?;
+                // pSeries' tce_build: R always, W unless the device only reads.
+                let to_device = Self::dir(step)? == DmaDirection::ToDevice;
+                let World::PSeries { s, mem, guest, .. } = &mut self.world else {
+                    return Err("needs a pseries machine".into());
+                };
+                let r = if map {
+                    guest.dma_map_default(s, mem, phb, at, size, to_device)
+                } else {
+                    guest.dma_unmap_default(s, mem, phb, at, size).map(|()| 0)
+                };
+                match r {
+                    Ok(bus) if map => {
+                        let mut named = Named {
+                            primary: bus,
+                            ..Named::default()
+                        };
+                        named.fields.insert("dma", bus);
+                        self.name_result(step, named);
+                        Outcome::Ok(format!("dma {bus:#x}"))
+                    }
+                    Ok(_) => Outcome::Ok(String::new()),
+                    Err(DdwError::Hcall { call, status }) => {
+                        Outcome::Status(status.name().to_string(), call.to_string())
+                    }
+                    Err(e) => Outcome::Status("refused".into(), e.to_string()),
+                }
+            }
             "linux_enable_ddw" => {
                 let World::PSeries { s, .. } = &self.world else {
                     return Err("needs a pseries machine".into());
@@ -1003,6 +1037,20 @@ impl Engine {
                         "ram {ram:#x}: at most 4 x the machine's RAM ({machine_ram:#x})"
                     ));
                 }
+                let max_memory = self.opt_num(step, "max_memory", iter, ram)?;
+                let max_bound = machine_ram.saturating_mul(4).max(1 << 40);
+                if max_memory > max_bound {
+                    // Bounds the clear of a table-backed window the step may make.
+                    return Err(format!(
+                        "max_memory {max_memory:#x}: at most {max_bound:#x} (1 TiB or 4 x the machine's RAM)"
+                    ));
+                }
+                // The device's DMA mask in bits, as elsewhere in scenario files.
+                let bits = self.opt_num(step, "dma_mask", iter, 64)?;
+                if !(1..=64).contains(&bits) {
+                    return Err(format!("dma_mask {bits}: a width from 1 to 64 bits"));
+                }
+                let dma_mask = u64::MAX >> (64 - bits);
                 let scratch = match Self::node(step, "scratch") {
                     Some(_) => {
                         let at = self.num(step, "scratch", iter)?;
@@ -1024,7 +1072,27 @@ impl Engine {
                     return Err("needs a pseries machine".into());
                 };
                 guest.set_scratch(scratch);
-                let r = guest.enable_ddw(s, mem, phb as usize, cfg as u32, ram);
+                let req = DdwRequest {
+                    max_memory,
+                    dma_mask,
+                    ..DdwRequest::new(phb as usize, cfg as u32, ram)
+                };
+                let mut calls = Vec::new();
+                let r = guest.enable_ddw_observed(s, mem, &req, &mut |c| {
+                    calls.push(guest_call_line(c));
+                });
+                // One trace line per run of calls of one kind (a clear is many H_STUFF_TCE).
+                let mut k = 0;
+                while k < calls.len() {
+                    let n = calls[k..].iter().take_while(|c| c.0 == calls[k].0).count();
+                    let more = if n > 1 {
+                        format!(" (and {} more like it)", n - 1)
+                    } else {
+                        String::new()
+                    };
+                    trace.push(format!("  guest kernel: {}{more}", calls[k].1));
+                    k += n;
+                }
                 trace.push(format!("linux enable_ddw phb {phb} cfg {cfg:#x} -> {r:x?}"));
                 match r {
                     Ok(w) => {
@@ -1524,6 +1592,22 @@ pub fn fuzz_one(data: &[u8]) -> Result<(), String> {
         }
         Err(e) if e.line >= 1 && e.line <= lines + 1 && e.col >= 1 => Ok(()),
         Err(e) => Err(format!("error outside the file: {e}")),
+    }
+}
+
+/// One call the guest kernel made: its kind (for grouping) and a trace line.
+fn guest_call_line(c: &GuestCall<'_>) -> (&'static str, String) {
+    match *c {
+        GuestCall::Hcall { name, args, status } => (
+            name,
+            format!(
+                "{name}(liobn {:#x}, ioba {:#x}, {:#x}, {}) -> {status}",
+                args[0], args[1], args[2], args[3]
+            ),
+        ),
+        GuestCall::Rtas {
+            name, args, rets, ..
+        } => (name, format!("{name}{args:x?} -> {rets:x?}")),
     }
 }
 

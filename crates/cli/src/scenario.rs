@@ -161,7 +161,9 @@ ops! {
     "guest_write" PSeries ["addr"] ["u64be", "u32be", "data"] "write guest memory (text, or big-endian u64/u32 words)";
     "guest_read" PSeries ["addr"] ["u64be", "u32be", "data"] "read guest memory and compare";
     "machine_reset" PSeries [] [] "reset the machine: default windows back, a fresh guest kernel";
-    "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "scratch"] "the Linux guest kernel's enable_ddw (pseries/iommu.c) on a PHB";
+    "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "max_memory", "dma_mask", "scratch"] "the Linux guest kernel's enable_ddw (pseries/iommu.c) on a PHB";
+    "linux_dma_map" PSeries ["gpa", "size"] ["phb", "dir"] "a guest driver's dma_map through the default window (the guest kernel's allocator, H_PUT_TCE)";
+    "linux_dma_unmap" PSeries ["dma", "size"] ["phb"] "a guest driver's dma_unmap: H_PUT_TCE 0, pages back to the allocator";
     "save_phb" PSeries ["phb"] [] "save a PHB's windows (versioned bytes)";
     "restore_phb" PSeries ["phb", "from"] [] "restore a PHB's windows from a save";
 }
@@ -656,6 +658,7 @@ fn result_fields(op: &str) -> &'static [&'static str] {
         "vfio_create_window" => &["start"],
         "vfio_get_info" => &["flags", "start", "size", "pgsizes", "max_windows", "levels"],
         "rtas" | "rtas_buffer" => &["status", "r1", "r2", "r3", "r4", "r5", "liobn", "start"],
+        "linux_dma_map" => &["dma"],
         "linux_enable_ddw" => &[
             "liobn",
             "start",

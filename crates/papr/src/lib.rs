@@ -18,7 +18,7 @@
 //! gets a 64-bit window over all of RAM.
 //!
 //! ```
-//! use spapr_papr::{opcode, GuestScratch, HStatus, LinuxGuestDdw, Spapr, SpaprConfig};
+//! use spapr_papr::{opcode, DdwRequest, GuestScratch, HStatus, LinuxGuestDdw, Spapr, SpaprConfig};
 //! use vm_memory::iommu::IommuMemory;
 //! use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 //!
@@ -42,7 +42,9 @@
 //! // The guest kernel asks for a dynamic DMA window (RTAS through KVMPPC_H_RTAS, then
 //! // H_PUT_TCE_INDIRECT): 16M pages, direct-mapped over all RAM at the 64-bit base.
 //! let scratch = GuestScratch { rtas: 0x10_0000, list: 0x11_0000 };
-//! let w = LinuxGuestDdw::new(scratch, false).enable_ddw(&s, &mem, 0, 0, ram).unwrap();
+//! let w = LinuxGuestDdw::new(scratch, false)
+//!     .enable_ddw(&s, &mem, &DdwRequest::new(0, 0, ram))
+//!     .unwrap();
 //! assert_eq!((w.start, w.page_shift, w.direct), (0x0800_0000_0000_0000, 24, true));
 //! dma.read_slice(&mut buf, GuestAddress(w.start + 0x20_0000)).unwrap();
 //! assert_eq!(&buf, b"hello");
@@ -68,7 +70,7 @@ pub mod table;
 
 pub use check::{Evidence, PseriesRule, PseriesViolation, WindowSpan};
 pub use dt::{DeviceTree, PhbNode};
-pub use guest::{DdwError, DdwWindow, GuestScratch, LinuxGuestDdw};
+pub use guest::{DdwError, DdwRequest, DdwWindow, GuestCall, GuestScratch, LinuxGuestDdw};
 pub use hcall::Hcall;
 pub use iommu::{DeviceTranslator, DmaError, PhbIommu};
 pub use iotlb::CachedTranslation;
