@@ -362,24 +362,26 @@ impl Core {
             return Err(Errno::Einval);
         }
         let mut st = self.state();
-        {
+        let epoch = {
             let mut gs = group.lock();
             if gs.owner_cnt != 0 {
                 return Err(Errno::Eperm);
             }
             take_ownership(&st, group, &mut gs, owner)?;
-        }
+            gs.epoch
+        };
         push_event(
             &mut st,
             EventKind::Ownership,
             None,
             Some(group.name().to_string()),
-            format!("claimed by {:#x}", owner.0),
+            format!("claimed by {:#x} (epoch {epoch})", owner.0),
         );
         Ok(GroupClaim {
             core: self.clone(),
             group: group.clone(),
             owner,
+            epoch,
             live: true,
         })
     }
@@ -393,7 +395,7 @@ impl Core {
         }
         let mut st = self.state();
         let group = entry(&st, dev)?.group.clone().ok_or(Errno::Enodev)?;
-        {
+        let epoch = {
             let mut gs = group.lock();
             if gs.owner_cnt != 0 {
                 if gs.owner != Some(owner) {
@@ -403,18 +405,20 @@ impl Core {
             } else {
                 take_ownership(&st, &group, &mut gs, owner)?;
             }
-        }
+            gs.epoch
+        };
         push_event(
             &mut st,
             EventKind::Ownership,
             None,
             Some(group.name().to_string()),
-            format!("device claim by {:#x}", owner.0),
+            format!("device claim by {:#x} (epoch {epoch})", owner.0),
         );
         Ok(DeviceClaim {
             core: self.clone(),
             group,
             owner,
+            epoch,
             live: true,
         })
     }
@@ -625,10 +629,16 @@ impl Core {
 /// A DMA ownership claim, released on drop. `WHOLE` says what a release gives back:
 /// the whole group (`iommu_group_release_dma_owner`) or one use of it
 /// (`iommu_device_release_dma_owner`; the last use gives the group back).
+///
+/// A claim has an identity: its owner and the ownership epoch it was made in. It can only
+/// release itself: once the ownership it belongs to has ended (a group release by the
+/// same owner, say), releasing it changes nothing, and the trace says so (the kernel
+/// WARNs), whoever owns the group by then.
 pub struct Claim<const WHOLE: bool> {
     core: Core,
     group: Group,
     owner: OwnerCookie,
+    epoch: u64,
     live: bool,
 }
 
@@ -646,28 +656,59 @@ impl<const WHOLE: bool> Claim<WHOLE> {
     pub fn owner(&self) -> OwnerCookie {
         self.owner
     }
+    /// The ownership epoch it was made in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// Whether the ownership it belongs to is still the group's.
+    pub fn is_current(&self) -> bool {
+        let gs = self.group.lock();
+        gs.owner == Some(self.owner) && gs.epoch == self.epoch && gs.owner_cnt > 0
+    }
     /// Releases now. Errors of re-attaching the default domain are returned; the claim is
     /// gone either way.
     pub fn release(mut self) -> Result<(), Errno> {
         self.live = false;
-        release_group(&self.core, &self.group, WHOLE)
+        release_group(&self.core, &self.group, WHOLE, self.owner, self.epoch)
     }
 }
 
 impl<const WHOLE: bool> Drop for Claim<WHOLE> {
     fn drop(&mut self) {
         if self.live {
-            let _ = release_group(&self.core, &self.group, WHOLE);
+            let _ = release_group(&self.core, &self.group, WHOLE, self.owner, self.epoch);
         }
     }
 }
 
-fn release_group(core: &Core, group: &Group, whole: bool) -> Result<(), Errno> {
+fn release_group(
+    core: &Core,
+    group: &Group,
+    whole: bool,
+    owner: OwnerCookie,
+    epoch: u64,
+) -> Result<(), Errno> {
     let mut st = core.state();
     let result = {
         let mut gs = group.lock();
-        if gs.owner_cnt == 0 || gs.owner.is_none() {
-            // The kernel WARNs and does nothing (e.g. a group release already happened).
+        if gs.owner_cnt == 0 || gs.owner != Some(owner) || gs.epoch != epoch {
+            // The kernel WARNs and does nothing: the ownership this claim belonged to
+            // ended already (and the group may be someone else's now).
+            let now = match gs.owner {
+                Some(o) => format!("owned by {:#x} (epoch {})", o.0, gs.epoch),
+                None => "not owned".to_string(),
+            };
+            drop(gs);
+            push_event(
+                &mut st,
+                EventKind::Ownership,
+                None,
+                Some(group.name().to_string()),
+                format!(
+                    "stale release by {:#x} (epoch {epoch}) ignored: the group is {now} (WARN)",
+                    owner.0
+                ),
+            );
             return Ok(());
         }
         if !whole && gs.owner_cnt > 1 {
@@ -764,6 +805,7 @@ fn take_ownership(
     set_domain(st, group, gs, blocking)?;
     gs.owner = Some(owner);
     gs.owner_cnt += 1;
+    gs.epoch += 1;
     Ok(())
 }
 
@@ -821,14 +863,29 @@ fn unbind_locked(st: &mut State, dev: DeviceId) -> Result<(), Errno> {
     let Some(binding) = e.driver.clone() else {
         return Err(Errno::Enodev);
     };
+    // `iommu_device_unuse_default_domain`: WARN and leave the count alone if it is
+    // already 0 (an unbalanced unbind), else one use less.
+    let mut warned = false;
     if !binding.driver_managed_dma {
         if let Some(g) = &e.group {
             let mut gs = g.lock();
-            gs.owner_cnt = gs.owner_cnt.saturating_sub(1);
+            match gs.owner_cnt.checked_sub(1) {
+                Some(n) => gs.owner_cnt = n,
+                None => warned = true,
+            }
         }
     }
     let gname = e.group.as_ref().map(|g| g.name().to_string());
     let dname = e.info.name.clone();
+    if warned {
+        push_event(
+            st,
+            EventKind::Ownership,
+            Some(dname.clone()),
+            gname.clone(),
+            "unbind with owner_cnt already 0: left as it is (WARN)".into(),
+        );
+    }
     if let Some(Some(e)) = st.devices.get_mut(dev.0) {
         e.driver = None;
     }

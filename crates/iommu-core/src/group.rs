@@ -24,19 +24,22 @@ impl OwnerCookie {
 
 /// The mutable state of a group, under its mutex (the kernel's `group->mutex`).
 #[derive(Debug, Default)]
-pub struct GroupState {
+pub(crate) struct GroupState {
     /// Devices in the group, in the order they joined.
-    pub devices: Vec<DeviceId>,
+    pub(crate) devices: Vec<DeviceId>,
     /// The domain the group's devices are attached to.
-    pub domain: Option<Arc<Domain>>,
+    pub(crate) domain: Option<Arc<Domain>>,
     /// The default domain (NULL on v6.4 POWER).
-    pub default_domain: Option<Arc<Domain>>,
+    pub(crate) default_domain: Option<Arc<Domain>>,
     /// The cached blocking domain.
-    pub blocking_domain: Option<Arc<Domain>>,
+    pub(crate) blocking_domain: Option<Arc<Domain>>,
     /// DMA owner; `None` means the kernel DMA API.
-    pub owner: Option<OwnerCookie>,
+    pub(crate) owner: Option<OwnerCookie>,
     /// Users of the current ownership: bound kernel drivers, or claims of the owner.
-    pub owner_cnt: u32,
+    pub(crate) owner_cnt: u32,
+    /// Incremented each time ownership is taken: a claim remembers the epoch it was made
+    /// in, so a claim of an earlier ownership can never release a later one.
+    pub(crate) epoch: u64,
 }
 
 pub(crate) struct GroupInner {
@@ -100,10 +103,18 @@ impl Group {
     }
     /// Locks the state (never poisoned in practice: no code panics while holding it; a
     /// poisoned lock is recovered since the state is kept consistent step by step).
-    pub fn lock(&self) -> MutexGuard<'_, GroupState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, GroupState> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// A weak handle.
+    /// Whether `dev` is one of the group's devices.
+    pub fn contains(&self, dev: DeviceId) -> bool {
+        self.lock().devices.contains(&dev)
+    }
+    /// The group's devices, in join order.
+    pub fn devices(&self) -> Vec<DeviceId> {
+        self.lock().devices.clone()
+    }
     pub(crate) fn downgrade(&self) -> std::sync::Weak<GroupInner> {
         Arc::downgrade(&self.0)
     }

@@ -285,3 +285,39 @@ fn the_generic_page_table_driver_uses_dma_and_identity_domains_and_falls_back_to
     assert_eq!(pt.translate(0x1234, false), Some(0x9234));
     assert_eq!(pt.translate(0x1234, true), None);
 }
+
+/// Defect: a claim used to release whoever owned the group at the time. A claims the group
+/// and a device (owner_cnt 2); A's group claim goes (owner_cnt 0); B claims; A's device
+/// claim is dropped late. It must release nothing of B's, and say so in the trace.
+#[test]
+fn a_stale_claim_releases_nothing_of_the_next_owner() {
+    let (core, _d, devs) = setup(1, 1);
+    let g = core.device_group(devs[0]).unwrap().unwrap();
+    let a_group = core.claim_group(&g, OWNER_A).unwrap();
+    let a_dev = core.claim_device(devs[0], OWNER_A).unwrap();
+    assert_eq!(core.group_view(&g).owner_cnt, 2);
+    a_group.release().unwrap();
+    assert_eq!(core.group_view(&g).owner_cnt, 0);
+    let b = core.claim_group(&g, OWNER_B).unwrap();
+    let _ = core.take_trace();
+    drop(a_dev);
+    let v = core.group_view(&g);
+    assert_eq!(
+        (v.owner, v.owner_cnt, v.domain),
+        (Some(OWNER_B), 1, Some(DomainType::Blocked)),
+        "B's ownership survives A's stale release"
+    );
+    let trace = core.take_trace();
+    assert!(
+        trace
+            .iter()
+            .any(|e| e.kind == EventKind::Ownership && e.detail.contains("stale")),
+        "{trace:?}"
+    );
+    // Even a claim by the same owner is a new one: A's old claim cannot end it.
+    drop(b);
+    let a2 = core.claim_device(devs[0], OWNER_A).unwrap();
+    assert_eq!(core.group_view(&g).owner_cnt, 1);
+    drop(a2);
+    assert_eq!(core.group_view(&g).owner, None);
+}

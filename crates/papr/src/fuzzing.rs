@@ -7,17 +7,19 @@ use crate::{opcode, HStatus, Profile, Spapr, SpaprConfig};
 use vm_memory::iommu::Iommu;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, Permissions};
 
-/// Guest RAM of the fuzzed guests: 1 MiB, so addresses past it are easy to reach.
+/// Guest RAM of the fuzzed hypercalls: 1 MiB, so addresses past it are easy to reach.
 const RAM: u64 = 1 << 20;
+/// Guest RAM of the fuzzed RTAS buffers: 64 KiB, compared whole after every call.
+const RTAS_RAM: u64 = 64 << 10;
 
-fn guest(profile: Profile) -> Result<(Spapr, GuestMemoryMmap), String> {
+fn guest(profile: Profile, ram: u64) -> Result<(Spapr, GuestMemoryMmap), String> {
     let s = Spapr::new(SpaprConfig {
         profile,
-        ram_size: RAM,
+        ram_size: ram,
         ..SpaprConfig::default()
     })
     .map_err(|e| e.to_string())?;
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)])
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), ram as usize)])
         .map_err(|e| e.to_string())?;
     Ok((s, mem))
 }
@@ -61,7 +63,7 @@ fn steer(sel: u8, raw: u64, choices: &[u64]) -> u64 {
 pub fn hcalls(data: &[u8]) -> Result<(), String> {
     let mut inp = Input(data);
     let profile = Profile::ALL[inp.u8() as usize % 3];
-    let (s, mem) = guest(profile)?;
+    let (s, mem) = guest(profile, RAM)?;
     let iommu = s.phb_iommu(0).ok_or("no PHB")?;
     let liobns = [0x8000_0000, 0x8000_0001, 0x2000, 0x8000_0100];
     let iobas = [0, 0x1000, 0x3FFF_F000, 0x0800_0000_0000_0000];
@@ -129,9 +131,9 @@ pub fn hcalls(data: &[u8]) -> Result<(), String> {
 /// twice in one known sequence, papr.md A.10, so `WindowsDisjoint` is not asserted here).
 pub fn rtas_buffer(data: &[u8]) -> Result<(), String> {
     let mut inp = Input(data);
-    let (s, mem) = guest(Profile::Kvm)?;
-    let mut before = vec![0u8; RAM as usize];
-    let mut after = vec![0u8; RAM as usize];
+    let (s, mem) = guest(Profile::Kvm, RTAS_RAM)?;
+    let mut before = vec![0u8; RTAS_RAM as usize];
+    let mut after = vec![0u8; RTAS_RAM as usize];
     let mut calls = 0;
     while !inp.is_empty() && calls < 16 {
         calls += 1;
@@ -139,8 +141,8 @@ pub fn rtas_buffer(data: &[u8]) -> Result<(), String> {
         let len = usize::from(inp.u8() % 64);
         let addr = match place % 4 {
             0 => u64::from(inp.u8()) * 4,
-            1 => RAM - 4 * u64::from(inp.u8() % 16),
-            2 => RAM + u64::from(inp.u8()),
+            1 => RTAS_RAM - 4 * u64::from(inp.u8() % 16),
+            2 => RTAS_RAM + u64::from(inp.u8()),
             _ => inp.u64(),
         };
         // The buffer: token steered to a known one, nargs and nret as given.
@@ -178,8 +180,10 @@ pub fn rtas_buffer(data: &[u8]) -> Result<(), String> {
             }
             _ => 0..0,
         };
-        if let Some(i) =
-            (0..before.len()).find(|&i| before[i] != after[i] && !rets.contains(&(i as u128)))
+        let changed = before != after;
+        if let Some(i) = (0..before.len())
+            .filter(|_| changed)
+            .find(|&i| before[i] != after[i] && !rets.contains(&(i as u128)))
         {
             return Err(format!(
                 "byte {i:#x} changed outside the return words {rets:x?}"

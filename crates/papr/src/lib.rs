@@ -5,8 +5,11 @@
 //! (ibm,query/create/remove/reset-pe-dma-window) with PAPR's big-endian argument buffers,
 //! LIOBN/BUID numbering, PHB default windows and VIO windows, machine reset, the
 //! device-tree properties the guest reads, save/restore of a PHB's windows, and translation
-//! for device models through rust-vmm's `vm_memory::Iommu` (so a virtio device's DMA goes
-//! through the guest's TCE tables, with IOTLB invalidation).
+//! for device models, from any number of threads: through rust-vmm's `vm_memory::Iommu`
+//! ([`PhbIommu`], so a virtio device's DMA goes through the guest's TCE tables) or a
+//! device thread's own lock-free [`DeviceTranslator`]. What a device sees while the guest
+//! changes its tables is stated in [`iommu`]; why no call can deadlock or serve a cleared
+//! entry, in [`iotlb`]. [`Spapr::check`] is the pSeries checker.
 //!
 //! Where QEMU, KVM and the LoPAR specification disagree, [`Profile`] chooses (papr.md A.8;
 //! the default is `kvm`). Depends only on the TCE engine. Models QEMU's

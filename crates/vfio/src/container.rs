@@ -459,7 +459,7 @@ impl Vfio {
             return Err(Errno::Einval);
         }
         let g = st.groups.get_mut(&group.0).ok_or(Errno::Ebadf)?;
-        if !g.group.lock().devices.contains(&dev) {
+        if !g.group.contains(dev) {
             return Err(Errno::Enodev);
         }
         g.device_fds += 1;
