@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 cargo test --workspace --locked
 CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p spapr-tce --test loom --release --locked
 CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p spapr-papr --test loom --release --locked
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p spapr-platform --test loom --release --locked

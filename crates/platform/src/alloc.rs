@@ -20,6 +20,9 @@
 
 use crate::table::Padded;
 use iommu_core::Errno;
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// `IOMMU_NR_POOLS`.
@@ -376,6 +379,19 @@ impl TceAllocator {
         self.in_use_bits()
     }
 
+    /// [`Self::in_use_bits`] for the hand-over: every word read with an RMW (no summary
+    /// skipping), so that no claim ordered before the read is missed.
+    fn in_use_claimed(&self) -> bool {
+        self.bits.iter().enumerate().any(|(w, word)| {
+            let bits = word.fetch_or(0, Ordering::AcqRel);
+            bits != 0
+                && (0..64).any(|b| {
+                    let i = w as u64 * 64 + b;
+                    i < self.size && bits >> b & 1 == 1 && !self.is_reservation(i)
+                })
+        })
+    }
+
     fn in_use_bits(&self) -> bool {
         let mut i = 0;
         while let Some(k) = self.find(i, self.size, true) {
@@ -401,12 +417,20 @@ impl TceAllocator {
     /// `iommu_take_ownership`'s bitmap part: -EBUSY while an entry is allocated (or the
     /// table is already taken), else every bit is set so that the kernel can never
     /// allocate from the table again.
+    ///
+    /// The hand-over with a concurrent [`Self::alloc`] (a loom model checks it): the take
+    /// sets `owned`, then reads every word of the bitmap with a read-modify-write; an
+    /// allocation claims its bits with a read-modify-write, then reads `owned`. On each
+    /// word the two RMWs are ordered: if the take's read comes later it sees the claim
+    /// (-EBUSY); if earlier, the claim reads from it, so the claim's later load of `owned`
+    /// sees the take's store and the allocation gives its bits back. Plain loads in the
+    /// scan would let both miss each other.
     pub fn take_ownership(&self) -> Result<(), Errno> {
-        if self.owned.swap(true, Ordering::SeqCst) {
+        if self.owned.swap(true, Ordering::AcqRel) {
             return Err(Errno::Ebusy);
         }
-        if self.in_use_bits() {
-            self.owned.store(false, Ordering::SeqCst);
+        if self.in_use_claimed() {
+            self.owned.store(false, Ordering::Release);
             return Err(Errno::Ebusy);
         }
         for w in self.bits.iter() {

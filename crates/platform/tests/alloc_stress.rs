@@ -1,0 +1,100 @@
+//! The allocator's hand-over under load: two CPUs map and unmap while a third keeps
+//! taking and releasing the table for a user. Whenever a take succeeds, no kernel
+//! allocation may be live; while the table is the user's, no allocation may succeed.
+//! A no-progress detector fails the test if any thread stops finishing iterations.
+
+use spapr_platform::TceAllocator;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_take_never_succeeds_over_a_live_allocation() {
+    let a = Arc::new(TceAllocator::new(256, 12, true, (0, 0)));
+    let live = Arc::new(AtomicU64::new(0));
+    let owned = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(AtomicU64::new(0));
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect());
+    let start = Arc::new(Barrier::new(4));
+    let mut handles = Vec::new();
+    for cpu in 0..2u32 {
+        let (a, live, owned, stop, bad, progress, start) = (
+            a.clone(),
+            live.clone(),
+            owned.clone(),
+            stop.clone(),
+            bad.clone(),
+            progress.clone(),
+            start.clone(),
+        );
+        handles.push(std::thread::spawn(move || {
+            start.wait();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(x) = a.alloc(1 + u64::from(cpu), cpu, None) {
+                    live.fetch_add(1, Ordering::SeqCst);
+                    if owned.load(Ordering::SeqCst) {
+                        // The table was the user's for the whole time (the taker clears
+                        // `owned` only after releasing).
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    live.fetch_sub(1, Ordering::SeqCst);
+                    a.free(x.entry, x.npages).unwrap();
+                }
+                progress[cpu as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let taker = {
+        let (a, live, owned, stop, bad, progress, start) = (
+            a.clone(),
+            live.clone(),
+            owned.clone(),
+            stop.clone(),
+            bad.clone(),
+            progress.clone(),
+            start.clone(),
+        );
+        std::thread::spawn(move || {
+            start.wait();
+            let mut taken = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if a.take_ownership().is_ok() {
+                    taken += 1;
+                    owned.store(true, Ordering::SeqCst);
+                    if live.load(Ordering::SeqCst) != 0 {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if a.alloc(1, 2, None).is_ok() {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    owned.store(false, Ordering::SeqCst);
+                    a.release_ownership();
+                }
+                progress[2].fetch_add(1, Ordering::Relaxed);
+            }
+            taken
+        })
+    };
+    start.wait();
+    let began = Instant::now();
+    let mut last = [(0u64, began); 3];
+    while began.elapsed() < Duration::from_millis(800) {
+        std::thread::sleep(Duration::from_millis(20));
+        for (i, (seen, at)) in last.iter_mut().enumerate() {
+            let v = progress[i].load(Ordering::Relaxed);
+            if v != *seen {
+                *seen = v;
+                *at = Instant::now();
+            }
+            assert!(at.elapsed() < Duration::from_secs(2), "thread {i} made no progress");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let takes = taker.join().unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(takes > 0, "the table was never taken");
+    assert_eq!(bad.load(Ordering::Relaxed), 0);
+}
