@@ -46,6 +46,37 @@ struct Pool {
     hint: AtomicU64,
 }
 
+/// What a device's DMA configuration allows (`dma_get_mask`, `dma_get_seg_boundary`):
+/// every allocation for it ends at or below `mask` and never crosses a multiple of
+/// `seg_boundary + 1` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaLimits {
+    /// The DMA mask: the highest bus address the device can drive.
+    pub mask: u64,
+    /// The segment boundary mask (PCI's default is `0xffff_ffff`: no segment crosses
+    /// 4 GiB).
+    pub seg_boundary: u64,
+}
+
+impl DmaLimits {
+    /// A device of `bits` address bits with PCI's default segment boundary.
+    pub fn pci(bits: u32) -> Self {
+        Self {
+            mask: if bits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            },
+            seg_boundary: 0xffff_ffff,
+        }
+    }
+    /// No device (`dev == NULL`): no mask, the 4 GiB boundary.
+    pub const NONE: DmaLimits = DmaLimits {
+        mask: u64::MAX,
+        seg_boundary: 0xffff_ffff,
+    };
+}
+
 /// Where an allocation came from, for the trace and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Allocation {
@@ -80,13 +111,18 @@ pub struct TceAllocator {
     owned: AtomicBool,
     reserve_page0: bool,
     reserved: (u64, u64),
+    /// `it_offset`: the window's first TCE index (bus address >> page shift).
+    offset: u64,
+    page_shift: u32,
 }
 
 impl TceAllocator {
-    /// The allocator of a window of `size` entries of `1 << page_shift` bytes
-    /// (`iommu_init_table`). `starts_at_zero` reserves entry 0; `reserved` (entries,
-    /// relative to the window, clamped to it) is never handed out.
-    pub fn new(size: u64, page_shift: u32, starts_at_zero: bool, reserved: (u64, u64)) -> Self {
+    /// The allocator of a window of `size` entries of `1 << page_shift` bytes whose first
+    /// entry is TCE index `offset` (`iommu_init_table`). A window at bus address 0
+    /// reserves entry 0; `reserved` (entries, relative to the window, clamped to it) is
+    /// never handed out.
+    pub fn new(size: u64, page_shift: u32, offset: u64, reserved: (u64, u64)) -> Self {
+        let starts_at_zero = offset == 0;
         let bytes = u128::from(size) << page_shift;
         let nr_pools = if bytes >= 1 << 30 { NR_POOLS } else { 1 };
         let poolsize = (size * 3 / 4) / nr_pools as u64;
@@ -114,6 +150,8 @@ impl TceAllocator {
             large,
             owned: AtomicBool::new(false),
             reserve_page0: starts_at_zero,
+            offset,
+            page_shift,
             reserved: if reserved.0 < reserved.1 {
                 reserved
             } else {
@@ -228,15 +266,25 @@ impl TceAllocator {
         None
     }
 
-    /// `iommu_area_alloc` + claiming: the first run of `n` clear bits in `[from, to)`,
-    /// now set.
+    /// `iommu_area_alloc` + claiming: the first run of `n` clear bits in `[from, to)` that
+    /// does not cross a multiple of `boundary` entries (counted from TCE index 0, as
+    /// `iommu_is_span_boundary` counts with `it_offset`), now set.
     #[inline]
-    fn area(&self, from: u64, to: u64, n: u64) -> Option<u64> {
+    fn area(&self, from: u64, to: u64, n: u64, boundary: u64) -> Option<u64> {
+        if n > boundary {
+            return None;
+        }
         let mut i = from;
         loop {
             let z = self.find(i, to, false)?;
-            if z + n > to {
+            if z.checked_add(n)? > to {
                 return None;
+            }
+            // A span across a boundary: start again at the boundary.
+            let in_seg = (self.offset.wrapping_add(z)) & (boundary - 1);
+            if in_seg + n > boundary {
+                i = z + (boundary - in_seg);
+                continue;
             }
             if n == 1 {
                 // One bit: a single `lock bts`.
@@ -279,9 +327,8 @@ impl TceAllocator {
         }
     }
 
-    /// `iommu_range_alloc`: `npages` consecutive entries for a caller on `cpu`, or
-    /// -ENOMEM (`DMA_MAPPING_ERROR`). `handle` is the caller's next-entry hint (scatter
-    /// lists pass the end of the previous segment), updated on success.
+    /// `iommu_range_alloc` with no device limits (`dev == NULL`: no mask, the 4 GiB
+    /// boundary); see [`Self::alloc_for`].
     #[inline]
     pub fn alloc(
         &self,
@@ -289,27 +336,68 @@ impl TceAllocator {
         cpu: u32,
         handle: Option<&mut u64>,
     ) -> Result<Allocation, Errno> {
+        self.alloc_for(npages, cpu, handle, DmaLimits::NONE)
+    }
+
+    /// `iommu_range_alloc`: `npages` consecutive entries for a device with `limits`, for a
+    /// caller on `cpu`, or -ENOMEM (`DMA_MAPPING_ERROR`). `handle` is the caller's
+    /// next-entry hint (scatter lists pass the end of the previous segment), updated on
+    /// success. A pool that reaches past the device's mask is searched only up to it; on a
+    /// second pass such a search starts at pool 0 and runs up to the mask, across pools.
+    #[inline]
+    pub fn alloc_for(
+        &self,
+        npages: u64,
+        cpu: u32,
+        handle: Option<&mut u64>,
+        limits: DmaLimits,
+    ) -> Result<Allocation, Errno> {
         if npages == 0 || npages > self.size {
             return Err(Errno::Einval);
         }
         if self.owned.load(Ordering::SeqCst) {
             return Err(Errno::Enomem);
         }
+        // In entries: the last index the mask allows, and the boundary (a power of two,
+        // `ALIGN(seg_boundary + 1, page) >> page_shift`).
+        let mask = limits.mask >> self.page_shift;
+        let boundary = ((u128::from(limits.seg_boundary) + 1) >> self.page_shift)
+            .max(1)
+            .next_power_of_two()
+            .min(1 << 63) as u64;
+        // Entries past this (relative to the window) are beyond the mask.
+        let mask_limit = mask
+            .checked_sub(self.offset)
+            .map_or(0, |m| m.saturating_add(1));
         let largealloc = npages > LARGE_ALLOC_PAGES;
-        let mask = self.nr_pools - 1;
-        let mut pool_nr = pool_hash(cpu) & mask;
+        let pool_mask = self.nr_pools - 1;
+        let mut pool_nr = pool_hash(cpu) & pool_mask;
         let mut which = if largealloc { NR_POOLS } else { pool_nr };
-        let mut pool = self.pool(which);
-        let mut start = match &handle {
-            Some(h) if **h != 0 => **h,
-            _ => pool.hint.load(Ordering::Relaxed),
-        };
-        if start >= pool.end || start < pool.start {
-            start = pool.start;
-        }
         let mut pass = 0usize;
+        let handle_in = handle.as_ref().map_or(0, |h| **h);
         loop {
-            if let Some(n) = self.area(start, pool.end, npages) {
+            let mut pool = self.pool(which);
+            let mut start =
+                if pass == 0 && handle_in != 0 && (pool.start..pool.end).contains(&handle_in) {
+                    handle_in
+                } else {
+                    pool.hint.load(Ordering::Relaxed)
+                };
+            let mut limit = pool.end;
+            if start >= limit {
+                start = pool.start;
+            }
+            if limit > mask_limit {
+                limit = mask_limit;
+                if (start & mask) >= limit || pass > 0 {
+                    which = 0;
+                    pool = self.pool(0);
+                    start = pool.start;
+                } else {
+                    start &= mask;
+                }
+            }
+            if let Some(n) = self.area(start, limit, npages, boundary) {
                 if self.owned.load(Ordering::SeqCst) {
                     // Taken by a user meanwhile: never hand it out.
                     self.update(n, npages, false, false);
@@ -335,7 +423,7 @@ impl TceAllocator {
                 // First try the pool from its start.
             } else if pass <= self.nr_pools {
                 // Then every other pool in turn.
-                pool_nr = (pool_nr + 1) & mask;
+                pool_nr = (pool_nr + 1) & pool_mask;
                 which = pool_nr;
             } else if pass == self.nr_pools + 1 {
                 // Last resort: the large pool.
@@ -343,9 +431,8 @@ impl TceAllocator {
             } else {
                 return Err(Errno::Enomem);
             }
-            pool = self.pool(which);
-            pool.hint.store(pool.start, Ordering::Relaxed);
-            start = pool.start;
+            let next = self.pool(which);
+            next.hint.store(next.start, Ordering::Relaxed);
             pass += 1;
         }
     }
@@ -476,26 +563,29 @@ mod tests {
 
     #[test]
     fn windows_of_one_gib_get_four_pools_and_smaller_ones_one() {
-        assert_eq!(TceAllocator::new(1 << 14, 16, false, (0, 0)).nr_pools(), 4);
         assert_eq!(
-            TceAllocator::new((1 << 14) - 1, 16, false, (0, 0)).nr_pools(),
+            TceAllocator::new(1 << 14, 16, 1 << 20, (0, 0)).nr_pools(),
+            4
+        );
+        assert_eq!(
+            TceAllocator::new((1 << 14) - 1, 16, 1 << 20, (0, 0)).nr_pools(),
             1
         );
     }
 
     #[test]
     fn page_zero_is_reserved_when_the_window_starts_at_zero() {
-        let a = TceAllocator::new(1024, 12, true, (0, 0));
+        let a = TceAllocator::new(1024, 12, 0, (0, 0));
         let got = a.alloc(1, 0, None).unwrap();
         assert_eq!(got.entry, 1);
         assert!(!a.in_use() || a.allocated() == 1);
-        let b = TceAllocator::new(1024, 12, false, (0, 0));
+        let b = TceAllocator::new(1024, 12, 1 << 20, (0, 0));
         assert_eq!(b.alloc(1, 0, None).unwrap().entry, 0);
     }
 
     #[test]
     fn small_allocations_round_the_hint_up_to_a_block_of_sixteen() {
-        let a = TceAllocator::new(1024, 12, false, (0, 0));
+        let a = TceAllocator::new(1024, 12, 1 << 20, (0, 0));
         assert_eq!(a.alloc(1, 0, None).unwrap().entry, 0);
         assert_eq!(a.alloc(1, 0, None).unwrap().entry, 16);
         assert_eq!(a.alloc(3, 0, None).unwrap().entry, 32);
@@ -504,7 +594,7 @@ mod tests {
 
     #[test]
     fn large_requests_start_in_the_large_pool() {
-        let a = TceAllocator::new(1 << 14, 16, false, (0, 0));
+        let a = TceAllocator::new(1 << 14, 16, 1 << 20, (0, 0));
         let got = a.alloc(16, 0, None).unwrap();
         assert_eq!(got.pool, NR_POOLS);
         assert_eq!(got.entry, (1 << 14) * 3 / 4);
@@ -513,7 +603,7 @@ mod tests {
 
     #[test]
     fn cpus_start_in_their_hashed_pool() {
-        let a = TceAllocator::new(1 << 14, 16, false, (0, 0));
+        let a = TceAllocator::new(1 << 14, 16, 1 << 20, (0, 0));
         let poolsize = (1u64 << 14) * 3 / 4 / 4;
         for cpu in 0..8 {
             let got = a.alloc(1, cpu, None).unwrap();
@@ -524,7 +614,7 @@ mod tests {
 
     #[test]
     fn a_full_pool_spills_into_the_others_then_the_large_pool_then_fails() {
-        let a = TceAllocator::new(64, 12, false, (0, 0));
+        let a = TceAllocator::new(64, 12, 1 << 20, (0, 0));
         // One pool of 48 entries, a large pool of 16.
         let mut got = Vec::new();
         while let Ok(x) = a.alloc(8, 0, None) {
@@ -539,7 +629,7 @@ mod tests {
 
     #[test]
     fn the_reserved_range_is_never_handed_out() {
-        let a = TceAllocator::new(256, 12, false, (10, 200));
+        let a = TceAllocator::new(256, 12, 1 << 20, (10, 200));
         let mut seen = Vec::new();
         while let Ok(x) = a.alloc(1, 0, None) {
             seen.push(x.entry);
@@ -550,7 +640,7 @@ mod tests {
 
     #[test]
     fn take_ownership_is_refused_while_a_mapping_is_live_and_saturates_after() {
-        let a = TceAllocator::new(1024, 12, true, (100, 200));
+        let a = TceAllocator::new(1024, 12, 0, (100, 200));
         assert!(!a.in_use());
         let x = a.alloc(2, 0, None).unwrap();
         assert!(a.in_use());
@@ -568,12 +658,12 @@ mod tests {
 
     #[test]
     fn a_search_skips_full_words_and_finds_the_first_free_entry_after_them() {
-        let a = TceAllocator::new(1 << 16, 12, false, (0, 40_000));
+        let a = TceAllocator::new(1 << 16, 12, 1 << 20, (0, 40_000));
         let got = a.alloc(1, 0, None).unwrap();
         assert_eq!(got.entry, 40_000);
         // Free one entry inside a full run: the summary forgets that word.
         a.release_ownership();
-        let b = TceAllocator::new(1 << 12, 12, false, (0, 0));
+        let b = TceAllocator::new(1 << 12, 12, 1 << 20, (0, 0));
         let mut all = Vec::new();
         while let Ok(x) = b.alloc(1, 0, None) {
             all.push(x.entry);
@@ -584,7 +674,7 @@ mod tests {
 
     #[test]
     fn bad_frees_are_refused() {
-        let a = TceAllocator::new(64, 12, false, (0, 0));
+        let a = TceAllocator::new(64, 12, 1 << 20, (0, 0));
         assert_eq!(a.free(64, 1), Err(Errno::Einval));
         assert_eq!(a.free(60, 5), Err(Errno::Einval));
         assert_eq!(a.free(0, 0), Err(Errno::Einval));
@@ -593,7 +683,7 @@ mod tests {
 
     #[test]
     fn the_handle_continues_a_scatter_list_where_the_last_segment_ended() {
-        let a = TceAllocator::new(1024, 12, false, (0, 0));
+        let a = TceAllocator::new(1024, 12, 1 << 20, (0, 0));
         let mut h = 0;
         let x = a.alloc(3, 0, Some(&mut h)).unwrap();
         assert_eq!(h, x.entry + 3);

@@ -3,6 +3,7 @@
 //! `iommu_table_base` with the kernel allocator, or direct through bypass for a device
 //! whose driver set a 64-bit mask while bypass was on (`dma_ops_bypass`).
 
+use crate::alloc::DmaLimits;
 use crate::pe::{PciDev, BYPASS_BASE};
 use crate::table::{IommuTable, PeCounters};
 use iommu_core::Errno;
@@ -58,6 +59,7 @@ pub struct DmaSession {
     table: Option<Arc<IommuTable>>,
     bypass: bool,
     counters: Arc<PeCounters>,
+    limits: DmaLimits,
 }
 
 impl PciDev {
@@ -67,6 +69,7 @@ impl PciDev {
             table: self.table_base.get(),
             bypass: self.bypass.load(Ordering::Relaxed),
             counters: self.counters.clone(),
+            limits: DmaLimits::pci(self.dma_mask_bits),
         }
     }
     /// [`DmaSession::map_page`] on the current configuration.
@@ -126,15 +129,7 @@ impl DmaSession {
         if self.bypass {
             return Ok(phys + BYPASS_BASE);
         }
-        map_one(
-            self.table()?,
-            phys,
-            len,
-            perm,
-            cpu,
-            &mut None,
-            &self.counters,
-        )
+        map_one(self.table()?, phys, len, perm, cpu, &mut None, self)
     }
 
     /// `dma_unmap_page`.
@@ -173,7 +168,7 @@ impl DmaSession {
         let mut out = Vec::with_capacity(segs.len());
         let mut handle = Some(0u64);
         for (p, l) in segs {
-            match map_one(table, *p, *l, perm, cpu, &mut handle, &self.counters) {
+            match map_one(table, *p, *l, perm, cpu, &mut handle, self) {
                 Ok(a) => out.push(a),
                 Err(e) => {
                     for (a, (_, l)) in out.iter().zip(segs) {
@@ -216,15 +211,16 @@ fn map_one(
     perm: TcePerm,
     cpu: u32,
     handle: &mut Option<u64>,
-    counters: &PeCounters,
+    session: &DmaSession,
 ) -> Result<u64, DmaMapError> {
+    let counters = &session.counters;
     let map = table.map.as_ref().ok_or(DmaMapError::TableUnavailable)?;
     let g = table.tces.geometry();
     let shift = g.page_shift().shift();
     let mask = g.page_shift().offset_mask();
     let npages = pages_spanned((phys & mask) + len, shift);
     let got = map
-        .alloc(npages, cpu, handle.as_mut())
+        .alloc_for(npages, cpu, handle.as_mut(), session.limits)
         .map_err(|_| DmaMapError::NoSpace)?;
     let first = TceIndex(g.first_index().0 + got.entry);
     let base = phys & !mask;

@@ -56,7 +56,7 @@ pub mod phb;
 pub mod ram;
 pub mod table;
 
-pub use alloc::{pool_hash, Allocation, TceAllocator};
+pub use alloc::{pool_hash, Allocation, DmaLimits, TceAllocator};
 pub use dma::{DmaMapError, DmaSession};
 pub use iommu::SpaprTceIommu;
 pub use machine::{

@@ -114,7 +114,7 @@ impl IommuTable {
             TceAllocator::new(
                 geometry.entries(),
                 geometry.page_shift().shift(),
-                geometry.bus_offset().raw() == 0,
+                geometry.first_index().0,
                 reserved,
             )
         });

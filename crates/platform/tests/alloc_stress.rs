@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_take_never_succeeds_over_a_live_allocation() {
-    let a = Arc::new(TceAllocator::new(256, 12, true, (0, 0)));
+    let a = Arc::new(TceAllocator::new(256, 12, 0, (0, 0)));
     let live = Arc::new(AtomicU64::new(0));
     let owned = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -87,7 +87,10 @@ fn a_take_never_succeeds_over_a_live_allocation() {
                 *seen = v;
                 *at = Instant::now();
             }
-            assert!(at.elapsed() < Duration::from_secs(2), "thread {i} made no progress");
+            assert!(
+                at.elapsed() < Duration::from_secs(2),
+                "thread {i} made no progress"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[test]
 fn take_ownership_and_a_concurrent_alloc_never_both_succeed() {
     loom::model(|| {
-        let a = Arc::new(TceAllocator::new(64, 12, false, (0, 0)));
+        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
         let cpu = {
             let a = a.clone();
             thread::spawn(move || a.alloc(1, 0, None).map(|x| x.entry))
@@ -32,7 +32,7 @@ fn take_ownership_and_a_concurrent_alloc_never_both_succeed() {
 #[test]
 fn take_ownership_and_a_concurrent_free_leave_the_table_consistent() {
     loom::model(|| {
-        let a = Arc::new(TceAllocator::new(64, 12, false, (0, 0)));
+        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
         let x = a.alloc(1, 0, None).unwrap();
         let cpu = {
             let a = a.clone();
