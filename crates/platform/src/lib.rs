@@ -41,6 +41,16 @@
 //! assert!(m.check().is_empty());
 //! claim.release().unwrap(); // the kernel's windows are back
 //! ```
+//!
+//! # Lock order (this crate)
+//! core (the `iommu-core` state) → group (`iommu_group` state) → PE ([`Pe`]'s state) →
+//! table (a table's link list and a device's `iommu_table_base` slots) → the note buffer.
+//! A claim takes core, group, then the PE inside the domain attach; a view takes the
+//! group's view before it locks the PE; the device-group callback runs under the core and
+//! takes the PE. The machine's own maps (devices, buffers, sessions, boot state) are
+//! leaves: never held while calling into the core or locking a PE. A stress test runs
+//! views and checks against claims, binds and maps with a no-progress detector
+//! (`tests/lock_order.rs`).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

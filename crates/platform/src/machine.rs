@@ -896,8 +896,10 @@ impl PowerNv {
                     .pes
                     .iter()
                     .map(|pe| {
+                        // The group first, then the PE: the crate's lock order (lib.rs).
+                        let group = pe.lock().group.clone();
+                        let gv = group.as_ref().map(|g| self.core.group_view(g));
                         let st = pe.lock();
-                        let gv = st.group.as_ref().map(|g| self.core.group_view(g));
                         let windows = (0..MAX_WINDOWS)
                             .filter_map(|n| {
                                 let t = st.tables[n].as_ref()?;

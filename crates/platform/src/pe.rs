@@ -194,6 +194,8 @@ pub struct Pe {
     /// Kills received.
     pub counters: Arc<PeCounters>,
     pub(crate) env: Arc<Env>,
+    /// Third in the crate's lock order (core → group → PE → table, see the crate docs):
+    /// never held while a group's state is locked.
     state: Mutex<PeState>,
 }
 

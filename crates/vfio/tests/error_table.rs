@@ -782,3 +782,94 @@ fn a_device_that_is_not_cache_coherent_cannot_be_registered() {
     let d = m.device("orphan").unwrap();
     assert_eq!(v.register_device(d), Err(Einval));
 }
+
+// ---- the kernel's order: version first, mm set only where the kernel sets it ----
+
+/// Defect: MAP_DMA and UNMAP_DMA bound the container's mm to their caller, so a foreign
+/// process's refused MAP locked the real owner out. The kernel sets the mm only in
+/// REGISTER_MEMORY, TCE_CREATE, TCE_REMOVE and ENABLE (`tce_iommu_mm_set`).
+#[test]
+fn a_foreign_map_or_unmap_does_not_bind_the_container() {
+    for version in [2u64, 7] {
+        let v = vfio(Linux);
+        let (c, _) = container(&v, &["gpu0"]);
+        assert_eq!(v.ioctl_int(QEMU, c, ioctl::SET_IOMMU, version), Ok(0));
+        let mut arg = encode::map(RW, 0, 0, 1 << 16);
+        assert_eq!(
+            v.ioctl(OTHER, c, ioctl::MAP_DMA, &mut arg),
+            Err(Eperm),
+            "not enabled"
+        );
+        let mut arg = encode::unmap(0, 0, 1 << 16);
+        assert_eq!(v.ioctl(OTHER, c, ioctl::UNMAP_DMA, &mut arg), Err(Eperm));
+        // The owner can still take the container.
+        if version == 7 {
+            prereg(&v, c, 1 << 20);
+        } else {
+            assert_eq!(v.ioctl_int(QEMU, c, ioctl::ENABLE, 0), Ok(0));
+        }
+        let mut arg = encode::map(RW, 0, 0, 1 << 16);
+        assert_eq!(
+            v.ioctl(OTHER, c, ioctl::MAP_DMA, &mut arg),
+            Err(Eperm),
+            "foreign"
+        );
+    }
+}
+
+/// Defect: UNREGISTER_MEMORY on a v1 container answered -EPERM (no mm yet) where the
+/// kernel answers -ENOTTY: the version is checked before anything else of the ioctl.
+#[test]
+fn the_version_is_checked_before_the_mm_of_each_ioctl() {
+    let v = vfio(Linux);
+    let (c, _) = v1(&v, "gpu0");
+    assert_eq!(
+        call(
+            &v,
+            c,
+            ioctl::UNREGISTER_MEMORY,
+            encode::register(0, 0, 1 << 16)
+        ),
+        Err(Enotty)
+    );
+    assert_eq!(
+        call(&v, c, ioctl::TCE_REMOVE, encode::remove(0)),
+        Err(Enotty)
+    );
+    // A v2 container with no mm yet: ENABLE is v1's (ENOTTY), UNREGISTER finds no mm.
+    let v = vfio(Linux);
+    let (c, _) = v2(&v, &["gpu0"]);
+    assert_eq!(v.ioctl_int(OTHER, c, ioctl::ENABLE, 0), Err(Enotty));
+    assert_eq!(
+        call(
+            &v,
+            c,
+            ioctl::UNREGISTER_MEMORY,
+            encode::register(0, 0, 1 << 16)
+        ),
+        Err(Eperm)
+    );
+}
+
+/// REGISTER_MEMORY sets the mm before it reads its argument (`tce_iommu_mm_set` comes
+/// first): even a refused REGISTER binds the container to its caller.
+#[test]
+fn a_refused_register_still_binds_the_mm_as_the_kernel_does() {
+    let v = vfio(Linux);
+    let (c, _) = v2(&v, &["gpu0"]);
+    assert_eq!(
+        call(
+            &v,
+            c,
+            ioctl::REGISTER_MEMORY,
+            encode::register(1, 0, 1 << 16)
+        ),
+        Err(Einval),
+        "a flag"
+    );
+    let mut arg = encode::register(0, 0, 1 << 16);
+    assert_eq!(
+        v.ioctl(OTHER, c, ioctl::REGISTER_MEMORY, &mut arg),
+        Err(Eperm)
+    );
+}
