@@ -662,8 +662,7 @@ impl<const WHOLE: bool> Claim<WHOLE> {
     }
     /// Whether the ownership it belongs to is still the group's.
     pub fn is_current(&self) -> bool {
-        let gs = self.group.lock();
-        gs.owner == Some(self.owner) && gs.epoch == self.epoch && gs.owner_cnt > 0
+        self.group.is_owned_by(self.owner, self.epoch)
     }
     /// Releases now. Errors of re-attaching the default domain are returned; the claim is
     /// gone either way.

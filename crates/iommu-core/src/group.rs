@@ -107,6 +107,12 @@ impl Group {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// A weak handle.
+    /// Whether the group is owned by `owner` in ownership epoch `epoch` (a claim made then
+    /// is still current).
+    pub fn is_owned_by(&self, owner: OwnerCookie, epoch: u64) -> bool {
+        let gs = self.lock();
+        gs.owner == Some(owner) && gs.epoch == epoch && gs.owner_cnt > 0
+    }
     /// Whether `dev` is one of the group's devices.
     pub fn contains(&self, dev: DeviceId) -> bool {
         self.lock().devices.contains(&dev)

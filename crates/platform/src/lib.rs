@@ -72,7 +72,10 @@ pub use iommu::SpaprTceIommu;
 pub use machine::{
     BootReport, DeviceConfig, Initcall, PeView, PhbView, PowerNv, PowerNvConfig, WindowView,
 };
-pub use pe::{DmaFault, OpalError, PciDev, Pe, PeScope, TableGroupOps, Tve1, BYPASS_BASE};
+pub use pe::{
+    DmaFault, OpalError, PciDev, Pe, PeScope, TableGroupOps, Tve1, WindowError, WindowToken,
+    BYPASS_BASE,
+};
 pub use phb::{Phb, PhbConfig, PhbModel};
 pub use ram::Ram;
 pub use table::{IommuTable, PeCounters};

@@ -168,6 +168,36 @@ pub struct PeState {
     pub group: Option<Group>,
 }
 
+/// Leave to program a user's windows on one PE (`set_window`, `unset_window`): only a
+/// live DMA ownership claim of the PE's group hands one out ([`Pe::window_token`]), it
+/// borrows the claim so it cannot outlive it, and every use checks the claim is still the
+/// group's. The kernel-owned default configuration is programmed inside this module only.
+#[derive(Debug)]
+pub struct WindowToken<'c> {
+    group: &'c Group,
+    owner: iommu_core::OwnerCookie,
+    epoch: u64,
+    pe: *const Pe,
+}
+
+impl WindowToken<'_> {
+    /// Whether the claim behind it still owns the group, and the token is `pe`'s.
+    fn valid_for(&self, pe: &Pe) -> bool {
+        std::ptr::eq(self.pe, pe) && self.group.is_owned_by(self.owner, self.epoch)
+    }
+}
+
+/// Why a window could not be programmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// The token is not this PE's, or its claim has ended (`-EPERM`).
+    #[error("the window token is not a live claim of this PE's group")]
+    NotOwner,
+    /// OPAL refused (`opal_pci_map_pe_dma_window`).
+    #[error("OPAL status {}", .0.code())]
+    Opal(OpalError),
+}
+
 /// Group data: how a group finds its PE (`iommu_group_get_iommudata`).
 #[derive(Debug, Clone)]
 pub struct PeLink(pub Weak<Pe>);
@@ -365,11 +395,44 @@ impl Pe {
         (self.phb << 16) | self.tve_index(num)
     }
 
+    /// A token for programming this PE's windows, from a live claim of its group: -EPERM
+    /// if the claim is of another group or has ended, -ENODEV if the PE has no group.
+    pub fn window_token<'c, const W: bool>(
+        &self,
+        claim: &'c iommu_core::Claim<W>,
+    ) -> Result<WindowToken<'c>, Errno> {
+        // The group's state before the PE's (the crate's lock order).
+        if !claim.is_current() {
+            return Err(Errno::Eperm);
+        }
+        let st = self.lock();
+        let g = st.group.as_ref().ok_or(Errno::Enodev)?;
+        if !g.same(claim.group()) {
+            return Err(Errno::Eperm);
+        }
+        Ok(WindowToken {
+            group: claim.group(),
+            owner: claim.owner(),
+            epoch: claim.epoch(),
+            pe: self,
+        })
+    }
+
     /// `set_window`: programs window `num` with `table` (OPAL map-PE-DMA-window with TVE
-    /// `(pe << 1) + num`), links the table, then a PE-wide kill.
-    pub fn set_window(&self, num: usize, table: &Arc<IommuTable>) -> Result<(), OpalError> {
+    /// `(pe << 1) + num`), links the table, then a PE-wide kill. Needs a token of a live
+    /// claim of the PE's group.
+    pub fn set_window(
+        &self,
+        num: usize,
+        table: &Arc<IommuTable>,
+        token: &WindowToken<'_>,
+    ) -> Result<(), WindowError> {
+        if !token.valid_for(self) {
+            return Err(WindowError::NotOwner);
+        }
         let mut st = self.lock();
         self.set_window_locked(&mut st, num, table)
+            .map_err(WindowError::Opal)
     }
 
     fn set_window_locked(
@@ -406,8 +469,12 @@ impl Pe {
         Ok(())
     }
 
-    /// `unset_window`: clears TVE `num`, a PE-wide kill, unlinks the table.
-    pub fn unset_window(&self, num: usize) -> Result<(), Errno> {
+    /// `unset_window`: clears TVE `num`, a PE-wide kill, unlinks the table. Needs a token
+    /// of a live claim of the PE's group (-EPERM otherwise).
+    pub fn unset_window(&self, num: usize, token: &WindowToken<'_>) -> Result<(), Errno> {
+        if !token.valid_for(self) {
+            return Err(Errno::Eperm);
+        }
         let mut st = self.lock();
         self.unset_window_locked(&mut st, num)
     }

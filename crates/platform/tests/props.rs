@@ -79,7 +79,7 @@ proptest! {
                         if let Some(t) = &u.table {
                             let g = *t.tces.geometry();
                             t.tces.clear(g.first_index(), g.entries()).unwrap();
-                            pe.unset_window(1).unwrap();
+                            pe.unset_window(1, &pe.window_token(&u.claim).unwrap()).unwrap();
                         }
                         m.release(u.claim).unwrap();
                     }
@@ -89,7 +89,7 @@ proptest! {
                         let pe = m.pe_of(devs[i]).unwrap();
                         if u.table.is_none() {
                             let t = pe.create_table(1, 16, 64 * PAGE, 1).unwrap();
-                            pe.set_window(1, &t).unwrap();
+                            pe.set_window(1, &t, &pe.window_token(&u.claim).unwrap()).unwrap();
                             u.table = Some(t);
                         }
                         let t = u.table.as_ref().unwrap();
@@ -133,7 +133,8 @@ proptest! {
             if let Some(t) = &u.table {
                 let g = *t.tces.geometry();
                 t.tces.clear(g.first_index(), g.entries()).unwrap();
-                m.pe_of(devs[i]).unwrap().unset_window(1).unwrap();
+                let pe = m.pe_of(devs[i]).unwrap();
+                pe.unset_window(1, &pe.window_token(&u.claim).unwrap()).unwrap();
             }
             m.release(u.claim).unwrap();
         }

@@ -55,10 +55,19 @@
 )]
 #![forbid(unsafe_code)]
 
+mod audit;
 mod container;
+mod group;
+mod mm;
+mod spapr_tce;
 pub mod uapi;
+mod vfio;
 
-pub use container::{ContainerFd, GroupFd, Mm, Vfio, VfioConfig, WindowView};
+pub use audit::WindowView;
+pub use container::ContainerFd;
+pub use group::GroupFd;
+pub use mm::Mm;
+pub use vfio::{Vfio, VfioConfig};
 
 /// `VFIO_TYPE`: the ioctl type character `';'`.
 pub const VFIO_TYPE_CHAR: u8 = b';';

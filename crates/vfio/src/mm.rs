@@ -1,0 +1,159 @@
+//! Processes as VFIO sees them: their memory (what pinning finds), their `locked_vm`, and
+//! their preregistered regions (arch/powerpc/mm/book3s64/iommu_api.c, `mm_iommu_*`).
+//!
+//! A locked-memory charge is a value ([`Charge`]): taking it raises the process's
+//! `locked_vm` (or fails with -ENOMEM past `RLIMIT_MEMLOCK`), dropping it lowers it again,
+//! and the only other way to get rid of one is [`Charge::leak`], which the `linux` profile
+//! calls where the kernel forgets to un-charge, and which is counted. So a charge cannot be
+//! returned twice or forgotten by accident, and what stays charged after every container
+//! is gone is exactly the sum of the leaks.
+
+use iommu_core::Errno;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A process (its `mm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mm(pub u32);
+
+/// `mm->locked_vm` of one process, shared with the charges held against it. Atomics only
+/// so that a [`Charge`] can give its pages back from `Drop`; every change happens under
+/// VFIO's state lock.
+#[derive(Debug, Default)]
+pub(crate) struct LockedVm {
+    pages: AtomicU64,
+    leaked: AtomicU64,
+    /// Pages a drop could not give back (more returned than charged): a bookkeeping bug,
+    /// reported by `Vfio::audit`.
+    imbalance: AtomicU64,
+}
+
+impl LockedVm {
+    pub(crate) fn pages(&self) -> u64 {
+        self.pages.load(Ordering::Relaxed)
+    }
+    pub(crate) fn leaked(&self) -> u64 {
+        self.leaked.load(Ordering::Relaxed)
+    }
+    pub(crate) fn imbalance(&self) -> u64 {
+        self.imbalance.load(Ordering::Relaxed)
+    }
+}
+
+/// Pages charged against a process's `locked_vm` (`account_locked_vm`), given back when
+/// dropped.
+#[must_use = "a charge is given back when dropped; keep it where the pages stay locked"]
+#[derive(Debug)]
+pub(crate) struct Charge {
+    vm: Arc<LockedVm>,
+    pages: u64,
+}
+
+impl Charge {
+    /// `account_locked_vm(mm, pages, true)`: -ENOMEM if the process would pass `limit`
+    /// pages (`None`: `CAP_IPC_LOCK`, no limit).
+    pub(crate) fn take(vm: &Arc<LockedVm>, pages: u64, limit: Option<u64>) -> Result<Self, Errno> {
+        let now = vm.pages();
+        let after = now.checked_add(pages).ok_or(Errno::Enomem)?;
+        if limit.is_some_and(|l| after > l) {
+            return Err(Errno::Enomem);
+        }
+        vm.pages.store(after, Ordering::Relaxed);
+        Ok(Self {
+            vm: vm.clone(),
+            pages,
+        })
+    }
+    /// Keeps the pages charged for good (a `linux` quirk: the kernel never returns them).
+    /// Returns how many.
+    pub(crate) fn leak(mut self) -> u64 {
+        let pages = std::mem::take(&mut self.pages);
+        self.vm.leaked.fetch_add(pages, Ordering::Relaxed);
+        pages
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let now = self.vm.pages();
+        match now.checked_sub(self.pages) {
+            Some(left) => self.vm.pages.store(left, Ordering::Relaxed),
+            None => {
+                self.vm.pages.store(0, Ordering::Relaxed);
+                self.vm
+                    .imbalance
+                    .fetch_add(self.pages - now, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A mapping of a process: user addresses backed by real memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vma {
+    pub(crate) ua: u64,
+    pub(crate) len: u64,
+    pub(crate) page_shift: u32,
+    pub(crate) hpa: u64,
+}
+
+/// A preregistered region (`mm_iommu_table_group_mem_t`), mm-wide.
+#[derive(Debug)]
+pub(crate) struct Region {
+    pub(crate) ua: u64,
+    pub(crate) size: u64,
+    pub(crate) page_shift: u32,
+    pub(crate) hpa: u64,
+    /// Containers that registered it (`mem->used`).
+    pub(crate) users: u64,
+    /// TCEs pointing into it (`mem->mapped`).
+    pub(crate) mapped: u64,
+    /// Its pages, charged while it lives.
+    pub(crate) _charge: Charge,
+}
+
+impl Region {
+    pub(crate) fn contains(&self, ua: u64) -> bool {
+        ua >= self.ua && ua - self.ua < self.size
+    }
+}
+
+/// One process.
+#[derive(Debug, Default)]
+pub(crate) struct Process {
+    pub(crate) vmas: Vec<Vma>,
+    pub(crate) locked: Arc<LockedVm>,
+    pub(crate) regions: Vec<Option<Region>>,
+}
+
+impl Process {
+    /// The host page size backing real address `hpa` (pins are counted per host page).
+    pub(crate) fn host_page_shift(&self, hpa: u64) -> Option<u32> {
+        self.vmas
+            .iter()
+            .find(|v| hpa >= v.hpa && hpa - v.hpa < v.len)
+            .map(|v| v.page_shift)
+    }
+
+    /// The mapping holding user address `ua`.
+    pub(crate) fn vma(&self, ua: u64) -> Option<&Vma> {
+        self.vmas.iter().find(|v| ua >= v.ua && ua - v.ua < v.len)
+    }
+
+    /// The live region holding `ua`.
+    pub(crate) fn region_of(&mut self, ua: u64) -> Option<&mut Region> {
+        self.regions.iter_mut().flatten().find(|r| r.contains(ua))
+    }
+}
+
+/// Lowers a count that must not go below zero; an impossible balance is recorded (and the
+/// count left at zero) so that `Vfio::audit` reports it instead of hiding it.
+pub(crate) fn decrement(count: &mut u64, by: u64, what: &str, bad: &mut Vec<String>) {
+    match count.checked_sub(by) {
+        Some(v) => *count = v,
+        None => {
+            bad.push(format!("{what}: {} taken from {}", by, *count));
+            *count = 0;
+        }
+    }
+}
