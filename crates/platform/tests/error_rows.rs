@@ -320,7 +320,6 @@ fn a_window_token_comes_only_from_a_live_claim_of_the_pes_group() {
     );
     assert_eq!(pe.window_token(&d).err(), Some(Errno::Eperm));
     assert!(pe.lock().tables[1].is_none());
-    drop(token);
     drop(d);
     drop(other);
 }
