@@ -486,10 +486,10 @@ impl Engine {
     }
 
     fn powernv(&mut self, step: &Step, iter: u64) -> Result<Outcome, String> {
-        let World::PowerNv { m, .. } = &self.world else {
+        let World::PowerNv { m, vfio, .. } = &self.world else {
             return Err("needs a powernv machine".into());
         };
-        let m = m.clone();
+        let (m, vfio) = (m.clone(), vfio.clone());
         Ok(match step.op.name {
             "bind" => errno(m.bind_driver(Self::device(&m, step)?, Self::text(step, "driver")?)),
             "unbind" => errno(m.unbind_driver(Self::device(&m, step)?)),
@@ -530,7 +530,8 @@ impl Engine {
                     Err(e) => Outcome::Ok(format!("added without a group: {e}")),
                 }
             }
-            "hot_remove" => errno(m.remove_device(Self::device(&m, step)?)),
+            // Through VFIO: a device user space holds is not removed behind it.
+            "hot_remove" => errno(vfio.remove_device(Self::device(&m, step)?)),
             "dma_alloc" => {
                 let dev = Self::device(&m, step)?;
                 match m.driver_dma_alloc(dev, self.num(step, "size", iter)?, Self::dir(step)?) {

@@ -142,7 +142,10 @@ pub struct Env {
     /// at most 2 MiB per PE with 4K host pages.
     pub default_window_max: u64,
     notes: Mutex<Vec<Note>>,
-    set_window_failure: Mutex<Option<OpalError>>,
+    /// The next failure to inject into `set_window`: after how many calls, with what.
+    set_window_failure: Mutex<Option<(u32, OpalError)>>,
+    /// The `strict` kernel profile (set by VFIO): the platform's own quirks fixed too.
+    strict: std::sync::atomic::AtomicBool,
 }
 
 impl Env {
@@ -154,6 +157,7 @@ impl Env {
             default_window_max: 64 << 30,
             notes: Mutex::new(Vec::new()),
             set_window_failure: Mutex::new(None),
+            strict: std::sync::atomic::AtomicBool::new(false),
         }
     }
     pub(crate) fn note(
@@ -178,15 +182,41 @@ impl Env {
     }
     /// Makes the next `set_window` fail with `e` (OPAL error injection).
     pub fn fail_next_set_window(&self, e: OpalError) {
+        self.fail_set_window(e, 0);
+    }
+    /// Makes the `set_window` call after the next `skip` ones fail with `e`.
+    pub fn fail_set_window(&self, e: OpalError, skip: u32) {
         *self
             .set_window_failure
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(e);
+            .unwrap_or_else(|p| p.into_inner()) = Some((skip, e));
     }
+    /// Counts one `set_window` call: the injected failure if this is its turn.
     pub(crate) fn take_set_window_failure(&self) -> Option<OpalError> {
-        self.set_window_failure
+        let mut f = self
+            .set_window_failure
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .unwrap_or_else(|p| p.into_inner());
+        match f.as_mut() {
+            Some((0, e)) => {
+                let e = *e;
+                *f = None;
+                Some(e)
+            }
+            Some((skip, _)) => {
+                *skip -= 1;
+                None
+            }
+            None => None,
+        }
+    }
+    /// Selects the `strict` profile for the platform's own quirks (or `linux`).
+    pub fn set_strict(&self, strict: bool) {
+        self.strict
+            .store(strict, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Whether the `strict` profile is on.
+    pub fn strict(&self) -> bool {
+        self.strict.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -503,7 +503,9 @@ impl PowerNv {
                     })),
                 ));
             }
-            dev.set_table_base(st.tables[0].clone());
+            // `set_iommu_table_base`: the kernel's table only; a user's table in slot 0 (a
+            // PE handed to user space) is never a kernel DMA table.
+            dev.set_table_base(st.tables[0].clone().filter(|t| t.map.is_some()));
             st.devices.push(dev.clone());
         }
         lock(&self.devs).insert(id, dev);
@@ -577,8 +579,27 @@ impl PowerNv {
     /// Hot-removes a device: its driver is unbound (buffers unmapped), it leaves its
     /// group; when the last device of a PE goes, the PE releases its windows and its group
     /// reference (`pnv_ioda_release_pe`), so the group is freed with its last device.
+    ///
+    /// A device whose group a user owns is not removed (-EBUSY, traced): its driver's
+    /// remove (`vfio_unregister_group_dev`) waits until user space lets go, and the
+    /// user's windows stay as they are.
     pub fn remove_device(&self, dev: DeviceId) -> Result<(), Errno> {
         let info = self.core.device_info(dev)?;
+        if let Some(g) = self.core.device_group(dev)? {
+            let v = self.core.group_view(&g);
+            if let Some(owner) = v.owner {
+                self.note(
+                    EventKind::RemoveDevice,
+                    Some(&info.name),
+                    format!(
+                        "removal waits: group {} is owned by {:#x} (vfio_unregister_group_dev); refused",
+                        v.name, owner.0
+                    ),
+                );
+                self.flush();
+                return Err(Errno::Ebusy);
+            }
+        }
         if self
             .core
             .devices()

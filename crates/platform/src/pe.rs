@@ -511,6 +511,26 @@ impl Pe {
                 let Some(old) = st.tables[0].clone() else {
                     return Ok(());
                 };
+                if old.map.is_none() {
+                    // A user's table sits in slot 0: a device hot-added into a user-owned
+                    // PE is being attached to BLOCKED.
+                    if self.env.strict() {
+                        self.note(
+                            EventKind::Ownership,
+                            "take_ownership: window 0 is the user's; left alone".into(),
+                        );
+                        return Ok(());
+                    }
+                    self.note(
+                        EventKind::Quirk,
+                        format!(
+                            "linux quirk: pnv_ioda2_take_ownership drops the table in slot 0, \
+                             the user's included ({} TCEs): the user's DMA through window 0 now \
+                             faults",
+                            old.tces.count_mapped()
+                        ),
+                    );
+                }
                 let live = old.tces.count_mapped();
                 st.bypass_enabled = false;
                 self.unset_window_locked(&mut st, 0)?;

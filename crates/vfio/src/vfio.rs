@@ -74,6 +74,9 @@ const USER_MEMORY: u64 = 1 << 32;
 impl Vfio {
     /// VFIO on `machine`.
     pub fn new(machine: Arc<PowerNv>, config: VfioConfig) -> Self {
+        machine
+            .env()
+            .set_strict(config.profile == KernelProfile::Strict);
         Self {
             machine,
             config: Mutex::new(config),
@@ -96,6 +99,7 @@ impl Vfio {
     /// Switches the behaviour profile.
     pub fn set_profile(&self, p: KernelProfile) {
         lock(&self.config).profile = p;
+        self.machine.env().set_strict(p == KernelProfile::Strict);
     }
     pub(crate) fn profile(&self) -> KernelProfile {
         lock(&self.config).profile
