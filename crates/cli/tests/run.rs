@@ -21,7 +21,7 @@ fn default_run_exits_zero_with_every_expectation_held() {
         "{text}"
     );
     assert!(
-        text.contains("TceKill group=domain1-pe1 set window 1"),
+        text.contains("IotlbInvalidate group=domain1-pe1 set window 1"),
         "{text}"
     );
     assert!(text.contains("Fault dev=gpu0"), "{text}");

@@ -25,8 +25,9 @@ pub enum EventKind {
     Map,
     /// Pages were unmapped (by a layer above).
     Unmap,
-    /// A TCE cache invalidation (by a layer above).
-    TceKill,
+    /// The driver invalidated cached translations (an IOTLB flush: on POWER a TCE kill,
+    /// per range or PE-wide).
+    IotlbInvalidate,
     /// A device access faulted.
     Fault,
     /// A behaviour-profile quirk was reproduced.

@@ -456,7 +456,7 @@ impl Pe {
         table.tces.kill_all();
         let g = table.tces.geometry();
         self.note(
-            EventKind::TceKill,
+            EventKind::IotlbInvalidate,
             format!(
                 "set window {num}: TVE#{} {:#x}+{:#x} page {} levels {}; PE-wide kill",
                 self.tve_index(num),
@@ -490,7 +490,7 @@ impl Pe {
             t.links().unlink(&self.counters);
             self.counters.pe_kill();
             self.note(
-                EventKind::TceKill,
+                EventKind::IotlbInvalidate,
                 format!(
                     "unset window {num}: TVE#{}; PE-wide kill",
                     self.tve_index(num)
