@@ -1299,13 +1299,7 @@ fn rtas_name(w: u32) -> String {
 }
 
 fn rule_name(r: Rule) -> &'static str {
-    match r {
-        Rule::NoKernelTranslationOnUserGroup => "NoKernelTranslationOnUserGroup",
-        Rule::NoKernelDriverOnUserGroup => "NoKernelDriverOnUserGroup",
-        Rule::NoUserMappingAfterRelease => "NoUserMappingAfterRelease",
-        Rule::KernelDmaRestored => "KernelDmaRestored",
-        Rule::RefcountBalance => "RefcountBalance",
-    }
+    r.name()
 }
 
 fn compare(got: &[u8], want: Option<&[u8]>) -> Outcome {

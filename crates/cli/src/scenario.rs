@@ -190,12 +190,14 @@ fn valid_expect(s: &str) -> bool {
 }
 
 /// The kernel's security rules, checked on a PowerNV machine.
-pub const RULES: [&str; 5] = [
+pub const RULES: [&str; 7] = [
     "NoKernelTranslationOnUserGroup",
     "NoKernelDriverOnUserGroup",
     "NoUserMappingAfterRelease",
     "KernelDmaRestored",
     "RefcountBalance",
+    "WindowsBelongToOwner",
+    "TceCacheCoherent",
 ];
 
 /// The window rules, checked on a pSeries machine.

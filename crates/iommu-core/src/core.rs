@@ -5,7 +5,7 @@
 //! order is always core, then group. Driver callbacks run under the core lock and must not
 //! call back into the core, except [`Core::alloc_group`], which takes no core lock.
 
-use crate::check::{Rule, Violation};
+use crate::check::{Evidence, Rule, Violation};
 use crate::device::{BusType, DeviceId, DeviceInfo, DriverBinding};
 use crate::domain::{AttachCtx, Domain, DomainType};
 use crate::errno::Errno;
@@ -493,133 +493,121 @@ impl Core {
         push_event(&mut self.state(), kind, device, group, detail);
     }
 
-    /// Checks the invariants of kernel.md section 3 that the core can see, plus what each
-    /// driver reports of kernel translations left for user-owned groups.
+    /// Checks the invariants of kernel.md section 3: what the core owns (membership,
+    /// references, `owner_cnt`, kernel drivers on user-owned groups, the domain), then each
+    /// group's driver ([`IommuOps::check_group`]) for what its hardware reaches. Driver
+    /// checks run with no core lock held (they take the PE's state: core → group → PE).
     pub fn check(&self) -> Vec<Violation> {
-        let st = self.state();
         let mut v = Vec::new();
-        for d in live_devices(&st) {
-            let Some(e) = st.devices[d.0].as_ref() else {
-                continue;
-            };
-            if let Some(g) = &e.group {
-                let gs = g.lock();
-                if !gs.devices.contains(&d) {
-                    v.push(Violation::new(
-                        Rule::RefcountBalance,
-                        Some(&e.info.name),
-                        Some(g.name()),
-                        "device points to a group that does not list it".into(),
-                    ));
+        let mut driver_checks = Vec::new();
+        {
+            let st = self.state();
+            for d in live_devices(&st) {
+                let Some(e) = st.devices[d.0].as_ref() else {
+                    continue;
+                };
+                if let Some(g) = &e.group {
+                    if !g.lock().devices.contains(&d) {
+                        v.push(Violation::new(
+                            Rule::RefcountBalance,
+                            Some(&e.info.name),
+                            Some(g.name()),
+                            Evidence::Membership { device: d.0 },
+                        ));
+                    }
                 }
             }
-        }
-        for g in self.groups() {
-            let gs = g.lock();
-            let mut kernel_drivers = 0u32;
-            for d in &gs.devices {
-                match st.devices.get(d.0).and_then(|e| e.as_ref()) {
-                    Some(e) if e.group.as_ref().is_some_and(|eg| eg.same(&g)) => {
-                        if e.driver.as_ref().is_some_and(|b| !b.driver_managed_dma) {
-                            kernel_drivers += 1;
-                            if gs.owner.is_some() {
-                                v.push(Violation::new(
-                                    Rule::NoKernelDriverOnUserGroup,
-                                    Some(&e.info.name),
-                                    Some(g.name()),
-                                    format!(
-                                        "driver {} bound while the group is owned",
-                                        e.driver.as_ref().map_or("", |b| b.name.as_str())
-                                    ),
-                                ));
+            for g in self.groups() {
+                let gs = g.lock();
+                let mut kernel_drivers = 0u64;
+                for d in &gs.devices {
+                    match st.devices.get(d.0).and_then(|e| e.as_ref()) {
+                        Some(e) if e.group.as_ref().is_some_and(|eg| eg.same(&g)) => {
+                            if let Some(b) = e.driver.as_ref().filter(|b| !b.driver_managed_dma) {
+                                kernel_drivers += 1;
+                                if gs.owner.is_some() {
+                                    v.push(Violation::new(
+                                        Rule::NoKernelDriverOnUserGroup,
+                                        Some(&e.info.name),
+                                        Some(g.name()),
+                                        Evidence::Driver {
+                                            name: b.name.clone(),
+                                        },
+                                    ));
+                                }
                             }
                         }
+                        _ => v.push(Violation::new(
+                            Rule::RefcountBalance,
+                            None,
+                            Some(g.name()),
+                            Evidence::Membership { device: d.0 },
+                        )),
                     }
-                    _ => v.push(Violation::new(
+                }
+                // Every device holds a reference, plus this listing's own.
+                let refs = g.ref_count() as u64;
+                let devices = gs.devices.len() as u64;
+                if refs < devices + 1 {
+                    v.push(Violation::new(
                         Rule::RefcountBalance,
                         None,
                         Some(g.name()),
-                        format!("lists device {} that is gone or elsewhere", d.0),
-                    )),
+                        Evidence::Count {
+                            what: "group references",
+                            expected: devices,
+                            found: refs - 1,
+                        },
+                    ));
                 }
-            }
-            // Every device holds a reference, plus this listing's own.
-            if g.ref_count() < gs.devices.len() + 1 {
-                v.push(Violation::new(
-                    Rule::RefcountBalance,
-                    None,
-                    Some(g.name()),
-                    format!(
-                        "{} references for {} devices",
-                        g.ref_count() - 1,
-                        gs.devices.len()
-                    ),
-                ));
-            }
-            match gs.owner {
-                None if gs.owner_cnt != kernel_drivers => v.push(Violation::new(
-                    Rule::RefcountBalance,
-                    None,
-                    Some(g.name()),
-                    format!(
-                        "owner_cnt {} but {} kernel drivers bound",
-                        gs.owner_cnt, kernel_drivers
-                    ),
-                )),
-                Some(_) if gs.owner_cnt == 0 => v.push(Violation::new(
-                    Rule::RefcountBalance,
-                    None,
-                    Some(g.name()),
-                    "owned with owner_cnt 0".into(),
-                )),
-                Some(_) => {
-                    if same_domain(&gs.domain, &gs.default_domain) && gs.default_domain.is_some() {
+                match gs.owner {
+                    None if u64::from(gs.owner_cnt) != kernel_drivers => v.push(Violation::new(
+                        Rule::RefcountBalance,
+                        None,
+                        Some(g.name()),
+                        Evidence::Count {
+                            what: "owner_cnt (one per bound kernel driver)",
+                            expected: kernel_drivers,
+                            found: u64::from(gs.owner_cnt),
+                        },
+                    )),
+                    Some(_) if gs.owner_cnt == 0 => v.push(Violation::new(
+                        Rule::RefcountBalance,
+                        None,
+                        Some(g.name()),
+                        Evidence::Count {
+                            what: "owner_cnt of an owned group",
+                            expected: 1,
+                            found: 0,
+                        },
+                    )),
+                    Some(_)
+                        if same_domain(&gs.domain, &gs.default_domain)
+                            && gs.default_domain.is_some() =>
+                    {
                         v.push(Violation::new(
                             Rule::NoKernelTranslationOnUserGroup,
                             None,
                             Some(g.name()),
-                            "user-owned group still attached to its default (kernel) domain".into(),
-                        ));
+                            Evidence::DefaultDomain,
+                        ))
                     }
-                    let ops = gs
-                        .devices
-                        .iter()
-                        .find_map(|d| st.devices.get(d.0)?.as_ref()?.iommu)
-                        .map(|i| st.instances[i.0].ops.clone());
-                    drop(gs);
-                    if let Some(ops) = ops {
-                        for entry in ops.kernel_translations_left(&g) {
-                            v.push(Violation::new(
-                                Rule::NoKernelTranslationOnUserGroup,
-                                None,
-                                Some(g.name()),
-                                entry,
-                            ));
-                        }
-                    }
+                    _ => {}
                 }
-                None => {
-                    let ops = ops_of(&st, &gs);
-                    drop(gs);
-                    if let Some(ops) = ops {
-                        for entry in ops.kernel_dma_missing(&g) {
-                            v.push(Violation::new(
-                                Rule::KernelDmaRestored,
-                                None,
-                                Some(g.name()),
-                                entry,
-                            ));
-                        }
-                        for entry in ops.user_mappings_left(&g) {
-                            v.push(Violation::new(
-                                Rule::NoUserMappingAfterRelease,
-                                None,
-                                Some(g.name()),
-                                entry,
-                            ));
-                        }
-                    }
+                let owner = gs.owner.map(|o| (o, gs.epoch));
+                if let Some(ops) = ops_of(&st, &gs) {
+                    driver_checks.push((g.clone(), owner, ops));
                 }
+            }
+        }
+        for (g, owner, ops) in driver_checks {
+            for f in ops.check_group(&g, owner) {
+                v.push(Violation {
+                    rule: f.rule,
+                    device: f.device,
+                    group: Some(g.name().to_string()),
+                    evidence: f.evidence,
+                });
             }
         }
         v

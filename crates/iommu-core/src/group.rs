@@ -113,6 +113,11 @@ impl Group {
         let gs = self.lock();
         gs.owner == Some(owner) && gs.epoch == epoch && gs.owner_cnt > 0
     }
+    /// The owner and ownership epoch (None: the kernel's).
+    pub fn owner(&self) -> Option<(OwnerCookie, u64)> {
+        let gs = self.lock();
+        gs.owner.map(|o| (o, gs.epoch))
+    }
     /// Whether `dev` is one of the group's devices.
     pub fn contains(&self, dev: DeviceId) -> bool {
         self.lock().devices.contains(&dev)

@@ -43,7 +43,7 @@ pub mod simple;
 pub mod trace;
 
 pub use crate::core::{Claim, Core, DeviceClaim, DeviceView, GroupClaim, GroupView, InstanceId};
-pub use check::{Rule, Violation};
+pub use check::{Evidence, Finding, Programmer, Rule, Violation};
 pub use device::{BusType, DeviceAddr, DeviceId, DeviceInfo, DriverBinding};
 pub use domain::{AttachCtx, Domain, DomainOps, DomainType};
 pub use errno::Errno;

@@ -2,10 +2,11 @@
 //! `device_group` are required; every optional operation has the kernel's default, so a
 //! driver implements only what it needs (Jason's answer to v1 of the POWER patch).
 
+use crate::check::Finding;
 use crate::device::DeviceInfo;
 use crate::domain::{Domain, DomainType};
 use crate::errno::Errno;
-use crate::group::Group;
+use crate::group::{Group, OwnerCookie};
 use std::sync::Arc;
 
 /// `enum iommu_cap`.
@@ -89,27 +90,12 @@ pub trait IommuOps: Send + Sync {
         None
     }
 
-    /// Platform-specific evidence for the checker: kernel DMA translations still reachable
-    /// by the devices of `group` (each string names the entry). Called for user-owned
-    /// groups only. Default: none.
-    fn kernel_translations_left(&self, group: &Group) -> Vec<String> {
-        let _ = group;
-        Vec::new()
-    }
-
-    /// Platform-specific evidence for the checker: devices of a kernel-owned `group` left
-    /// without the DMA translation the kernel DMA API needs (each string names what is
-    /// missing). Called for groups with no owner. Default: none.
-    fn kernel_dma_missing(&self, group: &Group) -> Vec<String> {
-        let _ = group;
-        Vec::new()
-    }
-
-    /// Platform-specific evidence for the checker: translations a user set up that are
-    /// still reachable by the devices of a kernel-owned `group` (kernel.md 3.3). Called for
-    /// groups with no owner. Default: none.
-    fn user_mappings_left(&self, group: &Group) -> Vec<String> {
-        let _ = group;
+    /// The driver's part of the checker for one group (kernel.md section 3): what its
+    /// hardware lets the group's devices reach, judged by provenance (who wrote each TCE,
+    /// who programmed each window). `owner` is who owns the group now (None: the kernel)
+    /// and the ownership epoch. Called without any core lock held. Default: nothing.
+    fn check_group(&self, group: &Group, owner: Option<(OwnerCookie, u64)>) -> Vec<Finding> {
+        let _ = (group, owner);
         Vec::new()
     }
 }

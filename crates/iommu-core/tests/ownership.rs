@@ -259,7 +259,10 @@ fn checker_names_group_and_entry_of_a_kernel_translation_left_for_a_user() {
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].rule, Rule::NoKernelTranslationOnUserGroup);
     assert_eq!(v[0].group.as_deref(), Some("grp0"));
-    assert!(v[0].detail.contains("entry 0x10"));
+    assert_eq!(
+        v[0].evidence,
+        Evidence::Note("window 0 entry 0x10 -> hpa 0x2000 rw".into())
+    );
 }
 
 #[test]

@@ -5,7 +5,8 @@ use crate::pe::{Pe, PeLink};
 use crate::phb::Phb;
 use crate::Design;
 use iommu_core::{
-    AttachCtx, Cap, DeviceAddr, DeviceInfo, Domain, DomainOps, DomainType, Errno, Group, IommuOps,
+    AttachCtx, Cap, DeviceAddr, DeviceInfo, Domain, DomainOps, DomainType, Errno, Finding, Group,
+    IommuOps, OwnerCookie,
 };
 use std::any::Any;
 use std::sync::{Arc, Weak};
@@ -122,15 +123,7 @@ impl IommuOps for SpaprTceIommu {
         (ty == DomainType::Blocked).then(|| self.blocked.clone())
     }
 
-    fn kernel_translations_left(&self, group: &Group) -> Vec<String> {
-        pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.kernel_translations())
-    }
-
-    fn user_mappings_left(&self, group: &Group) -> Vec<String> {
-        pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.user_mappings())
-    }
-
-    fn kernel_dma_missing(&self, group: &Group) -> Vec<String> {
-        pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.kernel_dma_missing())
+    fn check_group(&self, group: &Group, owner: Option<(OwnerCookie, u64)>) -> Vec<Finding> {
+        pe_of(group).map_or_else(|_| Vec::new(), |pe| pe.check(owner))
     }
 }

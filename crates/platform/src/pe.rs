@@ -4,7 +4,9 @@
 
 use crate::table::{IommuTable, Padded, PeCounters};
 use crate::Env;
-use iommu_core::{DeviceId, Errno, EventKind, Group};
+use iommu_core::{
+    DeviceId, Errno, EventKind, Evidence, Finding, Group, OwnerCookie, Programmer, Rule,
+};
 use spapr_tce::{ioda2_table_size, Access, Fault, Hpa, Iova, PageShift, PageSizes, TableGeometry};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
@@ -166,6 +168,8 @@ pub struct PeState {
     pub dma_setup_done: bool,
     /// The platform's reference to the PE's group.
     pub group: Option<Group>,
+    /// Who programmed each window (`None`: not programmed, or lent by the borrowing ops).
+    pub programmed_by: [Option<Programmer>; MAX_WINDOWS],
 }
 
 /// Leave to program a user's windows on one PE (`set_window`, `unset_window`): only a
@@ -293,12 +297,41 @@ impl Pe {
         }
     }
 
-    /// The PHB's translation of a device access at bus address `iova`.
+    /// The PHB's translation of a device access at bus address `iova`: through the TVE
+    /// the address selects, the TCE read through the PHB's TCE cache ([`PeCounters`]).
     pub fn translate(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
         let st = self.lock();
         let slot = usize::from(iova & BYPASS_BASE != 0);
         if let Some(t) = &st.tables[slot] {
-            return t.tces.translate(Iova(iova), access).map_err(DmaFault::Tce);
+            let g = t.tces.geometry();
+            let Some(rel) = g.relative_index(Iova(iova)) else {
+                return Err(DmaFault::Tce(Fault::OutsideWindow { iova: Iova(iova) }));
+            };
+            let index = spapr_tce::TceIndex(g.first_index().0 + rel);
+            let raw = self.counters.cached_tce(slot as u32, index.0, || {
+                t.tces.get(index).map_or(0, |e| e.0)
+            });
+            let need = match access {
+                Access::Read => 1,
+                Access::Write => 2,
+            };
+            if raw & need == 0 {
+                return Err(DmaFault::Tce(if raw & 3 == 0 {
+                    Fault::NoEntry {
+                        iova: Iova(iova),
+                        index,
+                    }
+                } else {
+                    Fault::Permission {
+                        iova: Iova(iova),
+                        index,
+                        tce: spapr_tce::Tce(raw),
+                        access,
+                    }
+                }));
+            }
+            let mask = g.offset_mask();
+            return Ok(Hpa((raw & !mask) | (iova & mask)));
         }
         if slot == 1 {
             if let Tve1::Bypass { size } = Self::tve1(&st, self.env.ram_size) {
@@ -314,6 +347,19 @@ impl Pe {
             iova,
             tve: self.tve_index(slot),
         })
+    }
+
+    /// What the hardware would translate `iova` to, from the live tables, without
+    /// touching the TCE cache (the checker's probe).
+    fn probe(&self, st: &PeState, iova: u64) -> Option<u64> {
+        let slot = usize::from(iova & BYPASS_BASE != 0);
+        if let Some(t) = &st.tables[slot] {
+            return t.tces.translate(Iova(iova), Access::Read).ok().map(|h| h.0);
+        }
+        match (slot, Self::tve1(st, self.env.ram_size)) {
+            (1, Tve1::Bypass { size }) if iova - BYPASS_BASE < size => Some(iova - BYPASS_BASE),
+            _ => None,
+        }
     }
 
     // ---- table-group ops ----
@@ -431,7 +477,11 @@ impl Pe {
             return Err(WindowError::NotOwner);
         }
         let mut st = self.lock();
-        self.set_window_locked(&mut st, num, table)
+        let by = Programmer::User {
+            owner: token.owner,
+            epoch: token.epoch,
+        };
+        self.set_window_locked(&mut st, num, table, by)
             .map_err(WindowError::Opal)
     }
 
@@ -440,6 +490,7 @@ impl Pe {
         st: &mut PeState,
         num: usize,
         table: &Arc<IommuTable>,
+        by: Programmer,
     ) -> Result<(), OpalError> {
         if self.ops == TableGroupOps::Borrowing {
             return Ok(());
@@ -452,6 +503,7 @@ impl Pe {
         }
         table.links().link(&self.counters);
         st.tables[num] = Some(table.clone());
+        st.programmed_by[num] = Some(by);
         self.counters.pe_kill();
         table.tces.kill_all();
         let g = table.tces.geometry();
@@ -487,6 +539,7 @@ impl Pe {
             return Err(Errno::Einval);
         }
         if let Some(t) = st.tables[num].take() {
+            st.programmed_by[num] = None;
             t.links().unlink(&self.counters);
             self.counters.pe_kill();
             self.note(
@@ -620,7 +673,7 @@ impl Pe {
                 return Err(e);
             }
         };
-        if let Err(e) = self.set_window_locked(st, 0, &table) {
+        if let Err(e) = self.set_window_locked(st, 0, &table, Programmer::Kernel) {
             st.bypass_enabled = !self.env.bypass_disabled;
             self.note(
                 EventKind::Ownership,
@@ -629,6 +682,9 @@ impl Pe {
             return Err(e.as_kernel_errno());
         }
         if self.ops == TableGroupOps::Borrowing {
+            // The kernel's table is the PE's window (no OPAL call), and its kills must
+            // reach the PE's TCE cache like any other's.
+            table.links().link(&self.counters);
             st.tables[0] = Some(table.clone());
         }
         st.bypass_enabled = self.ops == TableGroupOps::Ioda2 && !self.env.bypass_disabled;
@@ -694,96 +750,193 @@ impl Pe {
         st.group.take()
     }
 
-    /// What the kernel DMA API can still reach for a user-owned PE (kernel.md 3.1).
-    pub fn kernel_translations(&self) -> Vec<String> {
+    /// The driver's part of the checker (kernel.md section 3), by provenance. `owner` is
+    /// who owns the PE's group now (None: the kernel) and the ownership epoch.
+    ///
+    /// - Any owner: the PHB's TCE cache serves nothing its table no longer holds
+    ///   (`TceCacheCoherent`).
+    /// - User-owned: no kernel table is programmed (a borrowed table lent to the user, its
+    ///   bitmap saturated, is the user's), no bypass, no device keeps a usable kernel DMA
+    ///   table; each such finding comes with what a device access would reach, probed by
+    ///   translation (`NoKernelTranslationOnUserGroup`); every other window was programmed
+    ///   under the current ownership (`WindowsBelongToOwner`).
+    /// - Kernel-owned: no user table is programmed, and every TCE of a kernel table was
+    ///   handed out by the kernel allocator (`NoUserMappingAfterRelease`); window 0, bypass
+    ///   and every device's table base are back (`KernelDmaRestored`).
+    pub fn check(&self, owner: Option<(OwnerCookie, u64)>) -> Vec<Finding> {
         let st = self.lock();
-        let mut v = Vec::new();
-        for (i, t) in st.tables.iter().enumerate() {
-            let Some(t) = t else { continue };
-            let Some(map) = &t.map else { continue };
-            if map.saturated() {
-                if t.tces.count_mapped() > 0 {
-                    v.push(format!(
-                        "window {i}: borrowed kernel table still holds {} TCEs",
-                        t.tces.count_mapped()
-                    ));
-                }
-                continue;
-            }
-            v.push(format!(
-                "window {i}: kernel table {:#x}+{:#x} still programmed (TVE#{}, {} TCEs live)",
-                t.start(),
-                t.window_size(),
-                self.tve_index(i),
-                t.tces.count_mapped()
-            ));
-        }
-        if let Tve1::Bypass { size } = Self::tve1(&st, self.env.ram_size) {
-            v.push(format!(
-                "bypass TVE#{} still maps [{:#x}, {:#x}) onto all RAM",
-                self.tve_index(1),
-                BYPASS_BASE,
-                BYPASS_BASE + size
-            ));
-        }
-        for d in &st.devices {
-            let usable = d
-                .table_base
-                .get()
-                .is_some_and(|t| t.map.as_ref().is_some_and(|m| !m.saturated()));
-            if usable {
-                v.push(format!(
-                    "{}: iommu_table_base still points at a usable kernel table",
-                    d.name
-                ));
-            }
-        }
-        v
-    }
-
-    /// User tables still programmed on a kernel-owned PE (kernel.md 3.3): a window whose
-    /// table has no kernel allocator was set by a user and should have been unset, its
-    /// TCEs cleared, before the group came back.
-    pub fn user_mappings(&self) -> Vec<String> {
-        let st = self.lock();
-        st.tables
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                let t = t.as_ref()?;
-                (t.map.is_none()).then(|| {
-                    format!(
-                        "window {i} (TVE#{}): a user table with {} TCEs is still programmed",
-                        self.tve_index(i),
-                        t.tces.count_mapped()
-                    )
-                })
+        let mut out = Vec::new();
+        let mut found = |rule: Rule, device: Option<&str>, evidence: Evidence| {
+            out.push(Finding {
+                rule,
+                device: device.map(str::to_string),
+                evidence,
             })
-            .collect()
-    }
-
-    /// What a kernel-owned PE lacks for kernel DMA (the v6.7 bug).
-    pub fn kernel_dma_missing(&self) -> Vec<String> {
-        let st = self.lock();
-        if st.devices.is_empty() || !st.dma_setup_done {
-            return Vec::new();
-        }
-        let mut v = Vec::new();
-        if st.tables[0].is_none() {
-            v.push(format!(
-                "window 0 (TVE#{}) not restored: table unavailable for kernel DMA",
-                self.tve_index(0)
-            ));
-        }
-        if self.ops == TableGroupOps::Ioda2 && !self.env.bypass_disabled && !st.bypass_enabled {
-            v.push("bypass not re-enabled".into());
-        }
-        for d in &st.devices {
-            if !d.has_table_base() {
-                v.push(format!("{}: iommu_table_base is NULL", d.name));
+        };
+        for (slot, index, cached) in self.counters.cached() {
+            let current = st.tables[slot as usize]
+                .as_ref()
+                .and_then(|t| t.tces.get(spapr_tce::TceIndex(index)).ok())
+                .map_or(0, |e| e.0);
+            if current != cached {
+                found(
+                    Rule::TceCacheCoherent,
+                    None,
+                    Evidence::StaleCache {
+                        window: slot,
+                        index,
+                        cached,
+                        current,
+                    },
+                );
             }
         }
-        v
+        let window = |num: usize, t: &IommuTable, by: Programmer| Evidence::Window {
+            window: num as u32,
+            tve: self.tve_index(num),
+            start: t.start(),
+            size: t.window_size(),
+            live: t.tces.count_mapped(),
+            by,
+            kernel_table: t.map.is_some(),
+        };
+        match owner {
+            Some((o, epoch)) => {
+                let current = Programmer::User { owner: o, epoch };
+                for (num, t) in st.tables.iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    let by = st.programmed_by[num].unwrap_or(Programmer::Kernel);
+                    let lent = t.map.as_ref().is_some_and(|m| m.saturated());
+                    if t.map.is_some() && !lent {
+                        found(
+                            Rule::NoKernelTranslationOnUserGroup,
+                            None,
+                            window(num, t, by),
+                        );
+                        if let Some(r) = t.mapped_runs_first() {
+                            if let Some(hpa) = self.probe(&st, r) {
+                                found(
+                                    Rule::NoKernelTranslationOnUserGroup,
+                                    None,
+                                    Evidence::Reach { iova: r, hpa },
+                                );
+                            }
+                        }
+                    } else if !lent && by != current {
+                        found(Rule::WindowsBelongToOwner, None, window(num, t, by));
+                    }
+                }
+                if let Tve1::Bypass { size } = Self::tve1(&st, self.env.ram_size) {
+                    found(
+                        Rule::NoKernelTranslationOnUserGroup,
+                        None,
+                        Evidence::Bypass {
+                            start: BYPASS_BASE,
+                            end: BYPASS_BASE + size,
+                        },
+                    );
+                    if let Some(hpa) = self.probe(&st, BYPASS_BASE) {
+                        found(
+                            Rule::NoKernelTranslationOnUserGroup,
+                            None,
+                            Evidence::Reach {
+                                iova: BYPASS_BASE,
+                                hpa,
+                            },
+                        );
+                    }
+                }
+                for d in &st.devices {
+                    let usable = d
+                        .table_base
+                        .get()
+                        .is_some_and(|t| t.map.as_ref().is_some_and(|m| !m.saturated()));
+                    if usable {
+                        found(
+                            Rule::NoKernelTranslationOnUserGroup,
+                            Some(&d.name),
+                            Evidence::TableBase,
+                        );
+                    }
+                }
+            }
+            None => {
+                for (num, t) in st.tables.iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    let by = st.programmed_by[num].unwrap_or(Programmer::Kernel);
+                    let Some(map) = &t.map else {
+                        found(Rule::NoUserMappingAfterRelease, None, window(num, t, by));
+                        continue;
+                    };
+                    // Provenance: the kernel DMA API writes only entries it allocated.
+                    let g = *t.tces.geometry();
+                    let first = g.first_index().0;
+                    let mut strays = 0u64;
+                    let _ = t.tces.for_each_entry(g.first_index(), g.entries(), |i, e| {
+                        if !map.is_set(i.0 - first) {
+                            strays += 1;
+                            if strays <= 16 {
+                                found(
+                                    Rule::NoUserMappingAfterRelease,
+                                    None,
+                                    Evidence::Entry {
+                                        window: num as u32,
+                                        index: i.0,
+                                        value: e.0,
+                                    },
+                                );
+                            }
+                        }
+                    });
+                    if strays > 16 {
+                        found(
+                            Rule::NoUserMappingAfterRelease,
+                            None,
+                            Evidence::Count {
+                                what: "TCEs not from the kernel allocator (16 listed)",
+                                expected: 0,
+                                found: strays,
+                            },
+                        );
+                    }
+                }
+                if !st.devices.is_empty() && st.dma_setup_done {
+                    if st.tables[0].is_none() {
+                        found(
+                            Rule::KernelDmaRestored,
+                            None,
+                            Evidence::Missing {
+                                what: "window 0 not restored: table unavailable for kernel DMA",
+                            },
+                        );
+                    }
+                    if self.ops == TableGroupOps::Ioda2
+                        && !self.env.bypass_disabled
+                        && !st.bypass_enabled
+                    {
+                        found(
+                            Rule::KernelDmaRestored,
+                            None,
+                            Evidence::Missing {
+                                what: "bypass not re-enabled",
+                            },
+                        );
+                    }
+                    for d in &st.devices {
+                        if !d.has_table_base() {
+                            found(
+                                Rule::KernelDmaRestored,
+                                Some(&d.name),
+                                Evidence::Missing {
+                                    what: "iommu_table_base is NULL",
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

@@ -4,8 +4,9 @@
 
 use crate::alloc::TceAllocator;
 use spapr_tce::{Hpa, TableGeometry, TableOptions, TceIndex, TceKill, TceTable};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// Keeps a value on its own cache lines (128 bytes covers adjacent-line prefetch).
 #[repr(align(128))]
@@ -13,13 +14,35 @@ use std::sync::{Arc, RwLock, Weak};
 pub(crate) struct Padded<T>(pub T);
 
 /// TCE invalidations a PE received (kernel.md 3.7): range kills after map/unmap, PE-wide
-/// kills when a window is set or unset. Range kills are counted per CPU slot so that CPUs
-/// mapping through one PE do not share a counter.
+/// kills when a window is set or unset; and the PHB's TCE cache they invalidate. Range
+/// kills are counted per CPU slot so that CPUs mapping through one PE do not share a
+/// counter.
+///
+/// The TCE cache models the hardware's: a device translation that finds a valid TCE keeps
+/// it, and later translations of that entry are served from the cache. Any kill on the PE
+/// (the sum of the counters moves) empties it before the next translation; so a TCE
+/// changed without a kill goes on being served from the cache, which is what the checker's
+/// `TceCacheCoherent` rule looks for. The cache is only touched by device translations
+/// (the simulator's DMA), never by the DMA API's hot path.
 #[derive(Debug, Default)]
 pub struct PeCounters {
     range: [Padded<AtomicU64>; 4],
     pe_wide: AtomicU64,
+    /// A leaf lock: taken after the PE's state, nothing taken under it.
+    cache: Mutex<TceCache>,
 }
+
+/// The PHB's TCE cache of one PE: `(window slot, absolute index) -> TCE`, valid while no
+/// kill happened since `tag`.
+#[derive(Debug, Default)]
+struct TceCache {
+    tag: u64,
+    entries: BTreeMap<(u32, u64), u64>,
+}
+
+/// Most entries the cache holds (past it, it starts empty again, as a small hardware
+/// cache evicts).
+const TCE_CACHE_ENTRIES: usize = 1024;
 
 impl PeCounters {
     /// Counts one range kill from `cpu`. Each slot is a per-CPU counter, bumped with a
@@ -41,6 +64,42 @@ impl PeCounters {
     /// PE-wide kills so far.
     pub fn pe_kills(&self) -> u64 {
         self.pe_wide.load(Ordering::Relaxed)
+    }
+    fn kill_tag(&self) -> u64 {
+        self.range_kills().wrapping_add(self.pe_kills())
+    }
+    fn cache(&self) -> std::sync::MutexGuard<'_, TceCache> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let tag = self.kill_tag();
+        if c.tag != tag {
+            c.entries.clear();
+            c.tag = tag;
+        }
+        c
+    }
+    /// The TCE the PHB uses for entry `index` of window `slot`: the cached one if any,
+    /// else `load()`'s, kept if valid.
+    pub(crate) fn cached_tce(&self, slot: u32, index: u64, load: impl FnOnce() -> u64) -> u64 {
+        let mut c = self.cache();
+        if let Some(v) = c.entries.get(&(slot, index)) {
+            return *v;
+        }
+        let v = load();
+        if v & 3 != 0 {
+            if c.entries.len() >= TCE_CACHE_ENTRIES {
+                c.entries.clear();
+            }
+            c.entries.insert((slot, index), v);
+        }
+        v
+    }
+    /// What the cache would serve now: `(slot, index, tce)`.
+    pub(crate) fn cached(&self) -> Vec<(u32, u64, u64)> {
+        self.cache()
+            .entries
+            .iter()
+            .map(|((s, i), v)| (*s, *i, *v))
+            .collect()
     }
 }
 
@@ -136,6 +195,19 @@ impl IommuTable {
     /// The window's size in bytes.
     pub fn window_size(&self) -> u64 {
         self.tces.geometry().window_size()
+    }
+    /// The bus address of the first mapped entry, if any (what a probe translates).
+    pub fn mapped_runs_first(&self) -> Option<u64> {
+        let g = *self.tces.geometry();
+        let mut first = None;
+        let _ = self
+            .tces
+            .for_each_entry(g.first_index(), g.entries(), |i, _| {
+                if first.is_none() {
+                    first = Some(i.0 << g.page_shift().shift());
+                }
+            });
+        first
     }
     /// Whether `iova` lies in the window.
     pub fn contains(&self, iova: u64) -> bool {

@@ -447,3 +447,119 @@ fn the_pre_patch_iommu_group_add_device_path_leaves_devices_unusable_for_vfio() 
     );
     assert_eq!(m.claim_group(gpu, OWNER).err(), Some(Errno::Enodev));
 }
+
+/// The checker judges provenance (issue 13), and each rule fires on a planted fault.
+mod provenance {
+    use super::*;
+    use iommu_core::{Evidence, Programmer, Rule};
+
+    /// A TCE changed without a kill after a device used it: the PHB's TCE cache goes on
+    /// serving the old entry, and `TceCacheCoherent` names it.
+    #[test]
+    fn a_tce_changed_without_a_kill_is_served_stale_and_reported() {
+        let m = seed();
+        let gpu = m.device("gpu0").unwrap();
+        let c = m.claim_group(gpu, OWNER).unwrap();
+        let pe = m.pe_of(gpu).unwrap();
+        let t = pe.create_table(1, 16, 1 << 30, 1).unwrap();
+        pe.set_window(1, &t, &pe.window_token(&c).unwrap()).unwrap();
+        let idx = TceIndex(t.tces.geometry().first_index().0);
+        t.tces
+            .set(idx, Tce::new(0x4000_0000, TcePerm::READ_WRITE))
+            .unwrap();
+        assert_eq!(
+            m.device_translate(gpu, BYPASS_BASE + 8, Access::Write),
+            Ok(0x4000_0008),
+            "the cache now holds the entry"
+        );
+        assert!(m.check().is_empty());
+        // Cleared behind the hardware's back: no kill.
+        t.tces.exchange_no_kill(idx, Tce::EMPTY).unwrap();
+        assert_eq!(
+            m.device_translate(gpu, BYPASS_BASE + 8, Access::Write),
+            Ok(0x4000_0008),
+            "served from the stale cache"
+        );
+        let v = m.check();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, Rule::TceCacheCoherent);
+        assert_eq!(
+            v[0].evidence,
+            Evidence::StaleCache {
+                window: 1,
+                index: idx.0,
+                cached: 0x4000_0003,
+                current: 0
+            }
+        );
+        // The kill the change needed: the cache empties, the access faults.
+        t.tces.kill(idx, 1);
+        assert!(m
+            .device_translate(gpu, BYPASS_BASE + 8, Access::Write)
+            .is_err());
+        assert!(m.check().is_empty());
+        pe.unset_window(1, &pe.window_token(&c).unwrap()).unwrap();
+    }
+
+    /// A user's window left programmed when its ownership ends: on the kernel's PE it is
+    /// a user mapping after release; under the next owner, a window that is not theirs.
+    #[test]
+    fn a_window_left_by_a_previous_owner_is_named_with_who_programmed_it() {
+        let m = seed();
+        let gpu = m.device("gpu0").unwrap();
+        let pe = m.pe_of(gpu).unwrap();
+        let a = m.claim_group(gpu, OwnerCookie(0xA)).unwrap();
+        let epoch = a.epoch();
+        let t = pe.create_table(1, 16, 1 << 30, 1).unwrap();
+        pe.set_window(1, &t, &pe.window_token(&a).unwrap()).unwrap();
+        // A forgets to unset it before giving the group back.
+        m.release(a).unwrap();
+        let v = m.check();
+        let by_a = Programmer::User {
+            owner: OwnerCookie(0xA),
+            epoch,
+        };
+        assert!(
+            v.iter().any(|v| v.rule == Rule::NoUserMappingAfterRelease
+                && matches!(v.evidence, Evidence::Window { window: 1, by, kernel_table: false, .. } if by == by_a)),
+            "{v:?}"
+        );
+        let b = m.claim_group(gpu, OwnerCookie(0xB)).unwrap();
+        let v = m.check();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, Rule::WindowsBelongToOwner);
+        assert!(matches!(v[0].evidence, Evidence::Window { window: 1, by, .. } if by == by_a));
+        pe.unset_window(1, &pe.window_token(&b).unwrap()).unwrap();
+        assert!(m.check().is_empty());
+    }
+
+    /// A TCE in the kernel's table that its allocator never handed out: not the kernel's.
+    #[test]
+    fn a_kernel_table_entry_the_allocator_did_not_hand_out_is_named() {
+        let m = seed();
+        let nic = m.device("nic0").unwrap();
+        let pe = m.pe_of(nic).unwrap();
+        let t = pe.lock().tables[0].clone().unwrap();
+        let idx = TceIndex(t.tces.geometry().first_index().0 + 7);
+        t.tces
+            .set(idx, Tce::new(0x9000_0000, TcePerm::READ))
+            .unwrap();
+        let v = m.check();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, Rule::NoUserMappingAfterRelease);
+        assert_eq!(
+            v[0].evidence,
+            Evidence::Entry {
+                window: 0,
+                index: idx.0,
+                value: 0x9000_0001
+            }
+        );
+        // The kernel's own mappings are its allocator's: silent.
+        t.tces.set(idx, Tce::EMPTY).unwrap();
+        m.bind_driver(nic, "ixgbe").unwrap();
+        m.dma_map(nic, 0x1000_0000, 0x3000, DmaDirection::ToDevice, 0)
+            .unwrap();
+        assert!(m.check().is_empty());
+    }
+}

@@ -3,7 +3,7 @@
 //! claimed it reaches no kernel buffer; released, kernel DMA works again. Then the same
 //! story under the two historical designs, where the checker catches each bug.
 
-use iommu_core::{DomainType, Errno, OwnerCookie, Rule};
+use iommu_core::{DomainType, Errno, Evidence, OwnerCookie, Programmer, Rule};
 use spapr_platform::{Design, DmaFault, PowerNv, PowerNvConfig, Tve1, BYPASS_BASE};
 use spapr_tce::{Access, DmaDirection};
 
@@ -130,14 +130,37 @@ fn the_v1_patch_leaves_kernel_translations_at_hand_over_and_the_checker_says_so(
     // The user's device still reaches all of RAM through bypass.
     assert!(m.device_read(nvme, buf.dma, 8).is_ok());
     let v = m.check();
-    assert!(
+    let user = |e: &dyn Fn(&Evidence) -> bool| {
         v.iter()
-            .any(|v| v.rule == Rule::NoKernelTranslationOnUserGroup && v.detail.contains("bypass")),
+            .any(|v| v.rule == Rule::NoKernelTranslationOnUserGroup && e(&v.evidence))
+    };
+    assert!(
+        user(&|e| matches!(
+            e,
+            Evidence::Bypass {
+                start: BYPASS_BASE,
+                ..
+            }
+        )),
         "{v:?}"
     );
-    assert!(v
-        .iter()
-        .any(|v| v.rule == Rule::NoKernelTranslationOnUserGroup && v.detail.contains("window 0")));
+    assert!(user(&|e| matches!(
+        e,
+        Evidence::Window {
+            window: 0,
+            kernel_table: true,
+            by: Programmer::Kernel,
+            ..
+        }
+    )));
+    // And by translation: the user's device reaches RAM through the bypass.
+    assert!(user(&|e| matches!(
+        e,
+        Evidence::Reach {
+            iova: BYPASS_BASE,
+            hpa: 0
+        }
+    )));
     drop(claim);
 }
 
@@ -152,8 +175,8 @@ fn the_v6_7_design_never_gives_the_windows_back_and_the_checker_says_so() {
     m.release(claim).unwrap();
     let v = m.check();
     assert!(
-        v.iter()
-            .any(|v| v.rule == Rule::KernelDmaRestored && v.detail.contains("table unavailable")),
+        v.iter().any(|v| v.rule == Rule::KernelDmaRestored
+            && matches!(&v.evidence, Evidence::Missing { what } if what.contains("table unavailable"))),
         "{v:?}"
     );
     // The host driver comes back and finds no DMA table.

@@ -105,8 +105,20 @@ impl IommuOps for TestDriver {
     fn blocked_domain(&self) -> Option<Arc<Domain>> {
         self.blocking.clone()
     }
-    fn kernel_translations_left(&self, _group: &Group) -> Vec<String> {
-        self.leftovers.lock().unwrap().clone()
+    fn check_group(&self, _group: &Group, owner: Option<(OwnerCookie, u64)>) -> Vec<Finding> {
+        if owner.is_none() {
+            return Vec::new();
+        }
+        self.leftovers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| Finding {
+                rule: Rule::NoKernelTranslationOnUserGroup,
+                device: None,
+                evidence: Evidence::Note(s.clone()),
+            })
+            .collect()
     }
 }
 
