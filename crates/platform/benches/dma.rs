@@ -79,11 +79,7 @@ fn machine() -> (PowerNv, Arc<DmaSession>, u64) {
     let d = Arc::new(m.dma_session(nic).expect("session"));
     let entries = m
         .pe_of(nic)
-        .and_then(|pe| {
-            pe.lock().tables[0]
-                .as_ref()
-                .map(|t| t.tces.geometry().entries())
-        })
+        .and_then(|pe| pe.table(0).as_ref().map(|t| t.geometry().entries()))
         .expect("window 0");
     (m, d, entries)
 }
@@ -194,8 +190,8 @@ fn main() {
     {
         let (m2, d2, _) = machine();
         let pe = m2.pe_of(m2.device("nic0").expect("nic0")).expect("pe");
-        let table = pe.lock().tables[0].clone().expect("window 0");
-        let map = table.map.as_ref().expect("kernel map");
+        let table = pe.table(0).clone().expect("window 0");
+        let map = table.allocator().expect("kernel map");
         let (rs, re) = map.reserved();
         let usable = map.size() - (re - rs) - 1;
         let mut live: Vec<u64> = Vec::with_capacity(usable as usize / 2);

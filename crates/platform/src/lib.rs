@@ -78,7 +78,7 @@ pub use pe::{
 };
 pub use phb::{Phb, PhbConfig, PhbModel};
 pub use ram::Ram;
-pub use table::{IommuTable, PeCounters};
+pub use table::{IommuTable, PeCounters, UserTable};
 
 use iommu_core::EventKind;
 use std::sync::Mutex;

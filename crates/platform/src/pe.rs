@@ -2,7 +2,7 @@
 //! table-group ops — IODA2's real DDW ops (`pnv_pci_ioda2_ops`) and the "borrowing" ops
 //! (`spapr_tce_table_group_ops`) of IODA1 and pSeries.
 
-use crate::table::{IommuTable, Padded, PeCounters};
+use crate::table::{IommuTable, Padded, PeCounters, UserTable};
 use crate::Env;
 use iommu_core::{
     DeviceId, Errno, EventKind, Evidence, Finding, Group, OwnerCookie, Programmer, Rule,
@@ -155,21 +155,22 @@ impl PciDev {
     }
 }
 
-/// A PE's mutable state (`pnv_ioda_pe` + its `iommu_table_group`).
+/// A PE's mutable state (`pnv_ioda_pe` + its `iommu_table_group`), private to this
+/// crate: others read it through [`Pe`]'s views.
 #[derive(Debug, Default)]
-pub struct PeState {
+pub(crate) struct PeState {
     /// `tables[0]` (32-bit / default window) and `tables[1]` (64-bit / DDW).
-    pub tables: [Option<Arc<IommuTable>>; MAX_WINDOWS],
+    pub(crate) tables: [Option<Arc<IommuTable>>; MAX_WINDOWS],
     /// `tce_bypass_enabled`.
-    pub bypass_enabled: bool,
+    pub(crate) bypass_enabled: bool,
     /// Its devices (`device_count` is their number).
-    pub devices: Vec<Arc<PciDev>>,
+    pub(crate) devices: Vec<Arc<PciDev>>,
     /// `dma_setup_done`.
-    pub dma_setup_done: bool,
+    pub(crate) dma_setup_done: bool,
     /// The platform's reference to the PE's group.
-    pub group: Option<Group>,
+    pub(crate) group: Option<Group>,
     /// Who programmed each window (`None`: not programmed, or lent by the borrowing ops).
-    pub programmed_by: [Option<Programmer>; MAX_WINDOWS],
+    pub(crate) programmed_by: [Option<Programmer>; MAX_WINDOWS],
 }
 
 /// Leave to program a user's windows on one PE (`set_window`, `unset_window`): only a
@@ -258,8 +259,29 @@ impl Pe {
     }
 
     /// Locks the state.
-    pub fn lock(&self) -> MutexGuard<'_, PeState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The table programmed in window `num` now.
+    pub fn table(&self, num: usize) -> Option<Arc<IommuTable>> {
+        self.lock().tables.get(num).cloned().flatten()
+    }
+    /// Whether bypass (TVE#1 over RAM) is on.
+    pub fn bypass_enabled(&self) -> bool {
+        self.lock().bypass_enabled
+    }
+    /// Who programmed window `num`.
+    pub fn programmed_by(&self, num: usize) -> Option<Programmer> {
+        self.lock().programmed_by.get(num).copied().flatten()
+    }
+    /// The platform's reference to the PE's group.
+    pub fn group(&self) -> Option<Group> {
+        self.lock().group.clone()
+    }
+    /// The names of its devices.
+    pub fn device_names(&self) -> Vec<String> {
+        self.lock().devices.iter().map(|d| d.name.clone()).collect()
     }
 
     /// The kernel's group name: `domain<pci_domain>-pe<pe hex>`.
@@ -285,7 +307,11 @@ impl Pe {
     }
 
     /// How TVE#1 translates now.
-    pub fn tve1(st: &PeState, ram_size: u64) -> Tve1 {
+    pub fn tve1_now(&self) -> Tve1 {
+        Self::tve1(&self.lock(), self.env.ram_size)
+    }
+
+    pub(crate) fn tve1(st: &PeState, ram_size: u64) -> Tve1 {
         if st.tables[1].is_some() {
             Tve1::Table
         } else if st.bypass_enabled {
@@ -390,8 +416,25 @@ impl Pe {
         }
     }
 
-    /// `create_table`: a new table for window `num` (IODA2), or the borrowed existing one.
+    /// `create_table`: a new table for window `num` (IODA2), or the borrowed existing one,
+    /// for the holder of a live claim of the PE's group (-EPERM otherwise): the only way
+    /// to get write access to a table.
     pub fn create_table(
+        &self,
+        num: usize,
+        page_shift: u32,
+        window_size: u64,
+        levels: u32,
+        token: &WindowToken<'_>,
+    ) -> Result<UserTable, Errno> {
+        if !token.valid_for(self) {
+            return Err(Errno::Eperm);
+        }
+        self.make_table(num, page_shift, window_size, levels)
+            .map(UserTable)
+    }
+
+    fn make_table(
         &self,
         num: usize,
         page_shift: u32,
@@ -470,7 +513,7 @@ impl Pe {
     pub fn set_window(
         &self,
         num: usize,
-        table: &Arc<IommuTable>,
+        table: &UserTable,
         token: &WindowToken<'_>,
     ) -> Result<(), WindowError> {
         if !token.valid_for(self) {
@@ -481,7 +524,7 @@ impl Pe {
             owner: token.owner,
             epoch: token.epoch,
         };
-        self.set_window_locked(&mut st, num, table, by)
+        self.set_window_locked(&mut st, num, table.shared(), by)
             .map_err(WindowError::Opal)
     }
 
@@ -966,4 +1009,42 @@ pub enum DmaFault {
     /// The device has no PE (never set up, or removed).
     #[error("device has no PE")]
     NoPe,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{PowerNv, PowerNvConfig};
+    use iommu_core::{Evidence, Rule};
+    use spapr_tce::{DmaDirection, Tce, TceIndex, TcePerm};
+
+    /// A planted fault (only this crate can write a kernel table): a TCE its allocator
+    /// never handed out is not the kernel's, and is named with its index and value.
+    #[test]
+    fn a_kernel_table_entry_the_allocator_did_not_hand_out_is_named() {
+        let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
+        let nic = m.device("nic0").unwrap();
+        let pe = m.pe_of(nic).unwrap();
+        let t = pe.table(0).unwrap();
+        let idx = TceIndex(t.geometry().first_index().0 + 7);
+        t.tces
+            .set(idx, Tce::new(0x9000_0000, TcePerm::READ))
+            .unwrap();
+        let v = m.check();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, Rule::NoUserMappingAfterRelease);
+        assert_eq!(
+            v[0].evidence,
+            Evidence::Entry {
+                window: 0,
+                index: idx.0,
+                value: 0x9000_0001
+            }
+        );
+        // The kernel's own mappings are its allocator's: silent.
+        t.tces.set(idx, Tce::EMPTY).unwrap();
+        m.bind_driver(nic, "ixgbe").unwrap();
+        m.dma_map(nic, 0x1000_0000, 0x3000, DmaDirection::ToDevice, 0)
+            .unwrap();
+        assert!(m.check().is_empty());
+    }
 }

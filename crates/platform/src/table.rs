@@ -147,13 +147,18 @@ pub type HwTable = TceTable<Hpa, Arc<TableLinks>>;
 
 /// One kernel `iommu_table`: a DMA window's TCEs, its allocator if the kernel DMA API owns
 /// it, its links. Shared (`it_kref`) by every PE whose window it is.
+///
+/// Its entries are private to this crate: everyone reads them through the methods below;
+/// only the kernel DMA API (inside this crate) writes a kernel table, and only the holder
+/// of a [`UserTable`] (handed out by [`crate::Pe::create_table`] against a live claim)
+/// writes a user's.
 #[derive(Debug)]
 pub struct IommuTable {
     /// The entries.
-    pub tces: HwTable,
+    pub(crate) tces: HwTable,
     /// `it_map`: present on tables the kernel DMA API allocates from (the default window,
     /// borrowed tables); absent on tables created for a user (VFIO).
-    pub map: Option<TceAllocator>,
+    pub(crate) map: Option<TceAllocator>,
     /// `it_index`.
     pub index: u32,
     links: Arc<TableLinks>,
@@ -188,6 +193,44 @@ impl IommuTable {
     pub fn links(&self) -> &Arc<TableLinks> {
         &self.links
     }
+    /// The window's shape.
+    pub fn geometry(&self) -> &TableGeometry {
+        self.tces.geometry()
+    }
+    /// The entry at absolute index `index` (0 where never written).
+    pub fn get(&self, index: TceIndex) -> Result<spapr_tce::Tce, spapr_tce::TceError> {
+        self.tces.get(index)
+    }
+    /// Entries that are not zero.
+    pub fn count_mapped(&self) -> u64 {
+        self.tces.count_mapped()
+    }
+    /// The mapped entries as runs of consecutive pages with one permission.
+    pub fn mapped_runs(&self) -> Vec<spapr_tce::MappedRun> {
+        self.tces.mapped_runs()
+    }
+    /// Calls `f(index, tce)` for each non-zero entry of `[first, first + count)`.
+    pub fn for_each_entry(
+        &self,
+        first: TceIndex,
+        count: u64,
+        f: impl FnMut(TceIndex, spapr_tce::Tce),
+    ) -> Result<(), spapr_tce::TceError> {
+        self.tces.for_each_entry(first, count, f)
+    }
+    /// Bytes its levels hold.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.tces.allocated_bytes()
+    }
+    /// Whether it is a kernel DMA table (it has the kernel allocator).
+    pub fn is_kernel_table(&self) -> bool {
+        self.map.is_some()
+    }
+    /// The kernel allocator of a kernel table (its bitmap; allocating from it writes no
+    /// TCE). For tests and benchmarks of the allocator on a real window.
+    pub fn allocator(&self) -> Option<&TceAllocator> {
+        self.map.as_ref()
+    }
     /// The window's first bus address.
     pub fn start(&self) -> u64 {
         self.tces.geometry().bus_offset().raw()
@@ -215,5 +258,72 @@ impl IommuTable {
             .geometry()
             .relative_index(spapr_tce::Iova(iova))
             .is_some()
+    }
+}
+
+/// Write access to a user's table: handed out only by [`crate::Pe::create_table`] against
+/// a live claim of the PE's group (VFIO's windows, a borrowed table lent to a user).
+/// Reads go through [`IommuTable`] (`Deref`).
+#[derive(Clone, Debug)]
+pub struct UserTable(pub(crate) Arc<IommuTable>);
+
+impl std::ops::Deref for UserTable {
+    type Target = IommuTable;
+    fn deref(&self) -> &IommuTable {
+        &self.0
+    }
+}
+
+impl UserTable {
+    /// The shared table (what a PE's window holds).
+    pub fn shared(&self) -> &Arc<IommuTable> {
+        &self.0
+    }
+    /// Sets the entry at `index` and kills it.
+    pub fn set(&self, index: TceIndex, tce: spapr_tce::Tce) -> Result<(), spapr_tce::TceError> {
+        self.0.tces.set(index, tce)
+    }
+    /// `xchg_no_kill`: replaces an entry, returns the old one; the caller kills.
+    pub fn exchange_no_kill(
+        &self,
+        index: TceIndex,
+        tce: spapr_tce::Tce,
+    ) -> Result<spapr_tce::Tce, spapr_tce::TceError> {
+        self.0.tces.exchange_no_kill(index, tce)
+    }
+    /// Maps `count` consecutive pages from `addr` with `perm`, then one kill.
+    pub fn put_linear(
+        &self,
+        first: TceIndex,
+        count: u64,
+        addr: u64,
+        perm: spapr_tce::TcePerm,
+    ) -> Result<(), spapr_tce::TceError> {
+        self.0.tces.put_linear(first, count, addr, perm)
+    }
+    /// Zeroes a range without reading it (the owner knows what it held), then one kill.
+    pub fn zero_exclusive(&self, first: TceIndex, count: u64) -> Result<(), spapr_tce::TceError> {
+        self.0.tces.zero_exclusive(first, count)
+    }
+    /// Clears a range, calling `f` for each old entry, then one kill.
+    pub fn clear_exclusive_with(
+        &self,
+        first: TceIndex,
+        count: u64,
+        f: impl FnMut(TceIndex, spapr_tce::Tce),
+    ) -> Result<spapr_tce::ClearStats, spapr_tce::TceError> {
+        self.0.tces.clear_exclusive_with(first, count, f)
+    }
+    /// Clears a range, then one kill.
+    pub fn clear(
+        &self,
+        first: TceIndex,
+        count: u64,
+    ) -> Result<spapr_tce::ClearStats, spapr_tce::TceError> {
+        self.0.tces.clear(first, count)
+    }
+    /// `tce_kill` for a range (after `exchange_no_kill`s).
+    pub fn kill(&self, first: TceIndex, count: u64) {
+        self.0.tces.kill(first, count)
     }
 }

@@ -4,10 +4,9 @@
 
 use iommu_core::{GroupClaim, OwnerCookie};
 use proptest::prelude::*;
-use spapr_platform::{IommuTable, PowerNv, PowerNvConfig, BYPASS_BASE};
+use spapr_platform::{PowerNv, PowerNvConfig, UserTable, BYPASS_BASE};
 use spapr_tce::{Access, DmaDirection, Tce, TceIndex, TcePerm};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -36,7 +35,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 struct UserSide {
     claim: GroupClaim,
-    table: Option<Arc<IommuTable>>,
+    table: Option<UserTable>,
     /// iova page → hpa page, permission writable.
     mapped: HashMap<u64, (u64, bool)>,
 }
@@ -77,8 +76,8 @@ proptest! {
                         let pe = m.pe_of(devs[i]).unwrap();
                         // The owner (VFIO) clears and unsets its windows before release.
                         if let Some(t) = &u.table {
-                            let g = *t.tces.geometry();
-                            t.tces.clear(g.first_index(), g.entries()).unwrap();
+                            let g = *t.geometry();
+                            t.clear(g.first_index(), g.entries()).unwrap();
                             pe.unset_window(1, &pe.window_token(&u.claim).unwrap()).unwrap();
                         }
                         m.release(u.claim).unwrap();
@@ -88,15 +87,15 @@ proptest! {
                     if let Some(u) = users.get_mut(&i) {
                         let pe = m.pe_of(devs[i]).unwrap();
                         if u.table.is_none() {
-                            let t = pe.create_table(1, 16, 64 * PAGE, 1).unwrap();
+                            let t = pe.create_table(1, 16, 64 * PAGE, 1, &pe.window_token(&u.claim).unwrap()).unwrap();
                             pe.set_window(1, &t, &pe.window_token(&u.claim).unwrap()).unwrap();
                             u.table = Some(t);
                         }
                         let t = u.table.as_ref().unwrap();
                         let hpa = 0x1_0000_0000 + page * 3 * PAGE;
                         let perm = if writable { TcePerm::READ_WRITE } else { TcePerm::READ };
-                        let idx = TceIndex(t.tces.geometry().first_index().0 + page);
-                        t.tces.set(idx, Tce::new(hpa, perm)).unwrap();
+                        let idx = TceIndex(t.geometry().first_index().0 + page);
+                        t.set(idx, Tce::new(hpa, perm)).unwrap();
                         u.mapped.insert(BYPASS_BASE + page * PAGE, (hpa, writable));
                         issued.push(BYPASS_BASE + page * PAGE + 0x10);
                     }
@@ -131,8 +130,8 @@ proptest! {
         // Everything back to the kernel: every device can bind and map again.
         for (i, u) in users.drain() {
             if let Some(t) = &u.table {
-                let g = *t.tces.geometry();
-                t.tces.clear(g.first_index(), g.entries()).unwrap();
+                let g = *t.geometry();
+                t.clear(g.first_index(), g.entries()).unwrap();
                 let pe = m.pe_of(devs[i]).unwrap();
                 pe.unset_window(1, &pe.window_token(&u.claim).unwrap()).unwrap();
             }

@@ -104,7 +104,7 @@ fn the_seed_story_with_the_fixed_design() {
     // Release: PLATFORM again, default window and bypass restored, kernel DMA works.
     m.release(claim).unwrap();
     let pe = m.pe_of(nvme).unwrap();
-    assert!(pe.lock().tables[0].is_some() && pe.lock().bypass_enabled);
+    assert!(pe.table(0).is_some() && pe.bypass_enabled());
     let again = live_dma(&m, "nvme0", "nvme");
     assert_eq!(again.dma, again.phys + BYPASS_BASE);
     assert!(m.check().is_empty(), "{:?}", m.check());

@@ -34,14 +34,14 @@ impl Vfio {
             .enumerate()
             .filter_map(|(i, w)| {
                 let w = w.as_ref()?;
-                let g = w.table.tces.geometry();
+                let g = w.table.geometry();
                 Some(WindowView {
                     num: i,
                     start: w.table.start(),
                     size: w.table.window_size(),
                     page_size: g.page_shift().size(),
                     levels: g.levels(),
-                    mapped: w.table.tces.count_mapped(),
+                    mapped: w.table.count_mapped(),
                 })
             })
             .collect()
@@ -84,7 +84,7 @@ impl Vfio {
             let Some(t) = &c.tce else { continue };
             for (i, w) in t.windows.iter().enumerate() {
                 let Some(w) = w else { continue };
-                let mapped = w.table.tces.count_mapped();
+                let mapped = w.table.count_mapped();
                 if w.live != mapped {
                     out.push(format!(
                         "container {fd} window {i}: live count {} but {mapped} TCEs",
@@ -99,7 +99,6 @@ impl Vfio {
                 // Every live TCE has its user address beside it.
                 let _ = w
                     .table
-                    .tces
                     .for_each_entry(g.first_index(), g.entries(), |i, _| {
                         if u.get(i).map_or(true, |e| e.is_empty()) {
                             out.push(format!(

@@ -18,14 +18,14 @@ use crate::vfio::{State, Vfio};
 use crate::KernelProfile;
 use iommu_core::{Errno, EventKind, GroupClaim};
 use spapr_platform::pe::TableGroupOps;
-use spapr_platform::{IommuTable, OpalError, Pe, WindowError};
+use spapr_platform::{OpalError, Pe, UserTable, WindowError};
 use spapr_tce::{Tce, TceIndex, TcePerm, Ua};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One container window.
 pub(crate) struct Window {
-    pub(crate) table: Arc<IommuTable>,
+    pub(crate) table: UserTable,
     /// `it_userspace` (v2): the user address behind each entry.
     pub(crate) ua: Option<spapr_tce::TceTable<Ua>>,
     /// The size the caller asked for (the table may be larger).
@@ -221,9 +221,11 @@ impl Vfio {
             return;
         };
         let token = g.claim.as_ref().and_then(|c| g.pe.window_token(c).ok());
+        let strict = self.profile() == KernelProfile::Strict;
         for i in 0..2 {
             if t.windows[i].is_some() {
-                clear_window(t, procs, i, None, imbalances);
+                let early = clear_window(t, procs, i, None, imbalances, strict);
+                self.unpinned_early(early);
                 if let Some(token) = &token {
                     let _ = g.pe.unset_window(i, token);
                 }
@@ -241,9 +243,11 @@ impl Vfio {
         let State {
             procs, imbalances, ..
         } = st;
+        let strict = self.profile() == KernelProfile::Strict;
         for i in 0..2 {
             if t.windows[i].is_some() {
-                clear_window(&mut t, procs, i, None, imbalances);
+                let early = clear_window(&mut t, procs, i, None, imbalances, strict);
+                self.unpinned_early(early);
             }
             if let Some(w) = t.windows[i].take() {
                 self.free_window(w);
@@ -405,7 +409,14 @@ impl Vfio {
             Some(mm) => Some(self.charge(st, mm, pages)?),
             None => None,
         };
-        let table = match pe.create_table(num, page_shift, window_size, levels) {
+        let made = {
+            let c = st.containers.get(&fd.0).ok_or(Errno::Ebadf)?;
+            let first = claimed(&st.groups, &c.groups);
+            let (p, claim) = first.first().ok_or(Errno::Enxio)?;
+            let token = p.window_token(claim)?;
+            p.create_table(num, page_shift, window_size, levels, &token)
+        };
+        let table = match made {
             Ok(t) => t,
             Err(e) => {
                 if let (KernelProfile::Linux, Some(ch)) = (self.profile(), charge) {
@@ -421,11 +432,8 @@ impl Vfio {
         // The user-address view is made with the table, before any window is set
         // (`pnv_pci_ioda2_create_table_userspace`).
         let ua = if v2 && !borrowed {
-            let u = spapr_tce::TceTable::new(
-                *table.tces.geometry(),
-                spapr_tce::TableOptions::default(),
-            )
-            .map_err(|_| Errno::Enomem)?;
+            let u = spapr_tce::TceTable::new(*table.geometry(), spapr_tce::TableOptions::default())
+                .map_err(|_| Errno::Enomem)?;
             Some(u)
         } else {
             None
@@ -541,7 +549,15 @@ impl Vfio {
         let c = containers.get_mut(&fd.0).ok_or(Errno::Ebadf)?;
         let pes = claimed(groups, &c.groups);
         let t = c.tce.as_mut().ok_or(Errno::Einval)?;
-        clear_window(t, procs, num, None, imbalances);
+        let early = clear_window(
+            t,
+            procs,
+            num,
+            None,
+            imbalances,
+            self.profile() == KernelProfile::Strict,
+        );
+        self.unpinned_early(early);
         for (p, claim) in &pes {
             let token = p.window_token(claim)?;
             p.unset_window(num, &token)?;
@@ -680,7 +696,7 @@ impl Vfio {
         let t = tce(st, fd)?;
         let num = window_of(t, a.iova).ok_or(Errno::Enxio)?;
         let w = t.windows[num].as_ref().ok_or(Errno::Enxio)?;
-        let g = *w.table.tces.geometry();
+        let g = *w.table.geometry();
         let shift = g.page_shift().shift();
         let mask = (1u64 << shift) - 1;
         if a.size & mask != 0 || a.vaddr & mask != 0 {
@@ -722,7 +738,7 @@ impl Vfio {
         let first = TceIndex(g.first_index().0 + first_rel);
         if self.profile() == KernelProfile::Strict {
             let mut live = false;
-            let _ = w.table.tces.for_each_entry(first, n, |_, _| live = true);
+            let _ = w.table.for_each_entry(first, n, |_, _| live = true);
             if live {
                 return Err(Errno::Ebusy);
             }
@@ -748,6 +764,16 @@ impl Vfio {
             );
         }
         r
+    }
+
+    /// The `linux` v1 quirk of unpinning before the kill, traced when it happened.
+    fn unpinned_early(&self, pages: u64) {
+        if pages > 0 {
+            self.quirk(&format!(
+                "v1 clear unpinned {pages} pages before the TCE kill (a device may reach them \
+                 through its TCE cache until the kill)"
+            ));
+        }
     }
 
     fn unaligned_iova(&self) -> Result<i64, Errno> {
@@ -780,7 +806,7 @@ impl Vfio {
             .and_then(|c| c.tce.as_mut())
             .ok_or(Errno::Ebadf)?;
         let w = t.windows[num].as_mut().ok_or(Errno::Enxio)?;
-        let shift = w.table.tces.geometry().page_shift().shift();
+        let shift = w.table.geometry().page_shift().shift();
         let p = procs.get_mut(&mm).ok_or(Errno::Einval)?;
         // Fast path: the whole range in one region with pages at least as large, and no
         // live entry to replace (this container is the table's only writer, so a read-only
@@ -794,14 +820,14 @@ impl Vfio {
         if let (Some(id), Some(u)) = (whole, w.ua.as_ref()) {
             let mut live = false;
             if w.live > 0 {
-                let _ = w.table.tces.for_each_entry(first, n, |_, _| live = true);
+                let _ = w.table.for_each_entry(first, n, |_, _| live = true);
             }
             if !live {
                 if let Some(r) = p.regions[id].as_mut() {
                     let hpa = r.hpa + (vaddr - r.ua);
                     u.put_linear(first, n, vaddr, TcePerm::NONE)
                         .map_err(|_| Errno::Enomem)?;
-                    if w.table.tces.put_linear(first, n, hpa, perm).is_err() {
+                    if w.table.put_linear(first, n, hpa, perm).is_err() {
                         let _ = u.zero_exclusive(first, n);
                         return Err(Errno::Enomem);
                     }
@@ -812,7 +838,7 @@ impl Vfio {
             }
         }
         let r = map_v2_each(w, p, req, shift, imbalances);
-        w.live = w.table.tces.count_mapped();
+        w.live = w.table.count_mapped();
         r
     }
 
@@ -824,7 +850,7 @@ impl Vfio {
             .and_then(|c| c.tce.as_mut())
             .and_then(|t| t.windows[req.num].as_mut())
         {
-            w.live = w.table.tces.count_mapped();
+            w.live = w.table.count_mapped();
         }
         r
     }
@@ -848,7 +874,7 @@ impl Vfio {
             .ok_or(Errno::Ebadf)?;
         let p = procs.get(&mm).ok_or(Errno::Efault)?;
         let table = t.windows[num].as_ref().ok_or(Errno::Enxio)?.table.clone();
-        let shift = table.tces.geometry().page_shift().shift();
+        let shift = table.geometry().page_shift().shift();
         for k in 0..n {
             let ua = vaddr + (k << shift);
             let Some(v) = p.vma(ua) else {
@@ -867,10 +893,7 @@ impl Vfio {
                 undo_v1(t, p, &table, first, k);
                 return Err(Errno::Eperm);
             }
-            match table
-                .tces
-                .exchange_no_kill(TceIndex(first.0 + k), Tce::new(hpa, perm))
-            {
+            match table.exchange_no_kill(TceIndex(first.0 + k), Tce::new(hpa, perm)) {
                 Ok(old) if !old.is_empty() => {
                     let old_hpa = old.page_addr(shift);
                     let ps = p.host_page_shift(old_hpa).unwrap_or(shift);
@@ -884,7 +907,7 @@ impl Vfio {
                 }
             }
         }
-        table.tces.kill(first, n);
+        table.kill(first, n);
         Ok(0)
     }
 
@@ -900,7 +923,7 @@ impl Vfio {
         let t = tce(st, fd)?;
         let num = window_of(t, a.iova).ok_or(Errno::Enxio)?;
         let w = t.windows[num].as_ref().ok_or(Errno::Enxio)?;
-        let g = *w.table.tces.geometry();
+        let g = *w.table.geometry();
         let shift = g.page_shift().shift();
         let mask = (1u64 << shift) - 1;
         if a.size & mask != 0 {
@@ -928,13 +951,15 @@ impl Vfio {
             .get_mut(&fd.0)
             .and_then(|c| c.tce.as_mut())
             .ok_or(Errno::Ebadf)?;
-        clear_window(
+        let early = clear_window(
             t,
             procs,
             num,
             Some((TceIndex(g.first_index().0 + rel), n)),
             imbalances,
+            self.profile() == KernelProfile::Strict,
         );
+        self.unpinned_early(early);
         self.note(
             EventKind::Unmap,
             None,
@@ -1075,7 +1100,7 @@ fn map_v2_each(
                 return Err(Errno::Enomem);
             }
         }
-        let old = match w.table.tces.exchange_no_kill(idx, Tce::new(hpa, perm)) {
+        let old = match w.table.exchange_no_kill(idx, Tce::new(hpa, perm)) {
             Ok(o) => o,
             Err(_) => {
                 if let Some(u) = &w.ua {
@@ -1095,7 +1120,7 @@ fn map_v2_each(
             }
         }
     }
-    w.table.tces.kill(first, n);
+    w.table.kill(first, n);
     Ok(0)
 }
 
@@ -1103,7 +1128,7 @@ fn map_v2_each(
 fn undo(w: &mut Window, p: &mut Process, first: TceIndex, k: u64, bad: &mut Vec<String>) {
     for j in 0..k {
         let idx = TceIndex(first.0 + j);
-        if let Ok(old) = w.table.tces.exchange_no_kill(idx, Tce::EMPTY) {
+        if let Ok(old) = w.table.exchange_no_kill(idx, Tce::EMPTY) {
             if !old.is_empty() {
                 let ua =
                     w.ua.as_ref()
@@ -1119,14 +1144,14 @@ fn undo(w: &mut Window, p: &mut Process, first: TceIndex, k: u64, bad: &mut Vec<
         }
     }
     if k > 0 {
-        w.table.tces.kill(first, k);
+        w.table.kill(first, k);
     }
 }
 
-fn undo_v1(t: &mut TceContainer, p: &Process, table: &IommuTable, first: TceIndex, k: u64) {
-    let shift = table.tces.geometry().page_shift().shift();
+fn undo_v1(t: &mut TceContainer, p: &Process, table: &UserTable, first: TceIndex, k: u64) {
+    let shift = table.geometry().page_shift().shift();
     let pins = &mut t.pins;
-    let _ = table.tces.clear_exclusive_with(first, k, |_, old| {
+    let _ = table.clear_exclusive_with(first, k, |_, old| {
         let hpa = old.page_addr(shift);
         unpin(pins, hpa, p.host_page_shift(hpa).unwrap_or(shift));
     });
@@ -1140,12 +1165,13 @@ fn clear_window(
     num: usize,
     range: Option<(TceIndex, u64)>,
     bad: &mut Vec<String>,
-) {
+    unpin_after_kill: bool,
+) -> u64 {
     let mm = t.mm;
     let Some(w) = t.windows[num].as_ref() else {
-        return;
+        return 0;
     };
-    let g = *w.table.tces.geometry();
+    let g = *w.table.geometry();
     let (first, n) = range.unwrap_or((g.first_index(), g.entries()));
     let shift = g.page_shift().shift();
     let table = w.table.clone();
@@ -1157,7 +1183,7 @@ fn clear_window(
         // use per entry. Every live TCE has its user address beside it: the TCEs are zeroed
         // without a read, and the user-address pass counts and releases what was mapped,
         // as runs of consecutive pages, each charged to the regions it lies in.
-        let _ = table.tces.zero_exclusive(first, n);
+        let _ = table.zero_exclusive(first, n);
         let page = 1u64 << shift;
         let cleared = u.clear_exclusive_runs(first, n, |head, len| {
             let Some(p) = process.as_deref_mut() else {
@@ -1180,16 +1206,32 @@ fn clear_window(
         if let (Some(w), Ok(k)) = (t.windows[num].as_mut(), cleared) {
             decrement(&mut w.live, k, "window live count", bad);
         }
-        return;
+        return 0;
     }
-    let cleared = table.tces.clear_exclusive_with(first, n, |_, old| {
+    // v1: the pins go with the entries. The kernel unpins each page as its entry is
+    // cleared, before the range's kill (a device may still reach the page through the
+    // TCE cache until then); `strict` unpins after the kill.
+    let mut unpinned_early = 0;
+    let mut freed = Vec::new();
+    let cleared = table.clear_exclusive_with(first, n, |_, old| {
         let hpa = old.page_addr(shift);
+        if unpin_after_kill {
+            freed.push(hpa);
+        } else {
+            let ps = process.as_deref().and_then(|p| p.host_page_shift(hpa));
+            unpin(pins, hpa, ps.unwrap_or(shift));
+            unpinned_early += 1;
+        }
+    });
+    // `clear_exclusive_with` has killed the range by now.
+    for hpa in freed {
         let ps = process.as_deref().and_then(|p| p.host_page_shift(hpa));
         unpin(pins, hpa, ps.unwrap_or(shift));
-    });
+    }
     if let (Some(w), Ok(st)) = (t.windows[num].as_mut(), cleared) {
         decrement(&mut w.live, st.cleared, "window live count", bad);
     }
+    unpinned_early
 }
 
 /// Drops one user of a region; the last frees it, and its charge goes back.

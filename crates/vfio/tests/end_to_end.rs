@@ -80,13 +80,8 @@ fn two_groups_share_a_ddw_and_reach_only_what_was_mapped() {
         assert!(v.region_mapped(QEMU).is_empty());
         for dev in [nvme, gpu] {
             let pe = m.pe_of(dev).unwrap();
-            let st = pe.lock();
-            assert!(st.tables[0].as_ref().is_some_and(|t| t.map.is_some()));
-            assert!(matches!(
-                Pe::tve1(&st, m.env().ram_size),
-                Tve1::Bypass { .. }
-            ));
-            drop(st);
+            assert!(pe.table(0).is_some_and(|t| t.is_kernel_table()));
+            assert!(matches!(pe.tve1_now(), Tve1::Bypass { .. }));
             let g = m.core().device_group(dev).unwrap().unwrap();
             assert_eq!(m.core().group_view(&g).domain, Some(DomainType::Platform));
         }
@@ -107,8 +102,6 @@ fn two_groups_share_a_ddw_and_reach_only_what_was_mapped() {
     }
 }
 
-use spapr_platform::Pe;
-
 #[test]
 fn closing_the_container_detaches_everything_and_frees_all() {
     let v = vfio(KernelProfile::Linux);
@@ -125,10 +118,8 @@ fn closing_the_container_detaches_everything_and_frees_all() {
     assert_eq!(v.locked_pages(QEMU), 0);
     let gpu = m.device("gpu0").unwrap();
     let pe = m.pe_of(gpu).unwrap();
-    assert!(pe.lock().tables[1].is_none(), "the user's DDW is gone");
-    assert!(pe.lock().tables[0]
-        .as_ref()
-        .is_some_and(|t| t.map.is_some()));
+    assert!(pe.table(1).is_none(), "the user's DDW is gone");
+    assert!(pe.table(0).is_some_and(|t| t.is_kernel_table()));
     // DDW addresses now go through bypass again.
     assert!(m
         .device_translate(gpu, start, spapr_tce::Access::Read)

@@ -34,7 +34,7 @@ fn a_window_that_fails_on_one_group_is_unset_on_all_and_its_charge_returned() {
                 .pe_of(v.machine().device(name).unwrap())
                 .unwrap();
             assert!(
-                pe.lock().tables[1].is_none(),
+                pe.table(1).is_none(),
                 "{profile:?}: {name} keeps no half window"
             );
         }

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use spapr_platform::{Pe, Tve1};
+use spapr_platform::Tve1;
 use spapr_vfio::uapi::{encode, ioctl};
 use spapr_vfio::{ContainerFd, GroupFd, KernelProfile};
 
@@ -154,10 +154,9 @@ proptest! {
         }
         for d in devs {
             let pe = m.pe_of(d).unwrap();
-            let st = pe.lock();
-            prop_assert!(st.tables[0].as_ref().is_some_and(|t| t.map.is_some()));
-            prop_assert!(st.tables[1].is_none());
-            let bypass = matches!(Pe::tve1(&st, m.env().ram_size), Tve1::Bypass { .. });
+            prop_assert!(pe.table(0).is_some_and(|t| t.is_kernel_table()));
+            prop_assert!(pe.table(1).is_none());
+            let bypass = matches!(pe.tve1_now(), Tve1::Bypass { .. });
             prop_assert!(bypass, "bypass back on");
         }
         prop_assert!(m.check().is_empty());
