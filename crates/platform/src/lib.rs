@@ -191,6 +191,13 @@ impl Env {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some((skip, e));
     }
+    /// Cancels an injected `set_window` failure that has not happened yet.
+    pub fn cancel_set_window_failure(&self) {
+        *self
+            .set_window_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
     /// Counts one `set_window` call: the injected failure if this is its turn.
     pub(crate) fn take_set_window_failure(&self) -> Option<OpalError> {
         let mut f = self
