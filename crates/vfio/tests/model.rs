@@ -247,8 +247,8 @@ proptest! {
         }
         let mut regions = [[0u64; 3]; 2];
         for (i, p) in PROCS.iter().enumerate() {
-            for r in 0..3 {
-                regions[i][r] = v.mmap(*p, REGION, 16).unwrap();
+            for slot in regions[i].iter_mut() {
+                *slot = v.mmap(*p, REGION, 16).unwrap();
             }
         }
         let containers = [v.open_container(), v.open_container()];
@@ -454,7 +454,7 @@ proptest! {
                                 prop_assert_eq!(w.m.device_translate(d, iova, Access::Write).is_ok(), rw);
                                 // The page after a mapping is mapped only if the model says so.
                                 let next_page = iova + PAGE;
-                                if !model.mapped[c].contains_key(&next_page) && !(model.dropped0[g] && next_page < DDW) {
+                                if !(model.mapped[c].contains_key(&next_page) || model.dropped0[g] && next_page < DDW) {
                                     prop_assert!(w.m.device_translate(d, next_page, Access::Read).is_err(),
                                         "{} reaches unmapped {:#x} after {:?}", name, next_page, op);
                                 }
