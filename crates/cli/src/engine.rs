@@ -183,7 +183,7 @@ impl Engine {
                 profile,
                 memlock,
             } => {
-                let m = Arc::new(PowerNv::booted(config.clone())?);
+                let m = Arc::new(PowerNv::booted(config.clone()).map_err(|e| e.to_string())?);
                 for (dev, drv) in drivers {
                     let id = m.device(dev).ok_or_else(|| format!("no device {dev}"))?;
                     m.bind_driver(id, drv)

@@ -498,7 +498,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
             ));
         }
     }
-    cfg.validate().map_err(|e| ctx.err(n, e))?;
+    cfg.validate().map_err(|e| ctx.err(n, e.to_string()))?;
     for (dev, _) in &drivers {
         if !cfg.devices.iter().any(|d| &d.name == dev) {
             return Err(ctx.err(n, format!("driver for unknown device {dev:?}")));

@@ -12,6 +12,9 @@ pub enum Errno {
     /// I/O error (5).
     #[error("EIO")]
     Eio,
+    /// Try again (11).
+    #[error("EAGAIN")]
+    Eagain,
     /// No such device or address (6).
     #[error("ENXIO")]
     Enxio,
@@ -27,6 +30,9 @@ pub enum Errno {
     /// Device or resource busy (16).
     #[error("EBUSY")]
     Ebusy,
+    /// File exists (17).
+    #[error("EEXIST")]
+    Eexist,
     /// No such device (19).
     #[error("ENODEV")]
     Enodev,
@@ -51,11 +57,13 @@ impl Errno {
             Errno::Eperm => 1,
             Errno::Enoent => 2,
             Errno::Eio => 5,
+            Errno::Eagain => 11,
             Errno::Enxio => 6,
             Errno::Ebadf => 9,
             Errno::Enomem => 12,
             Errno::Efault => 14,
             Errno::Ebusy => 16,
+            Errno::Eexist => 17,
             Errno::Enodev => 19,
             Errno::Einval => 22,
             Errno::Enotty => 25,
@@ -65,15 +73,17 @@ impl Errno {
     }
 
     /// Every errno this model produces.
-    pub const ALL: [Errno; 13] = [
+    pub const ALL: [Errno; 15] = [
         Errno::Eperm,
         Errno::Enoent,
         Errno::Eio,
+        Errno::Eagain,
         Errno::Enxio,
         Errno::Ebadf,
         Errno::Enomem,
         Errno::Efault,
         Errno::Ebusy,
+        Errno::Eexist,
         Errno::Enodev,
         Errno::Einval,
         Errno::Enotty,

@@ -59,6 +59,7 @@
 
 pub mod alloc;
 pub mod dma;
+pub mod error;
 pub mod iommu;
 pub mod machine;
 pub mod pe;
@@ -68,6 +69,7 @@ pub mod table;
 
 pub use alloc::{pool_hash, Allocation, DmaLimits, TceAllocator};
 pub use dma::{DmaMapError, DmaSession};
+pub use error::PlatformError;
 pub use iommu::SpaprTceIommu;
 pub use machine::{
     BootReport, DeviceConfig, Initcall, PeView, PhbView, PowerNv, PowerNvConfig, WindowView,

@@ -3,6 +3,7 @@
 //! boot sequence of kernel.md 2.1, and a snapshot of it all for `show`.
 
 use crate::dma::{DmaMapError, DmaSession};
+use crate::error::PlatformError;
 use crate::iommu::SpaprTceIommu;
 use crate::pe::{DmaFault, PciDev, Pe, PeLink, PeScope, Tve1, MAX_WINDOWS};
 use crate::phb::{Phb, PhbConfig, PhbModel};
@@ -91,36 +92,30 @@ impl PowerNvConfig {
     }
 
     /// Checks the description; the first problem found.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PlatformError> {
         if self.ram_size < (1 << 20) || self.ram_size > 1 << 46 {
-            return Err(format!(
-                "ram_size {:#x} is not between 1 MiB and 64 TiB",
-                self.ram_size
-            ));
+            return Err(PlatformError::RamSize(self.ram_size));
         }
         if !matches!(self.host_page_shift, 12 | 16) {
-            return Err(format!(
-                "host_page_shift {} is not 12 (4K) or 16 (64K)",
-                self.host_page_shift
-            ));
+            return Err(PlatformError::HostPageShift(self.host_page_shift));
         }
         if self.phbs.len() > 256 {
-            return Err(format!("{} PHBs: at most 256", self.phbs.len()));
+            return Err(PlatformError::TooManyPhbs(self.phbs.len()));
         }
         for (i, p) in self.phbs.iter().enumerate() {
             if p.m32_pci_base == 0 || p.m32_pci_base > 1 << 32 {
-                return Err(format!(
-                    "phb {i}: m32_pci_base {:#x} not in (0, 4G]",
-                    p.m32_pci_base
-                ));
+                return Err(PlatformError::M32Base {
+                    phb: i,
+                    base: p.m32_pci_base,
+                });
             }
             let mut seen = std::collections::BTreeSet::new();
             for (n, _) in &p.pes {
                 if *n >= 4096 {
-                    return Err(format!("phb {i}: PE number {n} is not below 4096"));
+                    return Err(PlatformError::PeNumber { phb: i, pe: *n });
                 }
                 if !seen.insert(*n) {
-                    return Err(format!("phb {i}: PE {n} defined twice"));
+                    return Err(PlatformError::PeTwice { phb: i, pe: *n });
                 }
             }
         }
@@ -128,19 +123,22 @@ impl PowerNvConfig {
         let mut addrs = std::collections::BTreeSet::new();
         for d in &self.devices {
             if !names.insert(d.name.clone()) {
-                return Err(format!("device name {:?} used twice", d.name));
+                return Err(PlatformError::NameTwice(d.name.clone()));
             }
             if !addrs.insert((d.phb, d.bdfn())) {
-                return Err(format!("device {:?}: address used twice", d.name));
+                return Err(PlatformError::AddressTwice(d.name.clone()));
             }
             if d.phb as usize >= self.phbs.len() {
-                return Err(format!("device {:?}: no PHB {}", d.name, d.phb));
+                return Err(PlatformError::NoPhb {
+                    name: d.name.clone(),
+                    phb: d.phb,
+                });
             }
             if !(32..=64).contains(&d.dma_mask_bits) {
-                return Err(format!(
-                    "device {:?}: dma_mask_bits {} not in 32..=64",
-                    d.name, d.dma_mask_bits
-                ));
+                return Err(PlatformError::DmaMask {
+                    name: d.name.clone(),
+                    bits: d.dma_mask_bits,
+                });
             }
         }
         Ok(())
@@ -287,7 +285,7 @@ const KERNEL_BUFFERS: u64 = 0x1000_0000;
 
 impl PowerNv {
     /// A machine before boot: PHBs discovered (`hose_list`), nothing registered.
-    pub fn new(config: PowerNvConfig) -> Result<Self, String> {
+    pub fn new(config: PowerNvConfig) -> Result<Self, PlatformError> {
         config.validate()?;
         let env = Arc::new(Env::new(
             config.host_page_shift,
@@ -338,7 +336,7 @@ impl PowerNv {
     }
 
     /// A machine booted in the right order.
-    pub fn booted(config: PowerNvConfig) -> Result<Self, String> {
+    pub fn booted(config: PowerNvConfig) -> Result<Self, PlatformError> {
         let m = Self::new(config)?;
         m.boot(&Initcall::ORDER);
         Ok(m)
@@ -448,14 +446,17 @@ impl PowerNv {
     /// `pcibios_scan_phb` + `pci_bus_add_devices` for one device: add it (the bus
     /// notifier probes it, which fails while its PE has no group), set up its PE's DMA
     /// (`pnv_pci_ioda_dma_dev_setup`), then `iommu_add_device`.
-    fn scan_device(&self, d: &DeviceConfig) -> Result<DeviceId, String> {
+    fn scan_device(&self, d: &DeviceConfig) -> Result<DeviceId, PlatformError> {
         let phb = self
             .phbs
             .get(d.phb as usize)
-            .ok_or_else(|| format!("no PHB {}", d.phb))?
+            .ok_or_else(|| PlatformError::NoPhb {
+                name: d.name.clone(),
+                phb: d.phb,
+            })?
             .clone();
         if self.core.find_device(&d.name).is_some() {
-            return Err(format!("a device named {:?} exists", d.name));
+            return Err(PlatformError::NameTwice(d.name.clone()));
         }
         let (subsys, iommus, legacy) = {
             let b = lock(&self.boot);
@@ -466,7 +467,7 @@ impl PowerNv {
             .add_device(DeviceInfo::pci(&d.name, phb.pci_domain, d.bus, d.devfn));
         let Some(pe) = phb.pe_for(d.bdfn()) else {
             self.flush();
-            return Err("no PE covers it: no DMA".into());
+            return Err(PlatformError::NoPe);
         };
         let dev = Arc::new(PciDev {
             id,
@@ -514,9 +515,9 @@ impl PowerNv {
             match group {
                 Some(g) => match self.core.group_add_device(&g, id) {
                     Ok(()) | Err(Errno::Ebusy) => Ok(id),
-                    Err(e) => Err(format!("iommu_group_add_device: {e}")),
+                    Err(e) => Err(PlatformError::GroupAddDevice(e)),
                 },
-                None => Err("no group".to_string()),
+                None => Err(PlatformError::NoGroup),
             }
         } else if !subsys {
             self.note(
@@ -526,18 +527,18 @@ impl PowerNv {
                  before iommu_subsys_init)"
                     .into(),
             );
-            Err("iommu core not ready: no group".to_string())
+            Err(PlatformError::CoreNotReady)
         } else if !iommus {
             self.note(
                 EventKind::ProbeFailed,
                 Some(&d.name),
                 "iommu_add_device: no iommu_device for its PHB".into(),
             );
-            Err("no iommu device registered: no group".to_string())
+            Err(PlatformError::NoIommuDevice)
         } else {
             match self.iommu_add_device(id) {
                 Ok(()) | Err(Errno::Ebusy) => Ok(id),
-                Err(e) => Err(format!("iommu_add_device: {e}")),
+                Err(e) => Err(PlatformError::AddDevice(e)),
             }
         };
         self.flush();
@@ -565,13 +566,16 @@ impl PowerNv {
     }
 
     /// Hot-adds a device after boot.
-    pub fn add_device(&self, d: &DeviceConfig) -> Result<DeviceId, String> {
+    pub fn add_device(&self, d: &DeviceConfig) -> Result<DeviceId, PlatformError> {
         if !(32..=64).contains(&d.dma_mask_bits) {
-            return Err(format!("dma_mask_bits {} not in 32..=64", d.dma_mask_bits));
+            return Err(PlatformError::DmaMask {
+                name: d.name.clone(),
+                bits: d.dma_mask_bits,
+            });
         }
         if !lock(&self.boot).scanned {
             lock(&self.pending).push(d.clone());
-            return Err("queued: the PCI bus is scanned at pcibios_init".into());
+            return Err(PlatformError::Queued);
         }
         self.scan_device(d)
     }

@@ -3,8 +3,8 @@
 
 use iommu_core::{AttachCtx, Core, DeviceId, DeviceInfo, DomainType, Errno, IommuOps, OwnerCookie};
 use spapr_platform::{
-    Design, DeviceConfig, Initcall, OpalError, PeScope, PhbConfig, PhbModel, PowerNv,
-    PowerNvConfig, WindowError, BYPASS_BASE,
+    Design, DeviceConfig, Initcall, OpalError, PeScope, PhbConfig, PhbModel, PlatformError,
+    PowerNv, PowerNvConfig, WindowError, BYPASS_BASE,
 };
 use spapr_tce::{Access, DmaDirection, Tce, TceIndex, TcePerm};
 use std::sync::Arc;
@@ -383,16 +383,39 @@ fn pcibios_init_before_iommu_subsys_init_leaves_devices_without_groups() {
 fn bad_machine_descriptions_are_refused_with_a_reason() {
     let mut c = PowerNvConfig::seed();
     c.host_page_shift = 13;
-    assert!(PowerNv::new(c).err().unwrap().contains("host_page_shift"));
+    assert_eq!(
+        PowerNv::new(c).err(),
+        Some(PlatformError::HostPageShift(13))
+    );
     let mut c = PowerNvConfig::seed();
     c.devices[1].name = "nic0".into();
-    assert!(PowerNv::new(c).err().unwrap().contains("twice"));
+    let e = PowerNv::new(c).err().unwrap();
+    assert_eq!(e, PlatformError::NameTwice("nic0".into()));
+    assert_eq!(e.errno(), Errno::Eexist);
     let mut c = PowerNvConfig::seed();
     c.devices[0].phb = 5;
-    assert!(PowerNv::new(c).err().unwrap().contains("no PHB 5"));
+    assert_eq!(
+        PowerNv::new(c).err(),
+        Some(PlatformError::NoPhb {
+            name: "nic0".into(),
+            phb: 5
+        })
+    );
     let mut c = PowerNvConfig::seed();
     c.devices[0].dma_mask_bits = 16;
-    assert!(PowerNv::new(c).err().unwrap().contains("dma_mask_bits"));
+    let e = PowerNv::new(c).err().unwrap();
+    assert_eq!(
+        e,
+        PlatformError::DmaMask {
+            name: "nic0".into(),
+            bits: 16
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "device \"nic0\": dma_mask_bits 16 not in 32..=64"
+    );
+    assert_eq!(e.errno(), Errno::Einval);
 }
 
 #[test]

@@ -282,6 +282,9 @@ proptest! {
                     let ok = w.groups[g].is_some_and(|fd| w.v.unset_container(fd).is_ok());
                     if ok {
                         let c = next.in_container[g].take().unwrap();
+                        // `tce_iommu_release_ownership` clears every TCE of the container's
+                        // (shared) windows when any group leaves.
+                        next.mapped[c].clear();
                         if !next.in_container.contains(&Some(c)) {
                             // The last group's departure releases the driver.
                             next.mapped[c].clear();
