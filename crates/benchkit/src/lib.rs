@@ -7,6 +7,8 @@
 //! the seconds criterion spends on one side does not skew the ratio.
 #![forbid(unsafe_code)]
 
+pub mod legal;
+
 use criterion::{BenchmarkId, Criterion};
 use std::cell::Cell;
 use std::fmt::Write as _;

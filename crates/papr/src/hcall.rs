@@ -91,11 +91,17 @@ impl<'m, M: GuestMemoryBackend> TceValidator<'m, M> {
         self.mem.check_range(GuestAddress(addr), size as usize)
     }
 
-    /// Whether every entry of a list read by [`read_list`] is valid. When no entry sets a
-    /// reserved bit and one RAM region covers the list's bounds, all are valid at once;
-    /// otherwise (entries in several regions, or an invalid one) each entry is checked on
-    /// its own. Either way the answer is that of [`Self::valid`] entry by entry.
-    fn all_valid(&mut self, tces: &[Tce], b: ListBounds) -> bool {
+    /// Whether every entry of a list kept as it sits in guest memory (big-endian bytes,
+    /// bounds from [`read_list_be`]) is valid. When no entry sets a reserved bit and one
+    /// RAM region covers the bounds, all are valid at once; otherwise each entry is checked
+    /// on its own. Either way the answer is that of [`Self::valid`] entry by entry.
+    fn all_valid_be(&mut self, be: &[u8], b: ListBounds) -> bool {
+        self.bounds_valid(b) || be.chunks_exact(8).all(|w| self.valid(be_word(w)))
+    }
+
+    /// The fast half of [`Self::all_valid`]: true if the bounds alone prove every entry
+    /// valid (false says nothing).
+    fn bounds_valid(&mut self, b: ListBounds) -> bool {
         if b.any & 3 == 0 {
             // No entry carries a permission.
             return true;
@@ -113,7 +119,7 @@ impl<'m, M: GuestMemoryBackend> TceValidator<'m, M> {
                 }
             }
         }
-        tces.iter().all(|e| self.valid(e.0))
+        false
     }
 }
 
@@ -312,24 +318,23 @@ impl Spapr {
                 if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
                     return HStatus::Parameter;
                 }
-                let mut buf = [Tce::EMPTY; MAX_BATCH];
-                let tces = &mut buf[..npages as usize];
+                let n = npages as usize;
                 match profile {
-                    Profile::Qemu => indirect_qemu(mem, t, ioba, list, tces),
+                    Profile::Qemu => indirect_qemu(mem, t, ioba, list, n),
                     Profile::Kvm => {
                         let Some(first) = range_ok(t, ioba, npages) else {
                             return HStatus::Parameter;
                         };
-                        // A list outside a memslot, or a TCE KVM cannot validate: QEMU does the
-                        // whole call instead.
-                        let mut v = TceValidator::new(mem, t.page_shift());
-                        let Some(bounds) = read_list(mem, list, tces) else {
-                            return indirect_qemu(mem, t, ioba, list, tces);
-                        };
-                        if !v.all_valid(tces, bounds) {
-                            return indirect_qemu(mem, t, ioba, list, tces);
-                        }
-                        put(t, first, tces)
+                        // A list outside a memslot, or a TCE KVM cannot validate: QEMU does
+                        // the whole call instead.
+                        LIST.with_borrow_mut(|bytes| {
+                            let bytes = &mut bytes[..8 * n];
+                            let mut v = TceValidator::new(mem, t.page_shift());
+                            match read_list_be(mem, list, bytes) {
+                                Some(b) if v.all_valid_be(bytes, b) => put_be(t, first, bytes),
+                                _ => indirect_qemu(mem, t, ioba, list, n),
+                            }
+                        })
                     }
                     Profile::Lopar => {
                         let Some(first) = range_ok(t, ioba, npages) else {
@@ -338,14 +343,17 @@ impl Spapr {
                         if !mem.check_range(GuestAddress(list), 4096) {
                             return HStatus::Parameter;
                         }
-                        let Some(bounds) = read_list(mem, list, tces) else {
-                            return HStatus::Parameter;
-                        };
-                        let mut v = TceValidator::new(mem, t.page_shift());
-                        if !v.all_valid(tces, bounds) {
-                            return HStatus::Parameter;
-                        }
-                        put(t, first, tces)
+                        LIST.with_borrow_mut(|bytes| {
+                            let bytes = &mut bytes[..8 * n];
+                            let Some(b) = read_list_be(mem, list, bytes) else {
+                                return HStatus::Parameter;
+                            };
+                            let mut v = TceValidator::new(mem, t.page_shift());
+                            if !v.all_valid_be(bytes, b) {
+                                return HStatus::Parameter;
+                            }
+                            put_be(t, first, bytes)
+                        })
                     }
                 }
             })
@@ -469,6 +477,14 @@ fn fill(t: &GuestTable, first: TceIndex, n: u64, tce: u64) -> HStatus {
 }
 
 #[inline]
+fn put_be(t: &GuestTable, first: TceIndex, be: &[u8]) -> HStatus {
+    match t.tces.put_batch_be(first, be) {
+        Ok(()) => HStatus::Success,
+        Err(_) => HStatus::Hardware,
+    }
+}
+
+#[inline]
 fn put(t: &GuestTable, first: TceIndex, tces: &[Tce]) -> HStatus {
     match t.tces.put_batch(first, tces) {
         Ok(()) => HStatus::Success,
@@ -521,6 +537,42 @@ fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> Opti
     Some(ListBounds { any, all })
 }
 
+thread_local! {
+    /// The calling vCPU thread's private copy of a TCE list (one 4 KiB page), kept between
+    /// calls so that no call pays for zeroing it.
+    static LIST: std::cell::RefCell<[u8; 8 * MAX_BATCH]> = const { std::cell::RefCell::new([0; 8 * MAX_BATCH]) };
+}
+
+/// One big-endian word of a list copy.
+#[inline(always)]
+fn be_word(w: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(w);
+    u64::from_be_bytes(b)
+}
+
+/// Copies the list into `bytes` (vm-memory's copy, safe while the guest may write the
+/// page: what is validated is what is stored) and gathers the bounds of its entries. The
+/// OR and AND are taken of the words as they are (a byte swap is a permutation of bits,
+/// so it commutes with both) and swapped once at the end: a pass the compiler vectorizes.
+/// None if any of it is outside guest RAM.
+#[inline]
+fn read_list_be<M: GuestMemoryBackend>(mem: &M, list: u64, bytes: &mut [u8]) -> Option<ListBounds> {
+    mem.read_slice(bytes, GuestAddress(list)).ok()?;
+    let (mut any, mut all) = (0u64, !0u64);
+    for w in bytes.chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let v = u64::from_ne_bytes(b);
+        any |= v;
+        all &= v;
+    }
+    Some(ListBounds {
+        any: u64::from_be(any),
+        all: u64::from_be(all),
+    })
+}
+
 /// QEMU's H_PUT_TCE_INDIRECT after the LIOBN, count and alignment checks: entries read
 /// one by one (outside RAM reads as 0), written until the first bad index.
 fn indirect_qemu<M: GuestMemoryBackend>(
@@ -528,9 +580,11 @@ fn indirect_qemu<M: GuestMemoryBackend>(
     t: &GuestTable,
     ioba: u64,
     list: u64,
-    tces: &mut [Tce],
+    n: usize,
 ) -> HStatus {
-    let npages = tces.len() as u64;
+    let mut buf = [Tce::EMPTY; MAX_BATCH];
+    let tces = &mut buf[..n];
+    let npages = n as u64;
     if npages == 0 {
         return HStatus::Parameter;
     }
@@ -594,8 +648,9 @@ mod tests {
                 let mut v = TceValidator::new(&mem, 12);
                 list.iter().all(|&e| v.valid(e))
             };
+            let be: Vec<u8> = tces.iter().flat_map(|t| t.0.to_be_bytes()).collect();
             let mut v = TceValidator::new(&mem, 12);
-            prop_assert_eq!(v.all_valid(&tces, bounds), each);
+            prop_assert_eq!(v.all_valid_be(&be, bounds), each);
         }
     }
 
@@ -603,8 +658,8 @@ mod tests {
     fn list_bounds_fast_path_and_fallback() {
         let mem = two_regions();
         let check = |list: &[u64]| {
-            let tces: Vec<Tce> = list.iter().map(|&v| Tce(v)).collect();
-            TceValidator::new(&mem, 12).all_valid(&tces, bounds_of(list))
+            let be: Vec<u8> = list.iter().flat_map(|v| v.to_be_bytes()).collect();
+            TceValidator::new(&mem, 12).all_valid_be(&be, bounds_of(list))
         };
         // One region: valid.
         assert!(check(&[0x1003, 0x2001, 0xF_F002]));

@@ -77,6 +77,18 @@ impl DmaLimits {
     };
 }
 
+/// [`DmaLimits`] in one allocator's entries, worked out once per device (a DMA session)
+/// rather than on every map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryLimits {
+    /// The last TCE index the mask allows (`dma_get_mask(dev) >> it_page_shift`).
+    mask: u64,
+    /// Entries from the window's start that the mask allows.
+    mask_limit: u64,
+    /// The segment boundary in entries (a power of two).
+    boundary: u64,
+}
+
 /// Where an allocation came from, for the trace and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Allocation {
@@ -352,14 +364,13 @@ impl TceAllocator {
         handle: Option<&mut u64>,
         limits: DmaLimits,
     ) -> Result<Allocation, Errno> {
-        if npages == 0 || npages > self.size {
-            return Err(Errno::Einval);
-        }
-        if self.owned.load(Ordering::SeqCst) {
-            return Err(Errno::Enomem);
-        }
-        // In entries: the last index the mask allows, and the boundary (a power of two,
-        // `ALIGN(seg_boundary + 1, page) >> page_shift`).
+        self.alloc_within(npages, cpu, handle, self.entry_limits(limits))
+    }
+
+    /// `limits` in this allocator's entries: the last index the mask allows, the entries
+    /// it leaves from the window's start, the boundary (`ALIGN(seg_boundary + 1, page) >>
+    /// page_shift`, a power of two).
+    pub fn entry_limits(&self, limits: DmaLimits) -> EntryLimits {
         let mask = limits.mask >> self.page_shift;
         let boundary = ((u128::from(limits.seg_boundary) + 1) >> self.page_shift)
             .max(1)
@@ -369,6 +380,33 @@ impl TceAllocator {
         let mask_limit = mask
             .checked_sub(self.offset)
             .map_or(0, |m| m.saturating_add(1));
+        EntryLimits {
+            mask,
+            mask_limit,
+            boundary,
+        }
+    }
+
+    /// [`Self::alloc_for`] with limits already in entries ([`Self::entry_limits`]).
+    #[inline]
+    pub fn alloc_within(
+        &self,
+        npages: u64,
+        cpu: u32,
+        handle: Option<&mut u64>,
+        limits: EntryLimits,
+    ) -> Result<Allocation, Errno> {
+        if npages == 0 || npages > self.size {
+            return Err(Errno::Einval);
+        }
+        if self.owned.load(Ordering::SeqCst) {
+            return Err(Errno::Enomem);
+        }
+        let EntryLimits {
+            mask,
+            mask_limit,
+            boundary,
+        } = limits;
         let largealloc = npages > LARGE_ALLOC_PAGES;
         let pool_mask = self.nr_pools - 1;
         let mut pool_nr = pool_hash(cpu) & pool_mask;
@@ -443,6 +481,13 @@ impl TceAllocator {
     pub fn free(&self, entry: u64, npages: u64) -> Result<(), Errno> {
         if npages == 0 || entry >= self.size || npages > self.size - entry {
             return Err(Errno::Einval);
+        }
+        if npages == 1 {
+            // One bit: a single `lock and`.
+            let (w, bit) = ((entry / 64) as usize, 1u64 << (entry % 64));
+            self.bits[w].fetch_and(!bit, Ordering::SeqCst);
+            self.word_not_full(w);
+            return Ok(());
         }
         self.update(entry, npages, false, false);
         Ok(())

@@ -3,7 +3,7 @@
 //! `iommu_table_base` with the kernel allocator, or direct through bypass for a device
 //! whose driver set a 64-bit mask while bypass was on (`dma_ops_bypass`).
 
-use crate::alloc::DmaLimits;
+use crate::alloc::{DmaLimits, EntryLimits};
 use crate::pe::{PciDev, BYPASS_BASE};
 use crate::table::{IommuTable, PeCounters};
 use iommu_core::Errno;
@@ -59,17 +59,23 @@ pub struct DmaSession {
     table: Option<Arc<IommuTable>>,
     bypass: bool,
     counters: Arc<PeCounters>,
-    limits: DmaLimits,
+    /// The device's limits in the table's entries, worked out once.
+    limits: Option<EntryLimits>,
 }
 
 impl PciDev {
     /// The device's DMA configuration now.
     pub fn dma_session(&self) -> DmaSession {
+        let table = self.table_base.get();
+        let limits = table
+            .as_ref()
+            .and_then(|t| t.map.as_ref())
+            .map(|m| m.entry_limits(DmaLimits::pci(self.dma_mask_bits)));
         DmaSession {
-            table: self.table_base.get(),
+            table,
             bypass: self.bypass.load(Ordering::Relaxed),
             counters: self.counters.clone(),
-            limits: DmaLimits::pci(self.dma_mask_bits),
+            limits,
         }
     }
     /// [`DmaSession::map_page`] on the current configuration.
@@ -219,8 +225,9 @@ fn map_one(
     let shift = g.page_shift().shift();
     let mask = g.page_shift().offset_mask();
     let npages = pages_spanned((phys & mask) + len, shift);
+    let limits = session.limits.ok_or(DmaMapError::TableUnavailable)?;
     let got = map
-        .alloc_for(npages, cpu, handle.as_mut(), session.limits)
+        .alloc_within(npages, cpu, handle.as_mut(), limits)
         .map_err(|_| DmaMapError::NoSpace)?;
     let first = TceIndex(g.first_index().0 + got.entry);
     let base = phys & !mask;

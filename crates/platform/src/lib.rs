@@ -67,7 +67,7 @@ pub mod phb;
 pub mod ram;
 pub mod table;
 
-pub use alloc::{pool_hash, Allocation, DmaLimits, TceAllocator};
+pub use alloc::{pool_hash, Allocation, DmaLimits, EntryLimits, TceAllocator};
 pub use dma::{DmaMapError, DmaSession};
 pub use error::PlatformError;
 pub use iommu::SpaprTceIommu;

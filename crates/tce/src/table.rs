@@ -57,6 +57,9 @@ pub struct ClearStats {
 #[derive(Clone, Copy)]
 enum Source<'a> {
     Slice(&'a [Tce]),
+    /// Entries as the table stores them: big-endian bytes, 8 per entry (a guest's TCE
+    /// list copied as it is).
+    BigEndian(&'a [u8]),
     Repeat(Tce),
     /// Entry `k` maps `addr + (k << shift)` with `perm` bits.
     Linear {
@@ -262,6 +265,20 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         self.write_runs(first, tces.len() as u64, Source::Slice(tces))
     }
 
+    /// [`Self::put_batch`] of entries given as the table stores them: 8 big-endian bytes
+    /// each (a guest's TCE list as it sits in guest memory), so that no byte swap is needed
+    /// on the way. At most [`MAX_BATCH`] entries; `be.len()` must be a multiple of 8.
+    pub fn put_batch_be(&self, first: TceIndex, be: &[u8]) -> Result<(), TceError> {
+        let n = be.len() / 8;
+        if n > MAX_BATCH || be.len() % 8 != 0 {
+            return Err(TceError::BatchTooLarge {
+                len: n,
+                max: MAX_BATCH,
+            });
+        }
+        self.write_runs(first, n as u64, Source::BigEndian(be))
+    }
+
     /// Writes the same entry to `count` consecutive entries from `first` (H_STUFF_TCE),
     /// then invalidates the range once. All-or-nothing like [`Self::put_batch`]; clearing
     /// never allocates.
@@ -389,36 +406,84 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         if count == 0 {
             return Ok(());
         }
-        let leaf = self.geometry.leaf_entries();
-        // Pass 1 allocates every leaf the range needs, so pass 2 cannot fail half-way.
-        let mut r = rel;
-        while r < rel + count {
-            self.tree.slot_alloc(r)?;
-            r = (r / leaf + 1) * leaf;
+        // Where the leaf holding `r` ends: a one-level table is one leaf; lower levels hold
+        // 2^level_bits entries (shifts, not divisions: a 64-bit division costs more than
+        // a small batch's stores).
+        let g = &self.geometry;
+        let flat = g.levels() == 1;
+        let bits = g.level_bits();
+        let leaf_end = |r: u64| {
+            if flat {
+                u64::MAX
+            } else {
+                ((r >> bits) + 1) << bits
+            }
+        };
+        let end = rel + count;
+        // Pass 1 allocates every leaf the range needs, so pass 2 cannot fail half-way; a
+        // range inside one leaf needs no pass 1 (pass 2's first walk allocates it, and
+        // fails before anything is written).
+        let one_leaf = leaf_end(rel) >= end;
+        if !one_leaf {
+            let mut r = rel;
+            while r < end {
+                self.tree.slot_alloc(r)?;
+                r = leaf_end(r);
+            }
         }
         let mut done = 0usize;
         let mut r = rel;
-        while r < rel + count {
-            let n = (((r / leaf + 1) * leaf).min(rel + count) - r) as usize;
+        while r < end {
+            let n = (leaf_end(r).min(end) - r) as usize;
             let run = self
                 .tree
-                .leaf_run(r, n, false)?
+                .leaf_run(r, n, one_leaf)?
                 .ok_or(TceError::AllocFailed { bytes: 0 })?;
             // Loaded once: the compiler cannot keep it in a register across atomic stores.
             let wir = u64::from(self.write_implies_read);
-            let stored = |t: u64| (t | ((t >> 1) & wir)).to_be();
             match src {
                 Source::Slice(tces) => {
                     let src = &tces[done..done + n];
-                    // Two loops so that the common case (no write-implies-read) is a load,
-                    // a byte swap and a store per entry.
-                    if wir == 0 {
+                    // Two loops so that the common case is a load, a byte swap and a store
+                    // per entry. Write-implies-read changes an entry only if it has W
+                    // without R; callers almost always pass R with W, so a read-only scan
+                    // (vectorized) decides whether the plain loop will do.
+                    // With write-implies-read, entries that already have read with every
+                    // write (what callers pass) need no fix: a vectorizable OR over the
+                    // batch finds out, and then the plain loop runs.
+                    let fix =
+                        wir != 0 && src.iter().fold(0u64, |a, t| a | ((t.0 >> 1) & !t.0)) & 1 != 0;
+                    if !fix {
                         for (slot, tce) in run.iter().zip(src) {
                             slot.store(tce.0.to_be(), Ordering::Release);
                         }
                     } else {
+                        // Read set wherever write is: bit 0 |= bit 1, with constants the
+                        // compiler unrolls like the plain loop.
                         for (slot, tce) in run.iter().zip(src) {
-                            slot.store(stored(tce.0), Ordering::Release);
+                            let t = tce.0;
+                            slot.store((t | ((t & 2) >> 1)).to_be(), Ordering::Release);
+                        }
+                    }
+                }
+                Source::BigEndian(be) => {
+                    let src = &be[8 * done..8 * (done + n)];
+                    // Write-implies-read on a stored (big-endian) entry: bits 0 and 1 sit
+                    // side by side in its last byte, wherever that byte is in a host word.
+                    let word = |w: &[u8]| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(w);
+                        u64::from_ne_bytes(b)
+                    };
+                    if wir == 0 {
+                        for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
+                            slot.store(word(w), Ordering::Release);
+                        }
+                    } else {
+                        let fix = 1u64.to_be();
+                        for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
+                            let v = word(w);
+                            slot.store(v | ((v >> 1) & fix), Ordering::Release);
                         }
                     }
                 }
@@ -429,10 +494,13 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                     }
                 }
                 Source::Linear { addr, shift, perm } => {
+                    // Every entry has the same permission: write-implies-read applies to it
+                    // once, and the loop is an add, a byte swap and a store per entry.
+                    let perm = perm | ((perm >> 1) & wir);
                     let step = 1u64 << shift;
                     let mut next = addr.wrapping_add((done as u64) << shift) | perm;
                     for slot in run {
-                        slot.store(stored(next), Ordering::Release);
+                        slot.store(next.to_be(), Ordering::Release);
                         next = next.wrapping_add(step);
                     }
                 }

@@ -409,3 +409,27 @@ fn a_translator_gives_the_same_answers_as_translate() {
         }
     }
 }
+
+#[test]
+fn a_big_endian_batch_is_stored_as_given_with_write_implies_read_applied() {
+    let g = TableGeometry::ioda2(Iova(0), PageShift::K4, 1 << 24, 1, 12).unwrap();
+    for (options, expect_w) in [
+        (TableOptions::default(), 0x2002u64),
+        (TableOptions::powernv(), 0x2003),
+    ] {
+        let t: TceTable = TceTable::new(g, options).unwrap();
+        let entries = [0x1003u64, 0x2002, 0x3001, 0];
+        let be: Vec<u8> = entries.iter().flat_map(|e| e.to_be_bytes()).collect();
+        t.put_batch_be(TceIndex(4), &be).unwrap();
+        let got: Vec<u64> = (4..8).map(|i| t.get(TceIndex(i)).unwrap().0).collect();
+        assert_eq!(got, vec![0x1003, expect_w, 0x3001, 0]);
+        assert!(
+            t.put_batch_be(TceIndex(0), &be[..7]).is_err(),
+            "not whole entries"
+        );
+        assert!(
+            t.put_batch_be(TceIndex(0), &vec![0u8; 8 * 513]).is_err(),
+            "over 512"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Baselines that are legal implementations of the same contracts as ours (issue 17): a
+//! TCE table is read by devices while it is written, so writing N entries costs at least N
+//! relaxed 8-byte atomic stores (with the byte swap the big-endian entry format needs) —
+//! a vector `memcpy` there is a data race; and the kernel DMA API's allocator is the
+//! kernel's own: a spinlock per pool around a next-fit bitmap, with the same TCE store on
+//! map and clear on unmap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Relaxed atomic slots, standing for a table's entries.
+pub fn slots(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// `dst[i] = src[i]` big-endian, one relaxed store each: the floor of a batched put.
+#[inline]
+pub fn store_be(dst: &[AtomicU64], src: &[u64]) {
+    for (d, s) in dst.iter().zip(src) {
+        d.store(s.to_be(), Ordering::Relaxed);
+    }
+}
+
+/// [`store_be`] from any source of words (so that a baseline can read the very buffer
+/// ours reads: where two buffers sit relative to their destinations changes what the
+/// stores cost, 4K aliasing).
+#[inline]
+pub fn store_be_from(dst: &[AtomicU64], src: impl IntoIterator<Item = u64>) {
+    for (d, s) in dst.iter().zip(src) {
+        d.store(s.to_be(), Ordering::Relaxed);
+    }
+}
+
+/// Every slot set to `v` big-endian, one relaxed store each: the floor of H_STUFF_TCE.
+#[inline]
+pub fn store_one(dst: &[AtomicU64], v: u64) {
+    let v = v.to_be();
+    for d in dst {
+        d.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Reads `dst.len()` big-endian words from guest memory at `list` (vm-memory's volatile
+/// copy, legal while the guest may write the page) into `buf`, then stores them into
+/// `dst` with relaxed stores: the floor of H_PUT_TCE_INDIRECT.
+#[inline]
+pub fn copy_list_then_store<M: vm_memory::Bytes<vm_memory::GuestAddress>>(
+    mem: &M,
+    list: u64,
+    buf: &mut [u8],
+    dst: &[AtomicU64],
+) {
+    if mem.read_slice(buf, vm_memory::GuestAddress(list)).is_err() {
+        return;
+    }
+    for (d, w) in dst.iter().zip(buf.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        // The list is big-endian and so are the entries: stored as read.
+        d.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+    }
+}
+
+/// The pages of a 2 x `n` relaxed-store MAP (a TCE and a user address per page): the floor
+/// of a VFIO v2 MAP_DMA of `n` pages; also of its UNMAP (two zeroing stores per page).
+#[inline]
+pub fn map_stores(tces: &[AtomicU64], uas: &[AtomicU64], hpa: u64, ua: u64, shift: u32) {
+    for (k, (t, u)) in tces.iter().zip(uas).enumerate() {
+        let off = (k as u64) << shift;
+        t.store(((hpa + off) | 3).to_be(), Ordering::Relaxed);
+        u.store(ua + off, Ordering::Relaxed);
+    }
+}
+
+/// One pool of [`SpinPools`]: its range and next-fit hint, under its spinlock.
+struct Pool {
+    start: usize,
+    end: usize,
+    hint: usize,
+}
+
+/// The kernel's `iommu_range_alloc` / `__iommu_free` shape: the bitmap split into pools, a
+/// spinlock each, next-fit from the hint, the TCE stored after the allocation and cleared
+/// before the free. [`Self::map_with`] and [`Self::unmap_with`] take the TCE store as a
+/// closure, so that a benchmark makes the very store ours makes (the same table shape).
+pub struct SpinPools {
+    pools: Vec<spin::Mutex<(Pool, Vec<u64>)>>,
+    poolsize: usize,
+    tces: Vec<AtomicU64>,
+}
+
+impl SpinPools {
+    /// `entries` entries in `nr_pools` pools.
+    pub fn new(entries: usize, nr_pools: usize) -> Self {
+        let poolsize = entries / nr_pools;
+        let pools = (0..nr_pools)
+            .map(|i| {
+                spin::Mutex::new((
+                    Pool {
+                        start: i * poolsize,
+                        end: (i + 1) * poolsize,
+                        hint: i * poolsize,
+                    },
+                    vec![0u64; poolsize.div_ceil(64)],
+                ))
+            })
+            .collect();
+        Self {
+            pools,
+            poolsize,
+            tces: slots(entries),
+        }
+    }
+
+    /// `dma_map_page` of `n` pages from `cpu`'s pool, storing into a flat table of relaxed
+    /// slots: the entry, or None when full.
+    #[inline]
+    pub fn map(&self, cpu: usize, n: usize, tce: u64) -> Option<usize> {
+        let entry = self.alloc(cpu, n)?;
+        for k in 0..n {
+            self.tces[entry + k].store((tce + ((k as u64) << 12)).to_be(), Ordering::Relaxed);
+        }
+        Some(entry)
+    }
+
+    /// `dma_map_page` with the TCE store given: `store(entry + k)` for each page.
+    #[inline]
+    pub fn map_with(&self, cpu: usize, n: usize, mut store: impl FnMut(usize)) -> Option<usize> {
+        let entry = self.alloc(cpu, n)?;
+        for k in 0..n {
+            store(entry + k);
+        }
+        Some(entry)
+    }
+
+    /// `dma_unmap_page` with the TCE clear given: `clear(entry + k)` for each page, then
+    /// the free under the pool's lock.
+    #[inline]
+    pub fn unmap_with(&self, entry: usize, n: usize, mut clear: impl FnMut(usize)) {
+        for k in 0..n {
+            clear(entry + k);
+        }
+        self.free(entry, n);
+    }
+
+    /// The allocation under the pool's spinlock.
+    #[inline]
+    fn alloc(&self, cpu: usize, n: usize) -> Option<usize> {
+        let p = cpu % self.pools.len();
+        let entry = {
+            let mut g = self.pools[p].lock();
+            let (pool, bits) = &mut *g;
+            let base = pool.start;
+            let mut found = None;
+            for pass in 0..2 {
+                let mut i = if pass == 0 { pool.hint - base } else { 0 };
+                let size = pool.end - base;
+                'search: while i + n <= size {
+                    let w = bits[i / 64] | ((1u64 << (i % 64)) - 1);
+                    if w == !0 {
+                        i = (i / 64 + 1) * 64;
+                        continue;
+                    }
+                    let z = (i / 64) * 64 + (!w).trailing_zeros() as usize;
+                    if z + n > size {
+                        break;
+                    }
+                    for k in z..z + n {
+                        if bits[k / 64] >> (k % 64) & 1 == 1 {
+                            i = k + 1;
+                            continue 'search;
+                        }
+                    }
+                    for k in z..z + n {
+                        bits[k / 64] |= 1 << (k % 64);
+                    }
+                    pool.hint = base + z + n;
+                    found = Some(base + z);
+                    break;
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+            found?
+        };
+        Some(entry)
+    }
+
+    /// `dma_unmap_page` of `n` pages from `entry` (flat table).
+    #[inline]
+    pub fn unmap(&self, entry: usize, n: usize) {
+        for k in 0..n {
+            self.tces[entry + k].store(0, Ordering::Relaxed);
+        }
+        self.free(entry, n);
+    }
+
+    /// The free under the pool's spinlock.
+    #[inline]
+    fn free(&self, entry: usize, n: usize) {
+        let p = entry / self.poolsize;
+        let mut g = self.pools[p].lock();
+        let (pool, bits) = &mut *g;
+        for k in entry - pool.start..entry - pool.start + n {
+            bits[k / 64] &= !(1 << (k % 64));
+        }
+    }
+}
