@@ -71,6 +71,21 @@ pub fn map_stores(tces: &[AtomicU64], uas: &[AtomicU64], hpa: u64, ua: u64, shif
     }
 }
 
+/// The floor of a VFIO v2 UNMAP_DMA of `n` pages: each user address is read (the region it
+/// lies in loses a use, `tce_iommu_unuse_page_v2`) and zeroed, and each TCE zeroed: `n`
+/// relaxed loads and 2 x `n` relaxed stores. Returns a sum of the addresses read, so the
+/// loads are not optimised away.
+#[inline]
+pub fn unmap_stores(tces: &[AtomicU64], uas: &[AtomicU64]) -> u64 {
+    let mut sum = 0u64;
+    for (t, u) in tces.iter().zip(uas) {
+        t.store(0, Ordering::Relaxed);
+        sum = sum.wrapping_add(u.load(Ordering::Relaxed));
+        u.store(0, Ordering::Relaxed);
+    }
+    sum
+}
+
 /// One pool of [`SpinPools`]: its range and next-fit hint, under its spinlock.
 struct Pool {
     start: usize,

@@ -346,7 +346,52 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                 // A run may continue into the next allocated leaf: what matters is that the
                 // addresses follow one another, not where the entries sit.
                 let _ = start;
-                for slot in run {
+                let mut chunks = run.chunks_exact(8);
+                for chunk in chunks.by_ref() {
+                    // Fast path: eight entries that continue the open run page by page
+                    // (one mapping's user addresses), checked together, cleared together.
+                    let mut raws = [0u64; 8];
+                    for (r, slot) in raws.iter_mut().zip(chunk) {
+                        *r = slot.load(Ordering::Relaxed);
+                    }
+                    let mut follows = len > 0;
+                    for (k, r) in raws.iter().enumerate() {
+                        follows &=
+                            *r != 0 && u64::from_be(*r) == next.wrapping_add(k as u64 * page);
+                    }
+                    if follows {
+                        for slot in chunk {
+                            slot.store(0, Ordering::Release);
+                        }
+                        len += 8;
+                        next = next.wrapping_add(8 * page);
+                        continue;
+                    }
+                    for (slot, &raw) in chunk.iter().zip(&raws) {
+                        if raw == 0 {
+                            if len > 0 {
+                                f(Tce(head), len);
+                                cleared += len;
+                                len = 0;
+                            }
+                            continue;
+                        }
+                        slot.store(0, Ordering::Release);
+                        let v = u64::from_be(raw);
+                        if v == next && len > 0 {
+                            len += 1;
+                        } else {
+                            if len > 0 {
+                                f(Tce(head), len);
+                                cleared += len;
+                            }
+                            head = v;
+                            len = 1;
+                        }
+                        next = v.wrapping_add(page);
+                    }
+                }
+                for slot in chunks.remainder() {
                     let raw = slot.load(Ordering::Relaxed);
                     if raw == 0 {
                         if len > 0 {
@@ -634,9 +679,10 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         self.tree
             .for_each_leaf(rel, rel + count, &mut |start, run| {
                 for (k, slot) in run.iter().enumerate() {
-                    let v = u64::from_be(slot.load(Ordering::Acquire));
-                    if v != 0 {
-                        f(TceIndex(base + start + k as u64), Tce(v));
+                    // Zero in either byte order: the swap is paid only for mapped entries.
+                    let raw = slot.load(Ordering::Acquire);
+                    if raw != 0 {
+                        f(TceIndex(base + start + k as u64), Tce(u64::from_be(raw)));
                     }
                 }
             });

@@ -433,3 +433,45 @@ fn a_big_endian_batch_is_stored_as_given_with_write_implies_read_applied() {
         );
     }
 }
+
+proptest::proptest! {
+    /// `clear_exclusive_runs` against a plain walk: the same runs, in order, for mappings
+    /// of any length at any offset (the eight-entry fast path and its fall-backs, runs that
+    /// cross a leaf, runs that end inside a chunk, an address that follows a run's last
+    /// page without belonging to it).
+    #[test]
+    fn clear_runs_match_a_plain_walk(
+        maps in proptest::collection::vec((0u64..16384, 1u64..40, 0u64..64), 0..12),
+        strays in proptest::collection::vec(0u64..16384, 0..6),
+    ) {
+        let g = two_level_1g_64k();
+        let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        let f = g.first_index().0;
+        for (at, len, page) in &maps {
+            let len = (*len).min(16384 - at);
+            t.put_linear(TceIndex(f + at), len, (page + 1) << 20, TcePerm::NONE).unwrap();
+        }
+        for s in &strays {
+            t.set(TceIndex(f + s), Tce((s + 1) << 16)).unwrap();
+        }
+        let mut expect: Vec<(u64, u64)> = Vec::new();
+        let mut next = None;
+        for i in 0..16384 {
+            let v = t.get(TceIndex(f + i)).unwrap().0;
+            if v == 0 {
+                next = None;
+                continue;
+            }
+            match (next, expect.last_mut()) {
+                (Some(n), Some(last)) if n == v => last.1 += 1,
+                _ => expect.push((v, 1)),
+            }
+            next = Some(v + (1 << 16));
+        }
+        let mut runs = Vec::new();
+        let n = t.clear_exclusive_runs(g.first_index(), 16384, |h, l| runs.push((h.0, l))).unwrap();
+        proptest::prop_assert_eq!(n, expect.iter().map(|r| r.1).sum::<u64>());
+        proptest::prop_assert_eq!(runs, expect);
+        proptest::prop_assert_eq!(t.count_mapped(), 0);
+    }
+}
