@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: every crate's unit, integration, property and doc tests, the fuzz
-# corpus replays, the examples, and the loom model of the TCE level publication.
+# corpus replays, the examples, and the loom models: the TCE level publication, the pSeries
+# device IOTLB generations and the kernel allocator hand-over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked

@@ -29,8 +29,22 @@ pub struct Row {
     /// The median over the interleaved rounds of `baseline / ours`: our speed as a
     /// fraction of the baseline's.
     pub ratio: f64,
-    /// The ratio we aim for.
+    /// The ratio we aim for; 0 marks a row kept for information (an illegal or
+    /// unrelated baseline, no target).
     pub target: f64,
+}
+
+impl Row {
+    /// "`>= target` met" or "missed", or "information" for a row with no target.
+    pub fn verdict(&self) -> String {
+        if self.target <= 0.0 {
+            "information".to_string()
+        } else if self.ratio >= self.target {
+            format!(">= {:.2} met", self.target)
+        } else {
+            format!(">= {:.2} missed", self.target)
+        }
+    }
 }
 
 /// Rounds of the interleaved measurement.
@@ -148,8 +162,12 @@ impl Comparison {
             target,
         };
         println!(
-            "{name}: ours {:.2} ns, {} {:.2} ns, ratio {:.2} (target >= {:.2})",
-            row.ours_ns, row.baseline, row.baseline_ns, row.ratio, row.target
+            "{name}: ours {:.2} ns, {} {:.2} ns, ratio {:.2} ({})",
+            row.ours_ns,
+            row.baseline,
+            row.baseline_ns,
+            row.ratio,
+            row.verdict()
         );
         self.rows.push(row);
     }
@@ -167,14 +185,13 @@ impl Comparison {
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {} | {:.2} | {:.2} | >= {:.2} {} |",
+                "| {} | {:.2} | {} | {:.2} | {:.2} | {} |",
                 r.name,
                 r.ours_ns,
                 r.baseline,
                 r.baseline_ns,
                 r.ratio,
-                r.target,
-                if r.ratio >= r.target { "met" } else { "missed" }
+                r.verdict()
             );
         }
         s
@@ -217,5 +234,29 @@ impl XorShift {
         x ^= x >> 27;
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    fn row(ratio: f64, target: f64) -> Row {
+        Row {
+            name: "x".into(),
+            ours_ns: 1.0,
+            baseline_ns: ratio,
+            baseline: "b".into(),
+            ratio,
+            target,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(row(0.95, 0.9).verdict(), ">= 0.90 met");
+        assert_eq!(row(0.9, 0.9).verdict(), ">= 0.90 met");
+        assert_eq!(row(0.89, 0.9).verdict(), ">= 0.90 missed");
+        assert_eq!(row(0.2, 0.0).verdict(), "information");
     }
 }
