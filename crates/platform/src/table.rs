@@ -305,6 +305,19 @@ impl UserTable {
     pub fn zero_exclusive(&self, first: TceIndex, count: u64) -> Result<(), spapr_tce::TceError> {
         self.0.tces.zero_exclusive(first, count)
     }
+    /// Zeroes a range of this table and clears the same range of `uas` (the user
+    /// addresses VFIO v2 keeps beside each TCE) in one pass, reporting the user addresses
+    /// as runs of consecutive pages (`TceTable::clear_exclusive_runs_paired`); returns the
+    /// user-address entries cleared. The TCEs' kill comes first.
+    pub fn zero_exclusive_with_uas<U: spapr_tce::RealAddress>(
+        &self,
+        uas: &spapr_tce::TceTable<U>,
+        first: TceIndex,
+        count: u64,
+        f: impl FnMut(spapr_tce::Tce, u64),
+    ) -> Result<u64, spapr_tce::TceError> {
+        uas.clear_exclusive_runs_paired(&self.0.tces, first, count, f)
+    }
     /// Clears a range, calling `f` for each old entry, then one kill.
     pub fn clear_exclusive_with(
         &self,

@@ -7,7 +7,7 @@ use crate::error::{Fault, TceError};
 use crate::geometry::TableGeometry;
 use crate::kill::{NoKill, TceKill};
 use crate::levels::LevelTree;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use core::marker::PhantomData;
 
 /// Most entries one batched put may carry (one 4 KiB page of TCEs, PAPR's
@@ -336,94 +336,66 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         mut f: impl FnMut(Tce, u64),
     ) -> Result<u64, TceError> {
         let rel = self.rel_range(first, count)?;
-        let page = self.geometry.page_shift().size();
-        let mut cleared = 0u64;
-        // (first entry of the open run, its length, the entry that would continue it)
-        let mut open: Option<(u64, u64, u64)> = None;
-        self.tree
-            .for_each_leaf(rel, rel + count, &mut |start, run| {
-                let (mut head, mut len, mut next) = open.unwrap_or((0, 0, 0));
-                // A run may continue into the next allocated leaf: what matters is that the
-                // addresses follow one another, not where the entries sit.
-                let _ = start;
-                let mut chunks = run.chunks_exact(8);
-                for chunk in chunks.by_ref() {
-                    // Fast path: eight entries that continue the open run page by page
-                    // (one mapping's user addresses), checked together, cleared together.
-                    let mut raws = [0u64; 8];
-                    for (r, slot) in raws.iter_mut().zip(chunk) {
-                        *r = slot.load(Ordering::Relaxed);
-                    }
-                    let mut follows = len > 0;
-                    for (k, r) in raws.iter().enumerate() {
-                        follows &=
-                            *r != 0 && u64::from_be(*r) == next.wrapping_add(k as u64 * page);
-                    }
-                    if follows {
-                        for slot in chunk {
-                            slot.store(0, Ordering::Release);
-                        }
-                        len += 8;
-                        next = next.wrapping_add(8 * page);
-                        continue;
-                    }
-                    for (slot, &raw) in chunk.iter().zip(&raws) {
-                        if raw == 0 {
-                            if len > 0 {
-                                f(Tce(head), len);
-                                cleared += len;
-                                len = 0;
-                            }
-                            continue;
-                        }
-                        slot.store(0, Ordering::Release);
-                        let v = u64::from_be(raw);
-                        if v == next && len > 0 {
-                            len += 1;
-                        } else {
-                            if len > 0 {
-                                f(Tce(head), len);
-                                cleared += len;
-                            }
-                            head = v;
-                            len = 1;
-                        }
-                        next = v.wrapping_add(page);
-                    }
-                }
-                for slot in chunks.remainder() {
-                    let raw = slot.load(Ordering::Relaxed);
-                    if raw == 0 {
-                        if len > 0 {
-                            f(Tce(head), len);
-                            cleared += len;
-                            len = 0;
-                        }
-                        continue;
-                    }
-                    slot.store(0, Ordering::Release);
-                    let v = u64::from_be(raw);
-                    if v == next && len > 0 {
-                        len += 1;
-                    } else {
-                        if len > 0 {
-                            f(Tce(head), len);
-                            cleared += len;
-                        }
-                        head = v;
-                        len = 1;
-                    }
-                    next = v.wrapping_add(page);
-                }
-                open = Some((head, len, next));
-            });
-        if let Some((head, len, _)) = open {
-            if len > 0 {
-                f(Tce(head), len);
-                cleared += len;
-            }
-        }
+        let mut scan = RunScan::new(self.geometry.page_shift().size());
+        self.tree.for_each_leaf(rel, rel + count, &mut |_, run| {
+            scan.scan(run, None, &mut f);
+        });
+        let cleared = scan.finish(&mut f);
         if count > 0 {
+            self.kill.kill_range(first, count);
+        }
+        Ok(cleared)
+    }
+
+    /// [`Self::clear_exclusive_runs`] on this table (VFIO's user addresses) and
+    /// [`Self::zero_exclusive`] on `partner` (the TCEs beside them) over the same range, in
+    /// one pass when the two tables have the same geometry: entry by entry, the TCE is
+    /// zeroed, then its user address read and zeroed (the kernel's
+    /// `tce_iommu_clear` order: `xchg_no_kill`, then `tce_iommu_unuse_page_v2`), and each
+    /// table's kill follows the pass, the TCEs' first. Tables of different geometries are
+    /// cleared one after the other, with the same result.
+    pub fn clear_exclusive_runs_paired<B: RealAddress, L: TceKill>(
+        &self,
+        partner: &TceTable<B, L>,
+        first: TceIndex,
+        count: u64,
+        mut f: impl FnMut(Tce, u64),
+    ) -> Result<u64, TceError> {
+        let rel = self.rel_range(first, count)?;
+        partner.rel_range(first, count)?;
+        if partner.geometry != self.geometry {
+            partner.zero_exclusive(first, count)?;
+            return self.clear_exclusive_runs(first, count, f);
+        }
+        let g = &self.geometry;
+        // Same geometry: the leaves of the two tables cover the same entries.
+        let span = if g.levels() == 1 {
+            g.entries()
+        } else {
+            1u64 << g.level_bits()
+        };
+        let mut scan = RunScan::new(g.page_shift().size());
+        let end = rel + count;
+        let mut pos = rel;
+        while pos < end {
+            let leaf_end = ((pos / span) + 1).saturating_mul(span).min(end);
+            let n = (leaf_end - pos) as usize;
+            let tces = partner.tree.leaf_run(pos, n, false)?;
+            let uas = self.tree.leaf_run(pos, n, false)?;
+            match (uas, tces) {
+                (Some(u), t) => scan.scan(u, t, &mut f),
+                (None, Some(t)) => {
+                    for slot in t {
+                        slot.store(0, Ordering::Release);
+                    }
+                }
+                (None, None) => {}
+            }
+            pos = leaf_end;
+        }
+        let cleared = scan.finish(&mut f);
+        if count > 0 {
+            partner.kill.kill_range(first, count);
             self.kill.kill_range(first, count);
         }
         Ok(cleared)
@@ -765,5 +737,135 @@ impl<A: RealAddress, K: TceKill> core::fmt::Debug for TceTable<A, K> {
             .field("geometry", &self.geometry)
             .field("allocated_bytes", &self.allocated_bytes())
             .finish_non_exhaustive()
+    }
+}
+
+/// The run state of [`TceTable::clear_exclusive_runs`]: the first address of the open run,
+/// its length, and the address that would continue it. A run may continue into the next
+/// leaf: what matters is that the addresses follow one another, not where they sit.
+struct RunScan {
+    head: u64,
+    len: u64,
+    next: u64,
+    page: u64,
+    cleared: u64,
+}
+
+impl RunScan {
+    fn new(page: u64) -> Self {
+        Self {
+            head: 0,
+            len: 0,
+            next: 0,
+            page,
+            cleared: 0,
+        }
+    }
+
+    /// Closes the open run, if any.
+    #[inline]
+    fn close(&mut self, f: &mut impl FnMut(Tce, u64)) {
+        if self.len > 0 {
+            f(Tce(self.head), self.len);
+            self.cleared += self.len;
+            self.len = 0;
+        }
+    }
+
+    /// One entry, already loaded (`raw`, big-endian) and not zero.
+    #[inline(always)]
+    fn entry(&mut self, raw: u64, f: &mut impl FnMut(Tce, u64)) {
+        let v = u64::from_be(raw);
+        if !(v == self.next && self.len > 0) {
+            self.close(f);
+            self.head = v;
+        }
+        self.len += 1;
+        self.next = v.wrapping_add(self.page);
+    }
+
+    /// Clears `run`, and `partner`'s slots beside it (same length) if given, entry by
+    /// entry: the partner's slot first. Eight entries that continue the open run page by
+    /// page (one mapping's addresses) are checked together and cleared together.
+    #[inline]
+    fn scan(
+        &mut self,
+        run: &[AtomicU64],
+        partner: Option<&[AtomicU64]>,
+        f: &mut impl FnMut(Tce, u64),
+    ) {
+        match partner.filter(|p| p.len() == run.len()) {
+            Some(p) => self.scan_impl::<true>(run, p, f),
+            None => self.scan_impl::<false>(run, &[], f),
+        }
+    }
+
+    /// [`Self::scan`]; `partner` is `run`'s length when `PAIRED`, unused otherwise.
+    #[inline(always)]
+    fn scan_impl<const PAIRED: bool>(
+        &mut self,
+        run: &[AtomicU64],
+        partner: &[AtomicU64],
+        f: &mut impl FnMut(Tce, u64),
+    ) {
+        let page = self.page;
+        let mut chunks = run.chunks_exact(8);
+        let mut pchunks = partner.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            if PAIRED {
+                if let Some(pc) = pchunks.next() {
+                    for slot in pc {
+                        slot.store(0, Ordering::Release);
+                    }
+                }
+            }
+            let mut raws = [0u64; 8];
+            for (r, slot) in raws.iter_mut().zip(chunk) {
+                *r = slot.load(Ordering::Relaxed);
+            }
+            // Branch-free: the eight entries are next, next + page, ... (none of them can
+            // be an empty entry when next is not 0 and the eight addresses do not wrap).
+            let mut diff = 0u64;
+            for (k, r) in raws.iter().enumerate() {
+                diff |= u64::from_be(*r) ^ self.next.wrapping_add(k as u64 * page);
+            }
+            let last = self.next.wrapping_add(7 * page);
+            if diff == 0 && self.len > 0 && self.next != 0 && last > self.next {
+                for slot in chunk {
+                    slot.store(0, Ordering::Release);
+                }
+                self.len += 8;
+                self.next = last.wrapping_add(page);
+                continue;
+            }
+            for (slot, &raw) in chunk.iter().zip(&raws) {
+                if raw == 0 {
+                    self.close(f);
+                    continue;
+                }
+                slot.store(0, Ordering::Release);
+                self.entry(raw, f);
+            }
+        }
+        if PAIRED {
+            for slot in pchunks.remainder() {
+                slot.store(0, Ordering::Release);
+            }
+        }
+        for slot in chunks.remainder() {
+            let raw = slot.load(Ordering::Relaxed);
+            if raw == 0 {
+                self.close(f);
+                continue;
+            }
+            slot.store(0, Ordering::Release);
+            self.entry(raw, f);
+        }
+    }
+
+    /// Closes the last run; the entries cleared in all.
+    fn finish(mut self, f: &mut impl FnMut(Tce, u64)) -> u64 {
+        self.close(f);
+        self.cleared
     }
 }

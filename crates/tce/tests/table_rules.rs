@@ -431,7 +431,39 @@ fn a_big_endian_batch_is_stored_as_given_with_write_implies_read_applied() {
             t.put_batch_be(TceIndex(0), &vec![0u8; 8 * 513]).is_err(),
             "over 512"
         );
+        let full: Vec<u8> = (0..512u64)
+            .flat_map(|k| ((k << 12) | 1).to_be_bytes())
+            .collect();
+        t.put_batch_be(TceIndex(100), &full).unwrap();
+        assert_eq!(
+            t.get(TceIndex(611)).unwrap(),
+            Tce((511 << 12) | 1),
+            "512 is allowed"
+        );
     }
+}
+
+#[test]
+fn a_batch_across_leaves_allocates_the_leaves_it_touches_and_may_end_the_window() {
+    let g = two_level_1g_64k();
+    let f = g.first_index().0;
+    let leaf = 1u64 << g.level_bits();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    let empty = t.allocated_bytes();
+    let tces: Vec<Tce> = (0..64u64).map(|k| Tce((k << 16) | 3)).collect();
+    // Ends exactly on the boundary of the second leaf: two leaves, not three.
+    t.put_batch(TceIndex(f + 2 * leaf - 64), &tces).unwrap();
+    t.put_batch(TceIndex(f + leaf - 32), &tces).unwrap();
+    let two = t.allocated_bytes() - empty;
+    assert_eq!(two, 2 * leaf * 8, "the two leaves the batches touch");
+    // Ends exactly at the end of the window, across its last two leaves.
+    let last = g.entries();
+    assert_eq!(last % leaf, 0);
+    t.put_batch(TceIndex(f + last - 32), &tces[..32]).unwrap();
+    t.put_batch(TceIndex(f + last - leaf - 16), &tces[..32])
+        .unwrap();
+    assert_eq!(t.get(TceIndex(f + last - 1)).unwrap(), tces[31]);
+    assert_eq!(t.get(TceIndex(f + last - leaf + 15)).unwrap(), tces[31]);
 }
 
 proptest::proptest! {
@@ -443,6 +475,9 @@ proptest::proptest! {
     fn clear_runs_match_a_plain_walk(
         maps in proptest::collection::vec((0u64..16384, 1u64..40, 0u64..64), 0..12),
         strays in proptest::collection::vec(0u64..16384, 0..6),
+        dense in proptest::collection::vec((0u64..16384, 1u64..40), 0..3),
+        holes in proptest::collection::vec(0u64..16384, 0..6),
+        resumes in proptest::collection::vec((0u64..16300, 1u64..20, 1u64..30), 0..3),
     ) {
         let g = two_level_1g_64k();
         let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
@@ -453,6 +488,25 @@ proptest::proptest! {
         }
         for s in &strays {
             t.set(TceIndex(f + s), Tce((s + 1) << 16)).unwrap();
+        }
+        // Blocks of entries that are all mapped but none follows the one before.
+        for (at, len) in &dense {
+            for i in *at..(at + len).min(16384) {
+                t.set(TceIndex(f + i), Tce(((i * 7919) % 1000 + 1) << 17)).unwrap();
+            }
+        }
+        for h in &holes {
+            t.set(TceIndex(f + h), Tce::EMPTY).unwrap();
+        }
+        // A mapping, an empty entry, then a mapping whose addresses continue the first's:
+        // two runs, not one.
+        for (at, a, b) in &resumes {
+            let addr = (at + 1) << 24;
+            t.put_linear(TceIndex(f + at), *a, addr, TcePerm::NONE).unwrap();
+            t.set(TceIndex(f + at + a), Tce::EMPTY).unwrap();
+            let b = (*b).min(16384 - (at + a + 1));
+            t.put_linear(TceIndex(f + at + a + 1), b, addr + (a << 16), TcePerm::NONE)
+                .unwrap();
         }
         let mut expect: Vec<(u64, u64)> = Vec::new();
         let mut next = None;
@@ -468,10 +522,87 @@ proptest::proptest! {
             }
             next = Some(v + (1 << 16));
         }
+        // The paired clear of a same-geometry copy (and of a flat one, the fall-back)
+        // must report the same runs and empty both tables.
+        let same: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        let flat_g = TableGeometry::flat(g.bus_offset(), g.page_shift(), g.entries()).unwrap();
+        let flat: TceTable = TceTable::new(flat_g, TableOptions::default()).unwrap();
+        let u2: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        let u3: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        for i in 0..16384u64 {
+            let v = t.get(TceIndex(f + i)).unwrap();
+            if v.0 != 0 {
+                for x in [&u2, &u3] {
+                    x.set(TceIndex(f + i), v).unwrap();
+                }
+            }
+            // The partners hold entries where the user addresses do not, too.
+            if v.0 != 0 || i % 5000 == 7 {
+                same.set(TceIndex(f + i), Tce(0x1_0003)).unwrap();
+                flat.set(TceIndex(f + i), Tce(0x1_0003)).unwrap();
+            }
+        }
         let mut runs = Vec::new();
         let n = t.clear_exclusive_runs(g.first_index(), 16384, |h, l| runs.push((h.0, l))).unwrap();
         proptest::prop_assert_eq!(n, expect.iter().map(|r| r.1).sum::<u64>());
-        proptest::prop_assert_eq!(runs, expect);
+        proptest::prop_assert_eq!(&runs, &expect);
         proptest::prop_assert_eq!(t.count_mapped(), 0);
+        for (u, partner) in [(&u2, &same), (&u3, &flat)] {
+            let mut runs = Vec::new();
+            let n = u
+                .clear_exclusive_runs_paired(partner, g.first_index(), 16384, |h, l| runs.push((h.0, l)))
+                .unwrap();
+            proptest::prop_assert_eq!(n, expect.iter().map(|r| r.1).sum::<u64>());
+            proptest::prop_assert_eq!(&runs, &expect);
+            proptest::prop_assert_eq!(u.count_mapped(), 0);
+            proptest::prop_assert_eq!(partner.count_mapped(), 0);
+        }
+    }
+}
+
+proptest::proptest! {
+    /// The paired clear over part of a window: runs as a plain walk over that part finds
+    /// them, both tables emptied there and untouched elsewhere.
+    #[test]
+    fn paired_clear_of_a_sub_range(
+        maps in proptest::collection::vec((0u64..16384, 1u64..9000, 0u64..64), 1..6),
+        lo in 0u64..16384,
+        n in 0u64..16384,
+    ) {
+        let g = two_level_1g_64k();
+        let f = g.first_index().0;
+        let n = n.min(16384 - lo);
+        let uas: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        let tces: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+        for (at, len, page) in &maps {
+            let len = (*len).min(16384 - at);
+            uas.put_linear(TceIndex(f + at), len, (page + 1) << 24, TcePerm::NONE).unwrap();
+            tces.put_linear(TceIndex(f + at), len, 1 << 20, TcePerm::READ).unwrap();
+        }
+        let before: Vec<(u64, u64)> = (0..16384)
+            .map(|i| (uas.get(TceIndex(f + i)).unwrap().0, tces.get(TceIndex(f + i)).unwrap().0))
+            .collect();
+        let mut expect: Vec<(u64, u64)> = Vec::new();
+        let mut next = None;
+        for &(v, _) in &before[lo as usize..(lo + n) as usize] {
+            if v == 0 {
+                next = None;
+                continue;
+            }
+            match (next, expect.last_mut()) {
+                (Some(x), Some(last)) if x == v => last.1 += 1,
+                _ => expect.push((v, 1)),
+            }
+            next = Some(v + (1 << 16));
+        }
+        let mut runs = Vec::new();
+        uas.clear_exclusive_runs_paired(&tces, TceIndex(f + lo), n, |h, l| runs.push((h.0, l)))
+            .unwrap();
+        proptest::prop_assert_eq!(runs, expect);
+        for i in 0..16384u64 {
+            let inside = i >= lo && i < lo + n;
+            let now = (uas.get(TceIndex(f + i)).unwrap().0, tces.get(TceIndex(f + i)).unwrap().0);
+            proptest::prop_assert_eq!(now, if inside { (0, 0) } else { before[i as usize] });
+        }
     }
 }

@@ -1179,13 +1179,13 @@ fn clear_window(
     let ua_table = w.ua.as_ref();
     let mut process = mm.and_then(|m| procs.get_mut(&m));
     if let Some(u) = ua_table {
-        // v2: clear the TCEs, then the user addresses beside them, each region losing one
-        // use per entry. Every live TCE has its user address beside it: the TCEs are zeroed
-        // without a read, and the user-address pass counts and releases what was mapped,
-        // as runs of consecutive pages, each charged to the regions it lies in.
-        let _ = table.zero_exclusive(first, n);
+        // v2: clear each TCE, then the user address beside it, each region losing one use
+        // per entry, in one pass over both tables. Every live TCE has its user address
+        // beside it: the TCEs are zeroed without a read, and the user addresses count and
+        // release what was mapped, as runs of consecutive pages, each charged to the
+        // regions it lies in.
         let page = 1u64 << shift;
-        let cleared = u.clear_exclusive_runs(first, n, |head, len| {
+        let cleared = table.zero_exclusive_with_uas(u, first, n, |head, len| {
             let Some(p) = process.as_deref_mut() else {
                 return;
             };
