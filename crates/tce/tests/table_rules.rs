@@ -466,6 +466,25 @@ fn a_batch_across_leaves_allocates_the_leaves_it_touches_and_may_end_the_window(
     assert_eq!(t.get(TceIndex(f + last - leaf + 15)).unwrap(), tces[31]);
 }
 
+/// The reference for the run-reporting clears: entry values in order, grouped into runs
+/// of consecutive pages (an empty entry ends a run).
+fn plain_runs(values: impl Iterator<Item = u64>, page: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut next = None;
+    for v in values {
+        if v == 0 {
+            next = None;
+            continue;
+        }
+        match (next, runs.last_mut()) {
+            (Some(x), Some(last)) if x == v => last.1 += 1,
+            _ => runs.push((v, 1)),
+        }
+        next = Some(v + page);
+    }
+    runs
+}
+
 proptest::proptest! {
     /// `clear_exclusive_runs` against a plain walk: the same runs, in order, for mappings
     /// of any length at any offset (the eight-entry fast path and its fall-backs, runs that
@@ -508,20 +527,7 @@ proptest::proptest! {
             t.put_linear(TceIndex(f + at + a + 1), b, addr + (a << 16), TcePerm::NONE)
                 .unwrap();
         }
-        let mut expect: Vec<(u64, u64)> = Vec::new();
-        let mut next = None;
-        for i in 0..16384 {
-            let v = t.get(TceIndex(f + i)).unwrap().0;
-            if v == 0 {
-                next = None;
-                continue;
-            }
-            match (next, expect.last_mut()) {
-                (Some(n), Some(last)) if n == v => last.1 += 1,
-                _ => expect.push((v, 1)),
-            }
-            next = Some(v + (1 << 16));
-        }
+        let expect = plain_runs((0..16384).map(|i| t.get(TceIndex(f + i)).unwrap().0), 1 << 16);
         // The paired clear of a same-geometry copy (and of a flat one, the fall-back)
         // must report the same runs and empty both tables.
         let same: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
@@ -582,19 +588,7 @@ proptest::proptest! {
         let before: Vec<(u64, u64)> = (0..16384)
             .map(|i| (uas.get(TceIndex(f + i)).unwrap().0, tces.get(TceIndex(f + i)).unwrap().0))
             .collect();
-        let mut expect: Vec<(u64, u64)> = Vec::new();
-        let mut next = None;
-        for &(v, _) in &before[lo as usize..(lo + n) as usize] {
-            if v == 0 {
-                next = None;
-                continue;
-            }
-            match (next, expect.last_mut()) {
-                (Some(x), Some(last)) if x == v => last.1 += 1,
-                _ => expect.push((v, 1)),
-            }
-            next = Some(v + (1 << 16));
-        }
+        let expect = plain_runs(before[lo as usize..(lo + n) as usize].iter().map(|e| e.0), 1 << 16);
         let mut runs = Vec::new();
         uas.clear_exclusive_runs_paired(&tces, TceIndex(f + lo), n, |h, l| runs.push((h.0, l)))
             .unwrap();
