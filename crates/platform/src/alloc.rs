@@ -635,6 +635,49 @@ mod tests {
         assert_eq!(a.alloc(1, 0, None).unwrap().entry, 16);
         assert_eq!(a.alloc(3, 0, None).unwrap().entry, 32);
         assert_eq!(a.alloc(1, 0, None).unwrap().entry, 48);
+        // An allocation ending one short of a block, then one ending on a block: the hint
+        // is the end rounded up, and an end on a block is its own round-up.
+        assert_eq!(a.alloc(14, 0, None).unwrap().entry, 64);
+        assert_eq!(a.alloc(1, 0, None).unwrap().entry, 80);
+        let mut handle = 88;
+        assert_eq!(a.alloc(8, 0, Some(&mut handle)).unwrap().entry, 88);
+        assert_eq!(handle, 96);
+        assert_eq!(a.alloc(1, 0, None).unwrap().entry, 96);
+    }
+
+    #[test]
+    fn a_masked_device_in_a_pool_past_its_mask_starts_at_the_masked_hint() {
+        // 8 GiB of 64K pages, the 32-bit MMIO hole reserved: pools 2 and 3 lie above
+        // 4 GiB. A 32-bit device on a CPU homed in pool 3 searches first from the pool's
+        // hint with the mask applied (`start &= mask`), not from pool 0.
+        let a = TceAllocator::new(1 << 17, 16, 0, (1 << 15, 1 << 16));
+        let cpu = (0..64).find(|&c| pool_hash(c) == 3).unwrap();
+        let poolsize = (1u64 << 17) * 3 / 4 / 4;
+        let got = a.alloc_for(1, cpu, None, DmaLimits::pci(32)).unwrap();
+        assert_eq!(got.entry, (3 * poolsize) & 0xffff);
+        // A masked hint inside the hole finds nothing there; the next pass starts at pool 0.
+        let b = TceAllocator::new(1 << 17, 16, 0, (1 << 13, 1 << 16));
+        let got = b.alloc_for(1, cpu, None, DmaLimits::pci(32)).unwrap();
+        assert_eq!(got.entry, 1);
+    }
+
+    #[test]
+    fn a_full_pool_sends_the_search_to_the_next_pools_in_turn() {
+        // 4 pools of 3072 entries below the large pool.
+        let a = TceAllocator::new(1 << 14, 16, 1 << 20, (0, 0));
+        let poolsize = (1u64 << 14) * 3 / 4 / 4;
+        let home = pool_hash(0);
+        while a.alloc(15, 0, None).is_ok_and(|x| x.pool == home) {}
+        // The home pool is full up to its last few entries: small requests go on in the
+        // next pool, then the one after it.
+        let next = (home + 1) % 4;
+        let got = a.alloc(15, 0, None).unwrap();
+        assert!(got.pool == next || got.pool == home, "pool {}", got.pool);
+        for _ in 0..(poolsize / 15 + 1) {
+            let _ = a.alloc(15, 0, None);
+        }
+        let got = a.alloc(15, 0, None).unwrap();
+        assert_eq!(got.pool, (home + 2) % 4, "the pool after the next one");
     }
 
     #[test]
