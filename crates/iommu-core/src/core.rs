@@ -981,3 +981,192 @@ fn probe_locked(st: &mut State, dev: DeviceId) -> Result<(), Errno> {
     );
     Ok(())
 }
+
+/// The core's own checker rules, each made to fire by a fault planted in state no caller
+/// can reach (hence here, inside the crate), and silent on the same machine unplanted.
+#[cfg(test)]
+mod planted {
+    use super::*;
+    use crate::simple::SimpleIommu;
+
+    /// Two platform devices, one group each, only the devices holding their groups.
+    fn machine() -> (Core, [DeviceId; 2], [Group; 2]) {
+        let core = Core::new();
+        core.register_instance("simple", SimpleIommu::new(&core, 8, false));
+        let a = core.add_device(DeviceInfo::platform("a", 0));
+        let b = core.add_device(DeviceInfo::platform("b", 1));
+        let ga = core.device_group(a).unwrap().unwrap();
+        let gb = core.device_group(b).unwrap().unwrap();
+        (core, [a, b], [ga, gb])
+    }
+
+    fn only(core: &Core) -> Violation {
+        let v = core.check();
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn the_unplanted_machine_is_clean() {
+        let (core, [a, _], [ga, gb]) = machine();
+        // Group b is held by its device alone: references balance exactly.
+        drop(gb);
+        assert!(core.check().is_empty());
+        core.bind_driver(a, "drv", false).unwrap();
+        assert!(core.check().is_empty());
+        core.unbind_driver(a).unwrap();
+        let c = core.claim_group(&ga, OwnerCookie(1)).unwrap();
+        assert!(core.check().is_empty());
+        drop(c);
+        assert!(core.check().is_empty());
+    }
+
+    #[test]
+    fn the_group_list_is_pruned_of_dead_groups_as_it_doubles() {
+        let core = Core::new();
+        let keep: Vec<Group> = (0..40)
+            .map(|_| core.alloc_group(None, Box::new(()), None))
+            .collect();
+        for _ in 0..500 {
+            drop(core.alloc_group(None, Box::new(()), None));
+        }
+        let len = core.0.groups.lock().unwrap().len();
+        assert!(
+            len <= 2 * keep.len() + 1,
+            "{len} entries for {} live groups",
+            keep.len()
+        );
+        assert_eq!(core.groups().len(), keep.len());
+    }
+
+    #[test]
+    fn a_group_listing_a_device_of_another_group_is_named() {
+        let (core, [_, b], [ga, _]) = machine();
+        ga.lock().devices.push(b);
+        let name = ga.name().to_string();
+        // Only the device's reference is left (and the checker's listing's).
+        drop(ga);
+        let v = core.check();
+        assert!(
+            v.contains(&Violation::new(
+                Rule::RefcountBalance,
+                None,
+                Some(&name),
+                Evidence::Membership { device: b.0 },
+            )),
+            "{v:?}"
+        );
+        // Two devices listed, one reference held by a device (plus the listing's).
+        assert!(
+            v.contains(&Violation::new(
+                Rule::RefcountBalance,
+                None,
+                Some(&name),
+                Evidence::Count {
+                    what: "group references",
+                    expected: 2,
+                    found: 1,
+                },
+            )),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_device_its_group_does_not_list_is_named() {
+        let (core, [a, _], [ga, _]) = machine();
+        ga.lock().devices.clear();
+        assert_eq!(
+            only(&core),
+            Violation::new(
+                Rule::RefcountBalance,
+                Some("a"),
+                Some(ga.name()),
+                Evidence::Membership { device: a.0 },
+            )
+        );
+    }
+
+    #[test]
+    fn an_owner_cnt_that_is_not_the_bound_kernel_drivers_is_named() {
+        let (core, [a, _], [ga, _]) = machine();
+        core.bind_driver(a, "drv", false).unwrap();
+        ga.lock().owner_cnt = 3;
+        assert_eq!(
+            only(&core),
+            Violation::new(
+                Rule::RefcountBalance,
+                None,
+                Some(ga.name()),
+                Evidence::Count {
+                    what: "owner_cnt (one per bound kernel driver)",
+                    expected: 1,
+                    found: 3,
+                },
+            )
+        );
+    }
+
+    #[test]
+    fn an_owned_group_with_no_users_is_named() {
+        let (core, _, [ga, _]) = machine();
+        let _c = core.claim_group(&ga, OwnerCookie(1)).unwrap();
+        ga.lock().owner_cnt = 0;
+        assert_eq!(
+            only(&core),
+            Violation::new(
+                Rule::RefcountBalance,
+                None,
+                Some(ga.name()),
+                Evidence::Count {
+                    what: "owner_cnt of an owned group",
+                    expected: 1,
+                    found: 0,
+                },
+            )
+        );
+        ga.lock().owner_cnt = 1;
+    }
+
+    #[test]
+    fn an_owned_group_left_on_its_default_domain_is_named() {
+        let (core, _, [ga, _]) = machine();
+        let _c = core.claim_group(&ga, OwnerCookie(1)).unwrap();
+        {
+            let mut gs = ga.lock();
+            gs.domain = gs.default_domain.clone();
+        }
+        assert_eq!(
+            only(&core),
+            Violation::new(
+                Rule::NoKernelTranslationOnUserGroup,
+                None,
+                Some(ga.name()),
+                Evidence::DefaultDomain,
+            )
+        );
+    }
+
+    #[test]
+    fn a_kernel_driver_on_an_owned_group_is_named() {
+        let (core, [a, _], [ga, _]) = machine();
+        let _c = core.claim_group(&ga, OwnerCookie(1)).unwrap();
+        if let Some(Some(e)) = core.state().devices.get_mut(a.0) {
+            e.driver = Some(DriverBinding {
+                name: "rogue".into(),
+                driver_managed_dma: false,
+            });
+        }
+        assert_eq!(
+            only(&core),
+            Violation::new(
+                Rule::NoKernelDriverOnUserGroup,
+                Some("a"),
+                Some(ga.name()),
+                Evidence::Driver {
+                    name: "rogue".into()
+                },
+            )
+        );
+    }
+}
