@@ -629,6 +629,14 @@ mod tests {
     }
 
     #[test]
+    fn the_accessors_report_the_geometry() {
+        let a = TceAllocator::new(1 << 14, 16, 1 << 20, (100, 200));
+        assert_eq!(a.size(), 1 << 14);
+        assert_eq!(a.poolsize(), (1 << 14) * 3 / 4 / 4);
+        assert_eq!(a.reserved(), (100, 200));
+    }
+
+    #[test]
     fn small_allocations_round_the_hint_up_to_a_block_of_sixteen() {
         let a = TceAllocator::new(1024, 12, 1 << 20, (0, 0));
         assert_eq!(a.alloc(1, 0, None).unwrap().entry, 0);
