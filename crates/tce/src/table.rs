@@ -819,15 +819,12 @@ impl RunScan {
                     }
                 }
             }
-            let mut raws = [0u64; 8];
-            for (r, slot) in raws.iter_mut().zip(chunk) {
-                *r = slot.load(Ordering::Relaxed);
-            }
             // Branch-free: the eight entries are next, next + page, ... (none of them can
             // be an empty entry when next is not 0 and the eight addresses do not wrap).
             let mut diff = 0u64;
-            for (k, r) in raws.iter().enumerate() {
-                diff |= u64::from_be(*r) ^ self.next.wrapping_add(k as u64 * page);
+            for (k, slot) in chunk.iter().enumerate() {
+                let raw = slot.load(Ordering::Relaxed);
+                diff |= u64::from_be(raw) ^ self.next.wrapping_add(k as u64 * page);
             }
             let last = self.next.wrapping_add(7 * page);
             if diff == 0 && self.len > 0 && self.next != 0 && last > self.next {
@@ -838,7 +835,10 @@ impl RunScan {
                 self.next = last.wrapping_add(page);
                 continue;
             }
-            for (slot, &raw) in chunk.iter().zip(&raws) {
+            // Loaded again: this table's owner is its only writer, so the entries are
+            // what the check above read.
+            for slot in chunk {
+                let raw = slot.load(Ordering::Relaxed);
                 if raw == 0 {
                     self.close(f);
                     continue;
