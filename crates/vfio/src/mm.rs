@@ -157,3 +157,101 @@ pub(crate) fn decrement(count: &mut u64, by: u64, what: &str, bad: &mut Vec<Stri
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_charge_raises_locked_vm_up_to_the_limit_and_gives_it_back_on_drop() {
+        let vm = Arc::new(LockedVm::default());
+        let a = Charge::take(&vm, 10, Some(16)).unwrap();
+        assert_eq!(vm.pages(), 10);
+        assert_eq!(Charge::take(&vm, 7, Some(16)).err(), Some(Errno::Enomem));
+        assert_eq!(vm.pages(), 10, "a refused charge takes nothing");
+        let b = Charge::take(&vm, 6, Some(16)).unwrap();
+        assert_eq!(vm.pages(), 16, "up to the limit exactly");
+        let c = Charge::take(&vm, 1000, None).unwrap();
+        assert_eq!(vm.pages(), 1016, "no limit with CAP_IPC_LOCK");
+        assert_eq!(Charge::take(&vm, u64::MAX, None).err(), Some(Errno::Enomem));
+        drop(b);
+        assert_eq!(vm.pages(), 1010);
+        drop(c);
+        drop(a);
+        assert_eq!((vm.pages(), vm.leaked(), vm.imbalance()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_leaked_charge_stays_and_is_counted() {
+        let vm = Arc::new(LockedVm::default());
+        let a = Charge::take(&vm, 5, None).unwrap();
+        let _b = Charge::take(&vm, 3, None).unwrap();
+        assert_eq!(a.leak(), 5);
+        assert_eq!((vm.pages(), vm.leaked()), (8, 5));
+    }
+
+    #[test]
+    fn a_drop_that_finds_fewer_pages_than_it_holds_reports_the_imbalance() {
+        let vm = Arc::new(LockedVm::default());
+        let a = Charge::take(&vm, 5, None).unwrap();
+        vm.pages.store(2, Ordering::Relaxed);
+        drop(a);
+        assert_eq!((vm.pages(), vm.imbalance()), (0, 3));
+    }
+
+    #[test]
+    fn decrement_records_an_impossible_balance() {
+        let mut bad = Vec::new();
+        let mut n = 5;
+        decrement(&mut n, 5, "x", &mut bad);
+        assert_eq!((n, bad.len()), (0, 0));
+        n = 2;
+        decrement(&mut n, 3, "region users", &mut bad);
+        assert_eq!(n, 0);
+        assert_eq!(bad, vec!["region users: 3 taken from 2".to_string()]);
+    }
+
+    #[test]
+    fn lookups_find_the_mapping_the_region_and_the_host_page_size() {
+        let vm = Arc::new(LockedVm::default());
+        let mut p = Process {
+            vmas: vec![
+                Vma {
+                    ua: 0x1000_0000,
+                    len: 0x2_0000,
+                    page_shift: 16,
+                    hpa: 0x8000_0000,
+                },
+                Vma {
+                    ua: 0x2000_0000,
+                    len: 0x1000,
+                    page_shift: 12,
+                    hpa: 0x9000_0000,
+                },
+            ],
+            locked: vm.clone(),
+            regions: vec![
+                None,
+                Some(Region {
+                    ua: 0x1000_0000,
+                    size: 0x2_0000,
+                    page_shift: 16,
+                    hpa: 0x8000_0000,
+                    users: 1,
+                    mapped: 0,
+                    _charge: Charge::take(&vm, 2, None).unwrap(),
+                }),
+            ],
+        };
+        assert_eq!(p.vma(0x1001_ffff).map(|v| v.hpa), Some(0x8000_0000));
+        assert!(p.vma(0x1002_0000).is_none(), "one past the end");
+        assert!(p.vma(0x0fff_ffff).is_none());
+        assert_eq!(p.vma(0x2000_0fff).map(|v| v.page_shift), Some(12));
+        assert_eq!(p.host_page_shift(0x8001_0000), Some(16));
+        assert_eq!(p.host_page_shift(0x9000_0000), Some(12));
+        assert_eq!(p.host_page_shift(0x9000_1000), None);
+        assert_eq!(p.region_of(0x1001_0000).map(|r| r.size), Some(0x2_0000));
+        assert!(p.region_of(0x1002_0000).is_none());
+        assert!(p.region_of(0x0fff_ffff).is_none());
+    }
+}
