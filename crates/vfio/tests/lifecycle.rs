@@ -134,6 +134,17 @@ fn a_device_held_by_a_container_is_not_removed_behind_it() {
     let gpu = v.machine().device("gpu0").unwrap();
     let _ = v.machine().core().take_trace();
     assert_eq!(v.remove_device(gpu), Err(Errno::Ebusy));
+    // VFIO refuses itself, naming what holds the group (the platform would refuse too).
+    let trace = v.machine().core().take_trace();
+    assert!(
+        trace.iter().any(|e| e.kind == EventKind::RemoveDevice
+            && e.detail.contains(&format!("held by container fd {}", c.0))),
+        "{trace:?}"
+    );
+    // A device no VFIO group holds goes, whatever else a container holds.
+    let nic = v.machine().device("nic0").unwrap();
+    v.remove_device(nic).unwrap();
+    assert!(v.machine().device("nic0").is_none());
     assert_eq!(
         v.machine().remove_device(gpu),
         Err(Errno::Ebusy),
@@ -204,5 +215,54 @@ fn a_device_hot_added_into_a_user_owned_pe_is_blocked() {
         }
         assert!(v.machine().check().is_empty(), "{:?}", v.machine().check());
         v.close_container(c).unwrap();
+    }
+}
+
+/// Group and container descriptors: each group is owned under its own cookie, closing a
+/// group fd leaves its container and gives the PE back, and a closed fd is gone.
+#[test]
+fn group_fds_own_their_groups_and_closing_one_gives_the_pe_back() {
+    let v = vfio(KernelProfile::Strict);
+    let (c, g) = v2(&v, &["nvme0", "gpu0"]);
+    for (name, fd) in [("nvme0", g[0]), ("gpu0", g[1])] {
+        let dev = v.machine().device(name).unwrap();
+        let group = v.machine().core().device_group(dev).unwrap().unwrap();
+        assert_eq!(
+            group.owner().map(|o| o.0),
+            Some(iommu_core::OwnerCookie(0x7f10_0000 + u64::from(fd.0))),
+            "{name}"
+        );
+    }
+    let nvme = v.machine().device("nvme0").unwrap();
+    v.close_group(g[0]).unwrap();
+    let group = v.machine().core().device_group(nvme).unwrap().unwrap();
+    assert!(group.owner().is_none(), "the PE is the kernel's again");
+    assert_eq!(
+        v.set_container(g[0], c),
+        Err(Errno::Ebadf),
+        "the fd is gone"
+    );
+    assert_eq!(v.close_group(g[0]), Err(Errno::Ebadf));
+    assert!(v.machine().check().is_empty());
+}
+
+#[test]
+fn check_extension_answers_eeh_as_configured() {
+    for eeh in [false, true] {
+        let m = Arc::new(PowerNv::booted(PowerNvConfig::seed()).unwrap());
+        let v = Vfio::new(
+            m,
+            VfioConfig {
+                eeh,
+                ..VfioConfig::default()
+            },
+        );
+        let c = v.open_container();
+        assert_eq!(
+            v.ioctl_int(QEMU, c, ioctl::CHECK_EXTENSION, 5),
+            Ok(i64::from(eeh))
+        );
+        assert_eq!(v.ioctl_int(QEMU, c, ioctl::CHECK_EXTENSION, 7), Ok(1));
+        assert_eq!(v.ioctl_int(QEMU, c, ioctl::CHECK_EXTENSION, 3), Ok(0));
     }
 }
