@@ -41,6 +41,12 @@ struct State {
     trace: Vec<Event>,
 }
 
+/// Lock order (this crate): `state` (devices, instances, trace) → a group's state
+/// (`Group::lock`). `groups`, the list of weak group references, is a leaf: held only to
+/// push one or to upgrade them, never while taking another lock (it may be taken under
+/// `state`, when a driver's `device_group` allocates a group). Driver callbacks run under
+/// `state`, except `IommuOps::check_group`, which runs with no core lock held; a group's
+/// release callback runs when its last reference drops, under no group lock.
 struct Shared {
     state: Mutex<State>,
     groups: Mutex<Vec<Weak<GroupInner>>>,

@@ -58,6 +58,12 @@ impl State {
 }
 
 /// VFIO on one PowerNV machine.
+///
+/// Lock order (this crate): `state` (processes, groups, containers) → `config` (a leaf,
+/// read briefly) → the machine's locks in the platform's own order (core → group → PE →
+/// table). The platform never calls back into VFIO, so no cycle can form; every ioctl runs
+/// under `state`, which is what makes a container's bookkeeping and its tables change
+/// together.
 pub struct Vfio {
     pub(crate) machine: Arc<PowerNv>,
     config: Mutex<VfioConfig>,
