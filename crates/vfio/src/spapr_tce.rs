@@ -866,7 +866,10 @@ impl Vfio {
             perm,
         } = req;
         let State {
-            containers, procs, ..
+            containers,
+            procs,
+            imbalances: bad,
+            ..
         } = st;
         let t = containers
             .get_mut(&fd.0)
@@ -878,7 +881,7 @@ impl Vfio {
         for k in 0..n {
             let ua = vaddr + (k << shift);
             let Some(v) = p.vma(ua) else {
-                undo_v1(t, p, &table, first, k);
+                undo_v1(t, p, &table, first, k, bad);
                 return Err(Errno::Efault);
             };
             let hpa = v.hpa + (ua - v.ua);
@@ -888,21 +891,21 @@ impl Vfio {
                 match self.profile() {
                     KernelProfile::Linux => self
                         .quirk("v1 MAP: host page smaller than the IOMMU page; its pin is leaked"),
-                    KernelProfile::Strict => unpin(&mut t.pins, hpa, v.page_shift),
+                    KernelProfile::Strict => unpin(&mut t.pins, hpa, v.page_shift, bad),
                 }
-                undo_v1(t, p, &table, first, k);
+                undo_v1(t, p, &table, first, k, bad);
                 return Err(Errno::Eperm);
             }
             match table.exchange_no_kill(TceIndex(first.0 + k), Tce::new(hpa, perm)) {
                 Ok(old) if !old.is_empty() => {
                     let old_hpa = old.page_addr(shift);
                     let ps = p.host_page_shift(old_hpa).unwrap_or(shift);
-                    unpin(&mut t.pins, old_hpa, ps)
+                    unpin(&mut t.pins, old_hpa, ps, bad)
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    unpin(&mut t.pins, hpa, v.page_shift);
-                    undo_v1(t, p, &table, first, k);
+                    unpin(&mut t.pins, hpa, v.page_shift, bad);
+                    undo_v1(t, p, &table, first, k, bad);
                     return Err(Errno::Enomem);
                 }
             }
@@ -1033,13 +1036,18 @@ fn window_of(t: &TceContainer, iova: u64) -> Option<usize> {
         .position(|w| w.as_ref().is_some_and(|w| w.table.contains(iova)))
 }
 
-fn unpin(pins: &mut HashMap<u64, u32>, hpa: u64, page_shift: u32) {
+/// Drops one pin of the host page holding `hpa`. A page that holds no pin is a
+/// bookkeeping bug: recorded in `bad` (reported by `Vfio::audit`), never ignored.
+fn unpin(pins: &mut HashMap<u64, u32>, hpa: u64, page_shift: u32, bad: &mut Vec<String>) {
     let key = hpa >> page_shift;
-    if let Some(n) = pins.get_mut(&key) {
-        *n -= 1;
-        if *n == 0 {
-            pins.remove(&key);
+    match pins.get_mut(&key) {
+        Some(n) => {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&key);
+            }
         }
+        None => bad.push(format!("an unpin of host page {hpa:#x}, which holds no pin")),
     }
 }
 
@@ -1148,12 +1156,19 @@ fn undo(w: &mut Window, p: &mut Process, first: TceIndex, k: u64, bad: &mut Vec<
     }
 }
 
-fn undo_v1(t: &mut TceContainer, p: &Process, table: &UserTable, first: TceIndex, k: u64) {
+fn undo_v1(
+    t: &mut TceContainer,
+    p: &Process,
+    table: &UserTable,
+    first: TceIndex,
+    k: u64,
+    bad: &mut Vec<String>,
+) {
     let shift = table.geometry().page_shift().shift();
     let pins = &mut t.pins;
     let _ = table.clear_exclusive_with(first, k, |_, old| {
         let hpa = old.page_addr(shift);
-        unpin(pins, hpa, p.host_page_shift(hpa).unwrap_or(shift));
+        unpin(pins, hpa, p.host_page_shift(hpa).unwrap_or(shift), bad);
     });
 }
 
@@ -1219,14 +1234,14 @@ fn clear_window(
             freed.push(hpa);
         } else {
             let ps = process.as_deref().and_then(|p| p.host_page_shift(hpa));
-            unpin(pins, hpa, ps.unwrap_or(shift));
+            unpin(pins, hpa, ps.unwrap_or(shift), bad);
             unpinned_early += 1;
         }
     });
     // `clear_exclusive_with` has killed the range by now.
     for hpa in freed {
         let ps = process.as_deref().and_then(|p| p.host_page_shift(hpa));
-        unpin(pins, hpa, ps.unwrap_or(shift));
+        unpin(pins, hpa, ps.unwrap_or(shift), bad);
     }
     if let (Some(w), Ok(st)) = (t.windows[num].as_mut(), cleared) {
         decrement(&mut w.live, st.cleared, "window live count", bad);
