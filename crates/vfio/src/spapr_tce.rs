@@ -1047,7 +1047,9 @@ fn unpin(pins: &mut HashMap<u64, u32>, hpa: u64, page_shift: u32, bad: &mut Vec<
                 pins.remove(&key);
             }
         }
-        None => bad.push(format!("an unpin of host page {hpa:#x}, which holds no pin")),
+        None => bad.push(format!(
+            "an unpin of host page {hpa:#x}, which holds no pin"
+        )),
     }
 }
 

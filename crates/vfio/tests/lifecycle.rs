@@ -266,3 +266,125 @@ fn check_extension_answers_eeh_as_configured() {
         assert_eq!(v.ioctl_int(QEMU, c, ioctl::CHECK_EXTENSION, 3), Ok(0));
     }
 }
+
+/// A v1 MAP of 16 IOMMU pages inside one mapping: entry k points at the host page of
+/// `vaddr + k * page size`, not at the first page (tce_iommu_build's per-entry address).
+#[test]
+fn a_v1_map_points_each_entry_at_its_own_page() {
+    let v = vfio(KernelProfile::Strict);
+    let (c, _) = v1(&v, "gpu0");
+    assert_eq!(v.ioctl_int(QEMU, c, ioctl::ENABLE, 0), Ok(0));
+    let (start, page) = v1_window(&v, "gpu0");
+    let ua = v.mmap(QEMU, 16 * page.max(1 << 16), 16).unwrap();
+    let iova = start + 16 * page;
+    assert_eq!(
+        call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, iova, 16 * page)),
+        Ok(0)
+    );
+    let gpu = v.machine().device("gpu0").unwrap();
+    for k in 0..16 {
+        let want = v.user_to_real(QEMU, ua + k * page).unwrap();
+        assert_eq!(
+            v.machine()
+                .device_translate(gpu, iova + k * page, Access::Read),
+            Ok(want),
+            "entry {k}"
+        );
+    }
+    assert_eq!(v.pinned_pages(c), 16, "one pin per entry");
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+}
+
+/// A v1 re-MAP over live entries swaps each old page's pin for the new one (`linux`)
+/// or is refused (`strict`): either way one pin per entry, and UNMAP returns them all.
+#[test]
+fn a_v1_remap_over_live_entries_keeps_one_pin_per_entry() {
+    for profile in [KernelProfile::Linux, KernelProfile::Strict] {
+        let v = vfio(profile);
+        let (c, _) = v1(&v, "gpu0");
+        assert_eq!(v.ioctl_int(QEMU, c, ioctl::ENABLE, 0), Ok(0));
+        let (start, page) = v1_window(&v, "gpu0");
+        let a = v.mmap(QEMU, 16 * page.max(1 << 16), 16).unwrap();
+        let b = v.mmap(QEMU, 16 * page.max(1 << 16), 16).unwrap();
+        let iova = start;
+        for (k, ua) in [a, b, a].into_iter().enumerate() {
+            // `linux` swaps the entries (tce_iommu_build's xchg); `strict` refuses to
+            // overwrite a live entry and keeps the first mapping's pins.
+            let want = match profile {
+                KernelProfile::Strict if k > 0 => Err(Errno::Ebusy),
+                _ => Ok(0),
+            };
+            assert_eq!(
+                call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, iova, 16 * page)),
+                want,
+                "{profile:?} map {k}"
+            );
+            assert_eq!(v.pinned_pages(c), 16, "{profile:?}");
+        }
+        assert!(v.audit().is_empty(), "{profile:?}: {:?}", v.audit());
+        assert_eq!(
+            call(&v, c, ioctl::UNMAP_DMA, encode::unmap(0, iova, 16 * page)),
+            Ok(0)
+        );
+        assert_eq!(v.pinned_pages(c), 0, "{profile:?}");
+        assert!(v.audit().is_empty(), "{profile:?}: {:?}", v.audit());
+    }
+}
+
+/// `linux` v1 UNMAP unpins before the TCE kill and says so in the trace with the page
+/// count; `strict` unpins after the kill and has nothing to say; an UNMAP that clears
+/// nothing traces no quirk in either.
+#[test]
+fn v1_unmap_traces_the_early_unpin_only_in_linux_and_only_when_it_happened() {
+    for profile in [KernelProfile::Linux, KernelProfile::Strict] {
+        let v = vfio(profile);
+        let (c, _) = v1(&v, "gpu0");
+        assert_eq!(v.ioctl_int(QEMU, c, ioctl::ENABLE, 0), Ok(0));
+        let (start, page) = v1_window(&v, "gpu0");
+        let ua = v.mmap(QEMU, 16 * page.max(1 << 16), 16).unwrap();
+        assert_eq!(
+            call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 16 * page)),
+            Ok(0)
+        );
+        let early = |v: &Vfio| {
+            v.machine()
+                .core()
+                .take_trace()
+                .into_iter()
+                .filter(|e| e.kind == EventKind::Quirk && e.detail.contains("before the TCE kill"))
+                .map(|e| e.detail)
+                .collect::<Vec<_>>()
+        };
+        let _ = early(&v);
+        // Nothing mapped here: nothing unpinned, nothing to trace.
+        assert_eq!(
+            call(
+                &v,
+                c,
+                ioctl::UNMAP_DMA,
+                encode::unmap(0, start + 32 * page, 16 * page)
+            ),
+            Ok(0)
+        );
+        assert_eq!(early(&v), Vec::<String>::new(), "{profile:?}");
+        assert_eq!(
+            call(&v, c, ioctl::UNMAP_DMA, encode::unmap(0, start, 16 * page)),
+            Ok(0)
+        );
+        let said = early(&v);
+        match profile {
+            KernelProfile::Linux => {
+                assert_eq!(said.len(), 1, "{said:?}");
+                assert!(said[0].contains("unpinned 16 pages"), "{said:?}");
+            }
+            KernelProfile::Strict => assert_eq!(said, Vec::<String>::new()),
+        }
+        assert_eq!(v.pinned_pages(c), 0);
+    }
+}
+
+/// The default window `tce_iommu_create_default_window` makes at the first MAP of a v1
+/// container on IODA2: 4K IOMMU pages from bus address 0.
+fn v1_window(_v: &Vfio, _dev: &str) -> (u64, u64) {
+    (0, 1 << 12)
+}
