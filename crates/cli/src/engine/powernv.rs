@@ -1,0 +1,155 @@
+//! PowerNV steps: drivers, claims, hot-plug, the kernel DMA API, device DMA, RAM and
+//! OPAL error injection.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn device(m: &PowerNv, step: &Step) -> Result<iommu_core::DeviceId, String> {
+        let name = Self::text(step, "device")?;
+        m.device(name)
+            .ok_or_else(|| format!("no device named {name:?}"))
+    }
+
+    pub(super) fn powernv(&mut self, step: &Step, iter: u64) -> Result<Outcome, String> {
+        let World::PowerNv { m, vfio, .. } = &self.world else {
+            return Err("needs a powernv machine".into());
+        };
+        let (m, vfio) = (m.clone(), vfio.clone());
+        Ok(match step.op.name {
+            "bind" => errno(m.bind_driver(Self::device(&m, step)?, Self::text(step, "driver")?)),
+            "unbind" => errno(m.unbind_driver(Self::device(&m, step)?)),
+            "claim" => {
+                let dev = Self::device(&m, step)?;
+                let owner = self.opt_num(step, "owner", iter, 0x5e5)?;
+                match m.claim_group(dev, OwnerCookie(owner)) {
+                    Ok(c) => {
+                        if let World::PowerNv { claims, .. } = &mut self.world {
+                            claims.insert(Self::text(step, "device")?.to_string(), c);
+                        }
+                        Outcome::Ok(String::new())
+                    }
+                    Err(e) => Outcome::Status(e.to_string(), String::new()),
+                }
+            }
+            "release" => {
+                let name = Self::text(step, "device")?;
+                let claim = match &mut self.world {
+                    World::PowerNv { claims, .. } => claims.remove(name),
+                    World::PSeries { .. } => None,
+                };
+                match claim {
+                    Some(c) => errno(m.release(c)),
+                    None => return Err(format!("no claim of {name} to release")),
+                }
+            }
+            "hot_add" => {
+                let d = spapr_platform::DeviceConfig::new(
+                    Self::text(step, "device")?,
+                    self.num(step, "phb", iter)? as u32,
+                    self.num(step, "bus", iter)? as u8,
+                    self.opt_num(step, "devfn", iter, 0)? as u8,
+                    self.opt_num(step, "dma_mask", iter, 64)? as u32,
+                );
+                match m.add_device(&d) {
+                    Ok(_) => Outcome::Ok(String::new()),
+                    Err(e) => Outcome::Ok(format!("added without a group: {e}")),
+                }
+            }
+            // Through VFIO: a device user space holds is not removed behind it.
+            "hot_remove" => errno(vfio.remove_device(Self::device(&m, step)?)),
+            "dma_alloc" => {
+                let dev = Self::device(&m, step)?;
+                match m.driver_dma_alloc(dev, self.num(step, "size", iter)?, Self::dir(step)?) {
+                    Ok(b) => {
+                        let mut named = Named {
+                            primary: b.dma,
+                            ..Named::default()
+                        };
+                        named.fields.insert("dma", b.dma);
+                        named.fields.insert("phys", b.phys);
+                        named.fields.insert("len", b.len);
+                        self.name_result(step, named);
+                        Outcome::Ok(format!("dma {:#x} -> phys {:#x}", b.dma, b.phys))
+                    }
+                    Err(e) => Outcome::Status(e.to_string(), String::new()),
+                }
+            }
+            "dma_free" => {
+                errno(m.driver_dma_free(Self::device(&m, step)?, self.num(step, "dma", iter)?))
+            }
+            "dma_map" => {
+                let dev = Self::device(&m, step)?;
+                let cpu = self.opt_num(step, "cpu", iter, 0)? as u32;
+                let (phys, len) = (self.num(step, "phys", iter)?, self.num(step, "size", iter)?);
+                match m.dma_map(dev, phys, len, Self::dir(step)?, cpu) {
+                    Ok(a) => {
+                        self.name_value(step, a);
+                        Outcome::Ok(format!("dma {a:#x}"))
+                    }
+                    Err(e) => Outcome::Status(e.errno().to_string(), e.to_string()),
+                }
+            }
+            "dma_unmap" => {
+                let dev = Self::device(&m, step)?;
+                match m.dma_unmap(
+                    dev,
+                    self.num(step, "dma", iter)?,
+                    self.num(step, "size", iter)?,
+                ) {
+                    Ok(()) => Outcome::Ok(String::new()),
+                    Err(e) => Outcome::Status(e.errno().to_string(), e.to_string()),
+                }
+            }
+            "device_read" => {
+                let dev = Self::device(&m, step)?;
+                let want = Self::node(step, "data")
+                    .map(|_| Self::data(step, "data"))
+                    .transpose()?;
+                let len = match &want {
+                    Some(d) => d.len() as u64,
+                    None => self.opt_num(step, "len", iter, 8)?,
+                };
+                match m.device_read(dev, self.num(step, "addr", iter)?, len) {
+                    Ok(got) => compare(&got, want.as_deref()),
+                    Err(f) => Outcome::Status("fault".into(), f.to_string()),
+                }
+            }
+            "device_write" => {
+                let dev = Self::device(&m, step)?;
+                match m.device_write(
+                    dev,
+                    self.num(step, "addr", iter)?,
+                    &Self::data(step, "data")?,
+                ) {
+                    Ok(()) => Outcome::Ok(String::new()),
+                    Err(f) => Outcome::Status("fault".into(), f.to_string()),
+                }
+            }
+            "ram_write" => {
+                let d = Self::data(step, "data")?;
+                match m.ram().write(self.num(step, "addr", iter)?, &d) {
+                    Ok(()) => Outcome::Ok(String::new()),
+                    Err(e) => Outcome::Error(e.to_string()),
+                }
+            }
+            "ram_read" => {
+                let d = Self::data(step, "data")?;
+                let mut got = vec![0u8; d.len()];
+                match m.ram().read(self.num(step, "addr", iter)?, &mut got) {
+                    Ok(()) => compare(&got, Some(&d)),
+                    Err(e) => Outcome::Error(e.to_string()),
+                }
+            }
+            "fail_next_set_window" => {
+                let e = match Self::text(step, "opal")? {
+                    "parameter" => OpalError::Parameter,
+                    "hardware" => OpalError::Hardware,
+                    o => return Err(format!("opal {o:?}: expected parameter or hardware")),
+                };
+                m.env().fail_next_set_window(e);
+                Outcome::Ok(String::new())
+            }
+            other => return Err(format!("{other} is not a powernv operation")),
+        })
+    }
+}
