@@ -15,6 +15,7 @@ pub mod doc;
 pub mod engine;
 pub mod report;
 pub mod scenario;
+pub mod state_path;
 
 /// The built-in default: the seed story on a POWER9 PowerNV box.
 pub const SEED: &str = include_str!("../../../examples/seed.toml");

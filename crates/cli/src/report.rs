@@ -23,6 +23,24 @@ pub struct StepReport {
     /// The state at this point (`show` steps).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<Node>,
+    /// The step's `state` expectations, each with what was found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_checks: Vec<StateCheck>,
+    /// The call failed and the step has no `expect`: allowed, but not shown as ok.
+    pub failed_allowed: bool,
+}
+
+/// One `state` expectation of a step and what the machine held.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct StateCheck {
+    /// The path, as the file writes it.
+    pub path: String,
+    /// What the file expects.
+    pub expected: String,
+    /// What was found.
+    pub actual: String,
+    /// Whether they match.
+    pub held: bool,
 }
 
 /// One invariant check.
@@ -97,7 +115,13 @@ impl Report {
                 s,
                 "  {:>2}. [{}] {}{runs} -> {}{}",
                 st.n,
-                if st.held { "ok" } else { "FAILED" },
+                if !st.held {
+                    "FAILED"
+                } else if st.failed_allowed {
+                    "failed, allowed"
+                } else {
+                    "ok"
+                },
                 st.op,
                 st.outcome,
                 if st.held {
@@ -106,6 +130,20 @@ impl Report {
                     format!(" (expected {}; line {})", st.expect, st.line)
                 }
             );
+            for c in &st.state_checks {
+                let _ = writeln!(
+                    s,
+                    "        [{}] state {} = {}{}",
+                    if c.held { "ok" } else { "FAILED" },
+                    c.path,
+                    c.actual,
+                    if c.held {
+                        String::new()
+                    } else {
+                        format!(" (expected {})", c.expected)
+                    }
+                );
+            }
             if let Some(state) = &st.state {
                 for line in to_tree(state).to_string().lines() {
                     let _ = writeln!(s, "        {line}");
@@ -145,9 +183,11 @@ impl Report {
             );
         }
         let with_expect = self.steps.iter().filter(|x| !x.expect.is_empty());
+        let states = self.steps.iter().flat_map(|x| &x.state_checks);
         let held = with_expect.clone().filter(|x| x.held).count()
+            + states.clone().filter(|c| c.held).count()
             + self.checks.iter().filter(|x| x.held).count();
-        let total = with_expect.count() + self.checks.len();
+        let total = with_expect.count() + states.count() + self.checks.len();
         let _ = writeln!(s, "\n{held}/{total} expectations held");
         s
     }

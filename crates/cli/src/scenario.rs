@@ -3,6 +3,7 @@
 //! name), values of the wrong kind, references to results no earlier step names.
 
 use crate::doc::{closest, parse_num, FileError, Node, Source, Val};
+use crate::state_path::{self, Expectation, Known};
 use iommu_core::Errno;
 use spapr_papr::{
     HStatus, PhbConfig as PaprPhbConfig, Profile, RtasStatus, SpaprConfig, VioConfig,
@@ -49,6 +50,8 @@ pub struct Step {
     pub vary: Vec<(String, u64)>,
     /// Line in the file.
     pub line: usize,
+    /// Expectations on the state once the step has run (the `state` table).
+    pub state: Vec<Expectation>,
 }
 
 /// A whole scenario.
@@ -110,12 +113,15 @@ macro_rules! ops {
 ops! {
     // Checks and views.
     "check" Any [] [] "run every invariant check now (kernel.md section 3; pSeries window rules)";
-    "show" Any [] [] "print the state tree at this point";
+    "show" Any [] ["tables"] "print the state tree at this point (`tables = true`: every valid TCE, all 64 bits)";
+    "assert" Any ["state"] [] "call nothing: only check the step's `state` expectations";
     // IOMMU core and platform.
     "bind" PowerNv ["device", "driver"] [] "bind a kernel driver (iommu_device_use_default_domain); gives it a DMA session";
     "unbind" PowerNv ["device"] [] "unbind the device's driver";
     "claim" PowerNv ["device"] ["owner"] "claim the device's group for a user (iommu_group_claim_dma_owner)";
-    "release" PowerNv ["device"] [] "release a claim (iommu_group_release_dma_owner)";
+    "release" PowerNv ["device"] [] "release the group claim (iommu_group_release_dma_owner); without one, the kernel's WARN and nothing changes";
+    "claim_device" PowerNv ["device"] ["owner"] "claim DMA ownership through one device (iommu_device_claim_dma_owner); the same owner may claim again";
+    "release_device" PowerNv ["device"] [] "release the device's claim (iommu_device_release_dma_owner); without one, the kernel's WARN and nothing changes";
     "hot_add" PowerNv ["device", "phb", "bus"] ["devfn", "dma_mask"] "hot-plug a PCI device under a PHB (iommu_probe_device, device_group)";
     "hot_remove" PowerNv ["device"] [] "hot-unplug a device; the group goes with its last device";
     "dma_alloc" PowerNv ["device", "size"] ["dir"] "dma_alloc_coherent for the bound driver: RAM plus a bus address";
@@ -169,7 +175,7 @@ ops! {
 }
 
 /// Fields every step may have.
-pub const GENERIC: [&str; 6] = ["op", "expect", "as", "repeat", "vary", "note"];
+pub const GENERIC: [&str; 7] = ["op", "expect", "as", "repeat", "vary", "note", "state"];
 
 fn find_op(name: &str) -> Option<&'static OpSpec> {
     OPS.iter().find(|o| o.name == name)
@@ -774,6 +780,14 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
     };
     let mut steps = Vec::new();
     let mut defined: Vec<(String, &'static str)> = Vec::new();
+    let mut devices: Vec<String> = match &machine {
+        Machine::PowerNv { config, .. } => config.devices.iter().map(|d| d.name.clone()).collect(),
+        Machine::PSeries { .. } => Vec::new(),
+    };
+    let rules: Vec<&str> = match &machine {
+        Machine::PowerNv { .. } => RULES.to_vec(),
+        Machine::PSeries { .. } => PSERIES_RULES.to_vec(),
+    };
     let step_nodes: &[Node] = match top.get("step") {
         None => &[],
         Some(Node {
@@ -867,8 +881,32 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
             }
             None => None,
         };
+        if op.name == "hot_add" {
+            if let Some(Node {
+                val: Val::Str(d), ..
+            }) = f.get("device")
+            {
+                devices.push(d.clone());
+            }
+        }
+        let state = match f.get("state") {
+            Some(v) => {
+                if kind == Needs::PSeries {
+                    return Err(ctx.err(v, "state expectations need a powernv machine"));
+                }
+                let check = |n: &Node, s: &str| check_ref(&ctx, n, s, &defined);
+                let known = Known {
+                    devices: &devices,
+                    rules: &rules,
+                    check_ref: &check,
+                };
+                state_path::parse(&src, v, &known)?
+            }
+            None => Vec::new(),
+        };
         let (line, _) = src.line_col(sn.span.start);
         steps.push(Step {
+            state,
             op,
             args,
             expect,

@@ -326,6 +326,17 @@ impl Pe {
     /// The PHB's translation of a device access at bus address `iova`: through the TVE
     /// the address selects, the TCE read through the PHB's TCE cache ([`PeCounters`]).
     pub fn translate(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
+        self.translate_via(iova, access, true)
+    }
+
+    /// What a device access at `iova` would reach now, the TCE cache included, without
+    /// filling the cache: an observation (a scenario's `device.D.reads.ADDR`) that
+    /// changes nothing.
+    pub fn reaches(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
+        self.translate_via(iova, access, false)
+    }
+
+    fn translate_via(&self, iova: u64, access: Access, fill: bool) -> Result<Hpa, DmaFault> {
         let st = self.lock();
         let slot = usize::from(iova & BYPASS_BASE != 0);
         if let Some(t) = &st.tables[slot] {
@@ -334,9 +345,12 @@ impl Pe {
                 return Err(DmaFault::Tce(Fault::OutsideWindow { iova: Iova(iova) }));
             };
             let index = spapr_tce::TceIndex(g.first_index().0 + rel);
-            let raw = self.counters.cached_tce(slot as u32, index.0, || {
-                t.tces.get(index).map_or(0, |e| e.0)
-            });
+            let load = || t.tces.get(index).map_or(0, |e| e.0);
+            let raw = if fill {
+                self.counters.cached_tce(slot as u32, index.0, load)
+            } else {
+                self.counters.peek_tce(slot as u32, index.0, load)
+            };
             let need = match access {
                 Access::Read => 1,
                 Access::Write => 2,

@@ -93,6 +93,12 @@ impl PeCounters {
         }
         v
     }
+    /// The TCE the PHB would use for entry `index` of window `slot`, the cache left as
+    /// it is.
+    pub(crate) fn peek_tce(&self, slot: u32, index: u64, load: impl FnOnce() -> u64) -> u64 {
+        let cached = self.cache().entries.get(&(slot, index)).copied();
+        cached.unwrap_or_else(load)
+    }
     /// What the cache would serve now: `(slot, index, tce)`.
     pub(crate) fn cached(&self) -> Vec<(u32, u64, u64)> {
         self.cache()

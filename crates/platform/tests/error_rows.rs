@@ -484,6 +484,44 @@ mod provenance {
     use super::*;
     use iommu_core::{Evidence, Programmer, Rule};
 
+    /// `Pe::reaches` sees what a device access would (the cached entry if one is cached)
+    /// but never fills the cache: a probe, a change without a kill and a probe again
+    /// show the new entry; after a real translation, the cached one is what it reaches.
+    #[test]
+    fn reaches_reads_through_the_tce_cache_without_filling_it() {
+        let m = seed();
+        let gpu = m.device("gpu0").unwrap();
+        let c = m.claim_group(gpu, OWNER).unwrap();
+        let pe = m.pe_of(gpu).unwrap();
+        let t = pe
+            .create_table(1, 16, 1 << 30, 1, &pe.window_token(&c).unwrap())
+            .unwrap();
+        pe.set_window(1, &t, &pe.window_token(&c).unwrap()).unwrap();
+        let idx = TceIndex(t.geometry().first_index().0);
+        let at = |pe: &spapr_platform::Pe| pe.reaches(BYPASS_BASE + 8, Access::Read).map(|h| h.0);
+        t.set(idx, Tce::new(0x4000_0000, TcePerm::READ)).unwrap();
+        assert_eq!(at(&pe), Ok(0x4000_0008));
+        t.exchange_no_kill(idx, Tce::new(0x5000_0000, TcePerm::READ))
+            .unwrap();
+        assert_eq!(at(&pe), Ok(0x5000_0008), "the probe left nothing cached");
+        assert!(m.check().is_empty(), "{:?}", m.check());
+        assert_eq!(
+            m.device_translate(gpu, BYPASS_BASE + 8, Access::Read),
+            Ok(0x5000_0008)
+        );
+        t.exchange_no_kill(idx, Tce::new(0x6000_0000, TcePerm::READ))
+            .unwrap();
+        assert_eq!(
+            at(&pe),
+            Ok(0x5000_0008),
+            "a device is served the cached entry"
+        );
+        assert!(
+            pe.reaches(BYPASS_BASE + 8, Access::Write).is_err(),
+            "read-only"
+        );
+    }
+
     /// A TCE changed without a kill after a device used it: the PHB's TCE cache goes on
     /// serving the old entry, and `TceCacheCoherent` names it.
     #[test]

@@ -5,7 +5,7 @@
 use crate::doc::{parse_num, Node as DocNode, Val};
 use crate::report::{CheckReport, Node, Report, StepReport};
 use crate::scenario::{Machine, Scenario, Step, RULES};
-use iommu_core::{DomainType, Errno, GroupClaim, OwnerCookie, Rule};
+use iommu_core::{DeviceClaim, DomainType, Errno, EventKind, GroupClaim, OwnerCookie, Rule};
 use spapr_papr::{
     opcode, DdwError, DdwRequest, GuestCall, GuestScratch, HStatus, LinuxGuestDdw, RtasCall, Spapr,
 };
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use vm_memory::iommu::IommuMemory;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+mod observe;
 mod powernv;
 mod pseries;
 mod render;
@@ -39,6 +40,8 @@ enum World {
         m: Arc<PowerNv>,
         vfio: Arc<Vfio>,
         claims: HashMap<String, GroupClaim>,
+        /// Device claims by device name; the same owner may hold several.
+        device_claims: HashMap<String, Vec<DeviceClaim>>,
         containers: Vec<ContainerFd>,
     },
     PSeries {
@@ -132,15 +135,31 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
     let mut stopped = None;
     for (i, step) in sc.steps.iter().enumerate() {
         let (report, ok) = e.step(sc, i + 1, step, on_progress);
-        steps.push(report);
         if !ok {
-            stopped = Some(format!(
-                "step {} (line {}) did not do what the file expects",
-                i + 1,
-                step.line
-            ));
+            let unmet: Vec<String> = report
+                .state_checks
+                .iter()
+                .filter(|c| !c.held)
+                .map(|c| {
+                    format!(
+                        "state {}: expected {}, found {}",
+                        c.path, c.expected, c.actual
+                    )
+                })
+                .collect();
+            stopped = Some(if unmet.is_empty() {
+                format!(
+                    "step {} (line {}) did not do what the file expects",
+                    i + 1,
+                    step.line
+                )
+            } else {
+                format!("step {} (line {}): {}", i + 1, step.line, unmet.join("; "))
+            });
+            steps.push(report);
             break;
         }
+        steps.push(report);
         if sc.check_each_step {
             let bad: Vec<String> = e.failed_checks().map(|c| c.detail).collect();
             if !bad.is_empty() {
@@ -209,6 +228,7 @@ impl Engine {
                     m,
                     vfio,
                     claims: HashMap::new(),
+                    device_claims: HashMap::new(),
                     containers: Vec::new(),
                 }
             }
@@ -401,7 +421,16 @@ impl Engine {
         if let (Some(i), true) = (failed_at, step.repeat > 1) {
             outcome = format!("{outcome} at repetition {}", i + 1);
         }
-        let held = failed_at.is_none();
+        let mut held = failed_at.is_none();
+        let state_checks = if held {
+            self.observe_all(step)
+        } else {
+            Vec::new()
+        };
+        if state_checks.iter().any(|c| !c.held) {
+            held = false;
+        }
+        let failed_allowed = step.expect.is_none() && !last.matches("ok");
         (
             StepReport {
                 n,
@@ -412,6 +441,8 @@ impl Engine {
                 held,
                 runs,
                 state: (step.op.name == "show").then(|| self.state()),
+                state_checks,
+                failed_allowed,
             },
             held,
         )
@@ -420,7 +451,7 @@ impl Engine {
     fn exec(&mut self, step: &Step, iter: u64) -> Outcome {
         let r = match step.op.name {
             "check" => Ok(self.check_step()),
-            "show" => Ok(Outcome::Ok(String::new())),
+            "show" | "assert" => Ok(Outcome::Ok(String::new())),
             "profile" => self.profile(step),
             name if name.starts_with("h_")
                 || name.starts_with("rtas")

@@ -17,7 +17,20 @@ impl Engine {
         let (m, vfio) = (m.clone(), vfio.clone());
         Ok(match step.op.name {
             "bind" => errno(m.bind_driver(Self::device(&m, step)?, Self::text(step, "driver")?)),
-            "unbind" => errno(m.unbind_driver(Self::device(&m, step)?)),
+            "unbind" => {
+                let dev = Self::device(&m, step)?;
+                let r = m.unbind_driver(dev);
+                if r == Err(Errno::Enodev) {
+                    // sysfs unbind_store on a device without a driver.
+                    m.core().record(
+                        EventKind::DriverUnbind,
+                        Some(Self::text(step, "device")?.to_string()),
+                        None,
+                        "unbind without a bound driver: -ENODEV, nothing changes".into(),
+                    );
+                }
+                errno(r)
+            }
             "claim" => {
                 let dev = Self::device(&m, step)?;
                 let owner = self.opt_num(step, "owner", iter, 0x5e5)?;
@@ -33,13 +46,63 @@ impl Engine {
             }
             "release" => {
                 let name = Self::text(step, "device")?;
+                let dev = Self::device(&m, step)?;
+                // iommu_group_release_dma_owner acts on the group: the claim taken
+                // through this device, or through another device of its group.
                 let claim = match &mut self.world {
-                    World::PowerNv { claims, .. } => claims.remove(name),
+                    World::PowerNv { claims, .. } => {
+                        let key =
+                            claims
+                                .contains_key(name)
+                                .then(|| name.to_string())
+                                .or_else(|| {
+                                    claims
+                                        .iter()
+                                        .find(|(_, c)| c.group().contains(dev))
+                                        .map(|(k, _)| k.clone())
+                                });
+                        key.and_then(|k| claims.remove(&k))
+                    }
                     World::PSeries { .. } => None,
                 };
                 match claim {
                     Some(c) => errno(m.release(c)),
-                    None => return Err(format!("no claim of {name} to release")),
+                    None => {
+                        unbalanced(&m, dev, "iommu_group_release_dma_owner");
+                        Outcome::Ok("WARN: nothing to release".into())
+                    }
+                }
+            }
+            "claim_device" => {
+                let owner = self.opt_num(step, "owner", iter, 0x5e5)?;
+                match m.claim_device(Self::device(&m, step)?, OwnerCookie(owner)) {
+                    Ok(c) => {
+                        if let World::PowerNv { device_claims, .. } = &mut self.world {
+                            device_claims
+                                .entry(Self::text(step, "device")?.to_string())
+                                .or_default()
+                                .push(c);
+                        }
+                        Outcome::Ok(String::new())
+                    }
+                    Err(e) => Outcome::Status(e.to_string(), String::new()),
+                }
+            }
+            "release_device" => {
+                let name = Self::text(step, "device")?;
+                let dev = Self::device(&m, step)?;
+                let claim = match &mut self.world {
+                    World::PowerNv { device_claims, .. } => {
+                        device_claims.get_mut(name).and_then(Vec::pop)
+                    }
+                    World::PSeries { .. } => None,
+                };
+                match claim {
+                    Some(c) => errno(m.release(c)),
+                    None => {
+                        unbalanced(&m, dev, "iommu_device_release_dma_owner");
+                        Outcome::Ok("WARN: nothing to release".into())
+                    }
                 }
             }
             "hot_add" => {
@@ -152,4 +215,21 @@ impl Engine {
             other => return Err(format!("{other} is not a powernv operation")),
         })
     }
+}
+
+/// The kernel's answer to a release nobody claimed: `WARN_ON(!group->owner_cnt)`, nothing
+/// changes, the call returns (it is void). Traced as the WARN it is.
+fn unbalanced(m: &PowerNv, dev: iommu_core::DeviceId, call: &str) {
+    let group = m
+        .core()
+        .device_group(dev)
+        .ok()
+        .flatten()
+        .map(|g| g.name().to_string());
+    m.core().record(
+        EventKind::Ownership,
+        None,
+        group,
+        format!("WARN: {call} without a claim (owner_cnt unchanged): nothing released"),
+    );
 }

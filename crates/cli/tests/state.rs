@@ -1,0 +1,304 @@
+//! State expectations (`state = { path = value }` on any step): each path reads what it
+//! names, an unmet one stops the run naming path, expected and actual, and a malformed one
+//! is refused before anything runs, with the closest valid name.
+
+use spapr_iommu::doc::Source;
+use spapr_iommu::engine;
+use spapr_iommu::report::Report;
+use spapr_iommu::scenario;
+
+const MACHINE: &str = r#"
+[machine]
+kind = "powernv"
+ram = "8G"
+host_page_size = "64K"
+
+[[machine.phb]]
+model = "phb4"
+pes = [{ number = 1, bus = 1 }, { number = 2, bus = 2 }]
+
+[[machine.device]]
+name = "nic0"
+phb = 0
+bus = 1
+dma_mask = 32
+driver = "ixgbe"
+
+[[machine.device]]
+name = "gpu0"
+phb = 0
+bus = 2
+dma_mask = 64
+"#;
+
+/// A VFIO v2 hand-over with a DDW and one 64K page mapped at the DDW's start.
+const STEPS: &str = r#"
+[[step]]
+op = "vfio_register_device"
+device = "gpu0"
+
+[[step]]
+op = "vfio_open_container"
+as = "c"
+
+[[step]]
+op = "vfio_open_group"
+device = "gpu0"
+as = "g"
+
+[[step]]
+op = "vfio_set_container"
+group = "$g"
+container = "$c"
+
+[[step]]
+op = "vfio_set_iommu"
+container = "$c"
+type = 7
+
+[[step]]
+op = "mmap"
+size = "1M"
+as = "ram"
+
+[[step]]
+op = "vfio_register_memory"
+container = "$c"
+vaddr = "$ram"
+size = "1M"
+
+[[step]]
+op = "vfio_create_window"
+container = "$c"
+page_size = "64K"
+window_size = "1G"
+as = "ddw"
+
+[[step]]
+op = "vfio_map_dma"
+container = "$c"
+vaddr = "$ram"
+iova = "$ddw"
+size = "64K"
+expect = "ok"
+"#;
+
+fn run(text: &str) -> Report {
+    let sc = scenario::parse(Source {
+        name: "t.toml".into(),
+        text: text.into(),
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    engine::run(&sc, &mut |_| {})
+}
+
+fn refused(text: &str) -> String {
+    match scenario::parse(Source {
+        name: "t.toml".into(),
+        text: text.into(),
+    }) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn with_state(state: &str) -> String {
+    format!("{MACHINE}{STEPS}\n[[step]]\nop = \"assert\"\nstate = {{ {state} }}\n")
+}
+
+/// Each path, with the value it has after STEPS: it holds, and a different value fails
+/// the run naming what was found.
+#[test]
+fn each_path_reads_what_it_names_and_a_wrong_value_fails() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("group.gpu0.owner", "\"0x7f100005\"", "\"none\""),
+        ("group.gpu0.owner_cnt", "1", "2"),
+        ("group.gpu0.domain", "\"BLOCKED\"", "\"DMA\""),
+        ("group.gpu0.dma_owner_claimed", "true", "false"),
+        ("group.gpu0.exists", "true", "false"),
+        ("group.gpu0.devices", "1", "2"),
+        ("group.nic0.owner", "\"none\"", "1"),
+        ("group.nic0.owner_cnt", "1", "0"),
+        ("device.nic0.driver", "\"ixgbe\"", "\"none\""),
+        ("device.gpu0.driver", "\"vfio-pci\"", "\"none\""),
+        ("pe.gpu0.number", "2", "1"),
+        ("pe.gpu0.bypass", "false", "true"),
+        ("pe.nic0.bypass", "true", "false"),
+        ("pe.gpu0.tve0", "\"window\"", "\"off\""),
+        ("pe.gpu0.tve1", "\"window\"", "\"bypass\""),
+        ("pe.nic0.tve1", "\"bypass\"", "\"off\""),
+        ("pe.gpu0.windows", "2", "1"),
+        ("window.gpu0.1.exists", "true", "false"),
+        ("window.gpu0.1.start", "\"$ddw\"", "0"),
+        ("window.gpu0.1.size", "\"1G\"", "\"2G\""),
+        ("window.gpu0.1.page_size", "\"64K\"", "\"4K\""),
+        ("window.gpu0.1.levels", "1", "2"),
+        ("window.gpu0.1.mapped", "1", "0"),
+        ("window.gpu0.1.kernel", "false", "true"),
+        ("window.gpu0.1.tve", "5", "4"),
+        ("window.nic0.0.kernel", "true", "false"),
+        ("container.\"$c\".windows", "2", "1"),
+        ("container.\"$c\".mapped", "1", "0"),
+        ("container.\"$c\".pinned", "0", "1"),
+        ("container.\"$c\".default_window_pending", "false", "true"),
+        ("process.1000.locked_vm", "148", "16"),
+        ("process.1000.leaked", "0", "1"),
+        ("check.NoKernelTranslationOnUserGroup", "true", "false"),
+        ("device.gpu0.reads.0x1000", "\"fault\"", "0"),
+    ];
+    for (path, right, wrong) in cases {
+        let ok = run(&with_state(&format!("{path} = {right}")));
+        assert!(
+            ok.all_held(),
+            "{path} = {right}: {:?} {:?}",
+            ok.stopped,
+            ok.steps.last().map(|s| &s.state_checks)
+        );
+        let bad = run(&with_state(&format!("{path} = {wrong}")));
+        let why = bad.stopped.clone().unwrap_or_default();
+        let plain = path.replace('"', "");
+        assert!(
+            why.contains(&format!("state {plain}: expected ")),
+            "{path} = {wrong}: {why}"
+        );
+        let last = bad.steps.last().unwrap();
+        assert!(!last.held);
+        assert_eq!(last.state_checks.len(), 1);
+        assert!(!last.state_checks[0].held);
+    }
+}
+
+/// The raw TCE of the mapped entry: the host page of the user's memory with read and
+/// write, all 64 bits; entry 1 is empty; the device reaches the page through it.
+#[test]
+fn tce_and_reach_paths_show_the_raw_entry_and_where_a_dma_lands() {
+    let r = run(&with_state("tce.gpu0.1.1 = 0"));
+    assert!(r.all_held(), "{:?}", r.stopped);
+    // Find the value: a wrong guess names it.
+    let r = run(&with_state("tce.gpu0.1.0 = 0"));
+    let found = &r.steps.last().unwrap().state_checks[0].actual;
+    let raw = u64::from_str_radix(
+        found
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert_eq!(raw & 3, 3, "read and write: {found}");
+    let hpa = raw & !0xfff;
+    let text = with_state(&format!(
+        "tce.gpu0.1.0 = {raw}, device.gpu0.writes.\"$ddw\" = {hpa}, device.gpu0.reads.\"$ddw\" = {hpa}"
+    ));
+    let text = text.replace("\"$ddw\" =", "0x800000000000000 =");
+    let r = run(&text);
+    assert!(
+        r.all_held(),
+        "{:?} {:?}",
+        r.stopped,
+        r.steps.last().unwrap().state_checks
+    );
+}
+
+/// Reading a path changes nothing: the trace and the final state (kill counts included)
+/// are the same with or without an `assert` step that probes device reaches.
+#[test]
+fn observing_changes_nothing() {
+    let plain = run(&format!("{MACHINE}{STEPS}"));
+    let observed = run(&with_state(
+        "device.gpu0.reads.0x800000000000000 = \"0x100000000\", device.gpu0.reads.0x1000 = \"fault\", pe.gpu0.range_kills = 1",
+    ));
+    assert!(observed.all_held(), "{:?}", observed.stopped);
+    assert_eq!(plain.trace, observed.trace);
+    assert_eq!(plain.state_text(), observed.state_text());
+}
+
+/// Malformed paths are refused before anything runs, each naming what is wrong.
+#[test]
+fn malformed_paths_are_refused_with_the_closest_name() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "grup.gpu0.owner = 1",
+            "unknown root \"grup\" (did you mean \"group\"?)",
+        ),
+        (
+            "group.gpu0.ownr = 1",
+            "no attribute \"ownr\" (did you mean \"owner\"?)",
+        ),
+        (
+            "group.gpu9.owner = 1",
+            "no device \"gpu9\" (did you mean \"gpu0\"?)",
+        ),
+        (
+            "group.gpu0.owner_cnt = true",
+            "group.gpu0.owner_cnt is a number; found a boolean",
+        ),
+        ("group.gpu0.owner_cnt = -1", "-1 is not a number"),
+        (
+            "group.gpu0.dma_owner_claimed = 1",
+            "is true or false; found an integer",
+        ),
+        ("group.gpu0.owner = \"nobody\"", "state group.gpu0.owner:"),
+        ("window.gpu0.2.size = 1", "a PE has windows 0 and 1"),
+        (
+            "window.gpu0.size = 1",
+            "expected the form window.DEVICE.N.ATTR",
+        ),
+        ("device.gpu0.reads = 1", "reads needs a bus address"),
+        ("container.\"$nope\".windows = 1", "no earlier step names"),
+        ("check.NoSuchRule = true", "unknown rule \"NoSuchRule\""),
+    ];
+    for (state, want) in cases {
+        let err = refused(&with_state(state));
+        assert!(err.contains(want), "{state}: {err}");
+        assert!(err.starts_with("t.toml:"), "{err}");
+    }
+    let err = refused(
+        "[machine]\nkind = \"pseries\"\n[[step]]\nop = \"assert\"\nstate = { check.WindowsDisjoint = true }\n",
+    );
+    assert!(err.contains("need a powernv machine"), "{err}");
+    let err = refused(&format!("{MACHINE}[[step]]\nop = \"assert\"\nstate = 3\n"));
+    assert!(err.contains("state must be a table"), "{err}");
+}
+
+/// A device hot-added by an earlier step may be named by later paths.
+#[test]
+fn a_hot_added_device_can_be_named() {
+    let text = format!(
+        "{MACHINE}[[step]]\nop = \"hot_add\"\ndevice = \"nic1\"\nphb = 0\nbus = 1\ndevfn = 1\n\
+         state = {{ group.nic1.devices = 2, group.nic1.exists = true }}\n"
+    );
+    let r = run(&text);
+    assert!(r.all_held(), "{:?}", r.stopped);
+}
+
+/// A step without `expect` whose call fails is reported as failed-but-allowed, not ok.
+#[test]
+fn a_failed_call_without_expect_is_allowed_but_not_ok() {
+    let text = format!("{MACHINE}[[step]]\nop = \"claim\"\ndevice = \"nic0\"\nowner = 0\n");
+    let r = run(&text);
+    assert!(r.all_held());
+    assert!(r.steps[0].failed_allowed);
+    assert!(
+        r.steps_text().contains("[failed, allowed] claim"),
+        "{}",
+        r.steps_text()
+    );
+    let text = format!("{MACHINE}[[step]]\nop = \"claim\"\ndevice = \"gpu0\"\n");
+    let r = run(&text);
+    assert!(!r.steps[0].failed_allowed);
+    assert!(r.steps_text().contains("[ok] claim"));
+}
+
+/// The JSON report carries each state check as typed fields.
+#[test]
+fn state_checks_are_in_the_json_report() {
+    let r = run(&with_state("group.gpu0.owner_cnt = 1"));
+    let v = serde_json::to_value(&r).unwrap();
+    let last = v["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["state_checks"][0]["path"], "group.gpu0.owner_cnt");
+    assert_eq!(last["state_checks"][0]["expected"], "1");
+    assert_eq!(last["state_checks"][0]["actual"], "1");
+    assert_eq!(last["state_checks"][0]["held"], true);
+}
