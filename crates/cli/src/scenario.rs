@@ -133,6 +133,7 @@ ops! {
     "ram_write" PowerNv ["addr", "data"] [] "write host RAM directly";
     "ram_read" PowerNv ["addr", "data"] [] "read host RAM and compare";
     "fail_next_set_window" PowerNv ["opal"] [] "make the next OPAL set-window call fail (error injection)";
+    "fail" PowerNv ["call"] ["device", "nth", "opal"] "make the nth (default 1st) call of a kernel operation fail, on the device's PE or any: set_window (OPAL), create_table, user_table, tce_store (a level allocation during MAP), pin, region_lookup";
     // VFIO.
     "profile" Any [] ["kernel", "papr"] "switch the kernel (linux/strict) or PAPR (qemu/kvm/lopar) profile";
     "mmap" PowerNv ["size"] ["process", "page_size"] "map anonymous memory into a process (the VMM's guest RAM)";
@@ -659,6 +660,38 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
     number(n)
 }
 
+/// A `fail` step: a known call, an nth from 1 that fits the counter, a known OPAL error.
+fn check_fail(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
+    if let Some(c) = f.get("call") {
+        let name = ctx.string(c, "call of fail")?;
+        if spapr_platform::FaultPoint::from_name(name).is_none() {
+            let names = spapr_platform::FaultPoint::ALL.map(|p| p.name());
+            let hint = closest(name, names.iter().copied())
+                .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+            return Err(ctx.err(
+                c,
+                format!(
+                    "fail: unknown call {name:?}{hint}; expected one of: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(n) = f.get("nth") {
+        let v = ctx.num(n, "nth")?;
+        if v == 0 || v > u64::from(u32::MAX) {
+            return Err(ctx.err(n, "nth counts calls from 1 (at most 4294967295)"));
+        }
+    }
+    if let Some(o) = f.get("opal") {
+        let e = ctx.string(o, "opal")?;
+        if !["parameter", "hardware"].contains(&e) {
+            return Err(ctx.err(o, format!("opal {e:?}: expected parameter or hardware")));
+        }
+    }
+    Ok(())
+}
+
 /// Names results get from `as`, and the fields each kind of result has.
 fn result_fields(op: &str) -> &'static [&'static str] {
     match op {
@@ -869,6 +902,17 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         for (k, v) in &args {
             check_field(&ctx, opname, k, v)?;
             check_refs(&ctx, v, &defined)?;
+        }
+        if op.name == "fail" {
+            check_fail(&ctx, &f)?;
+        }
+        if let (Needs::PowerNv, Some(d), false) = (kind, f.get("device"), op.name == "hot_add") {
+            let name = ctx.string(d, "device")?;
+            if !devices.iter().any(|x| x == name) {
+                let hint = closest(name, devices.iter().map(String::as_str))
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(ctx.err(d, format!("the machine has no device {name:?}{hint}")));
+            }
         }
         let name = match f.get("as") {
             Some(v) => {

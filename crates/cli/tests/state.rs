@@ -302,3 +302,42 @@ fn state_checks_are_in_the_json_report() {
     assert_eq!(last["state_checks"][0]["actual"], "1");
     assert_eq!(last["state_checks"][0]["held"], true);
 }
+
+/// `fail` names a known call (the closest is offered), counts from 1, and knows OPAL's
+/// errors; all found before anything runs.
+#[test]
+fn fail_steps_are_checked_before_anything_runs() {
+    let step = |body: &str| format!("{MACHINE}[[step]]\nop = \"fail\"\n{body}\n");
+    let err = refused(&step("call = \"set_windw\""));
+    assert!(
+        err.contains("unknown call \"set_windw\" (did you mean \"set_window\"?)"),
+        "{err}"
+    );
+    let err = refused(&step("call = \"pin\"\nnth = 0"));
+    assert!(err.contains("nth counts calls from 1"), "{err}");
+    let err = refused(&step("call = \"pin\"\nnth = 4294967296"));
+    assert!(err.contains("nth counts calls from 1"), "{err}");
+    let err = refused(&step("call = \"set_window\"\nopal = \"busy\""));
+    assert!(err.contains("expected parameter or hardware"), "{err}");
+    let err = refused(&step("call = \"pin\"\ndevice = \"gpu7\""));
+    assert!(err.contains("gpu7"), "{err}");
+}
+
+/// A targeted failure strikes only on its PE: a MAP on another container's PE is not
+/// counted, and the failure then strikes where it was aimed.
+#[test]
+fn a_targeted_failure_strikes_only_its_pe() {
+    let text = format!(
+        "{MACHINE}{STEPS}\n[[step]]\nop = \"fail\"\ncall = \"tce_store\"\ndevice = \"nic0\"\n\n\
+         [[step]]\nop = \"vfio_map_dma\"\ncontainer = \"$c\"\nvaddr = \"$ram\"\niova = \"$ddw+64K\"\nsize = \"64K\"\nexpect = \"ok\"\n\
+         state = {{ window.gpu0.1.mapped = 2 }}\n"
+    );
+    let r = run(&text);
+    assert!(r.all_held(), "{:?}", r.stopped);
+    let text = text.replace("device = \"nic0\"", "device = \"gpu0\"");
+    let r = run(&text.replace(
+        "expect = \"ok\"\nstate = { window.gpu0.1.mapped = 2 }",
+        "expect = \"ENOMEM\"\nstate = { window.gpu0.1.mapped = 1 }",
+    ));
+    assert!(r.all_held(), "{:?}", r.stopped);
+}

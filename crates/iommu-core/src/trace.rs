@@ -32,6 +32,8 @@ pub enum EventKind {
     Fault,
     /// A behaviour-profile quirk was reproduced.
     Quirk,
+    /// A failure injected by a test or scenario struck.
+    Injected,
 }
 
 /// One event.

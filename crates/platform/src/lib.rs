@@ -82,7 +82,7 @@ pub use phb::{Phb, PhbConfig, PhbModel};
 pub use ram::Ram;
 pub use table::{IommuTable, PeCounters, UserTable};
 
-use iommu_core::EventKind;
+use iommu_core::{Errno, EventKind};
 use std::sync::Mutex;
 
 /// Which version of the POWER IOMMU ops to run (kernel.md section 7).
@@ -144,10 +144,84 @@ pub struct Env {
     /// at most 2 MiB per PE with 4K host pages.
     pub default_window_max: u64,
     notes: Mutex<Vec<Note>>,
-    /// The next failure to inject into `set_window`: after how many calls, with what.
-    set_window_failure: Mutex<Option<(u32, OpalError)>>,
+    /// Failures to inject, in the order they were asked for ([`Env::inject`]).
+    injections: Mutex<Vec<Injection>>,
     /// The `strict` kernel profile (set by VFIO): the platform's own quirks fixed too.
     strict: std::sync::atomic::AtomicBool,
+}
+
+/// Where an injected failure can strike: each is one call of the kernel that can fail,
+/// so that each of its unwind paths can be driven (scenario `fail` steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultPoint {
+    /// `opal_pci_map_pe_dma_window` in `pnv_pci_ioda2_set_window`.
+    SetWindow,
+    /// The TCE table's allocation in `pnv_pci_ioda2_create_table`.
+    CreateTable,
+    /// The user-address table VFIO allocates beside a v2 window
+    /// (`pnv_pci_ioda2_table_alloc_pages` of `it_userspace`).
+    UserTable,
+    /// One TCE store of a MAP: the on-demand level allocation of `pnv_tce(..., alloc)`
+    /// behind `iommu_tce_xchg_no_kill`.
+    TceStore,
+    /// Pinning a user page (`get_user_pages` in v1 MAP, `pin_user_pages` in
+    /// REGISTER_MEMORY).
+    Pin,
+    /// The preregistered region lookup of a v2 MAP entry (`mm_iommu_lookup` finding no
+    /// region: it went away during the MAP).
+    RegionLookup,
+}
+
+impl FaultPoint {
+    /// Every point.
+    pub const ALL: [FaultPoint; 6] = [
+        FaultPoint::SetWindow,
+        FaultPoint::CreateTable,
+        FaultPoint::UserTable,
+        FaultPoint::TceStore,
+        FaultPoint::Pin,
+        FaultPoint::RegionLookup,
+    ];
+    /// Name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultPoint::SetWindow => "set_window",
+            FaultPoint::CreateTable => "create_table",
+            FaultPoint::UserTable => "user_table",
+            FaultPoint::TceStore => "tce_store",
+            FaultPoint::Pin => "pin",
+            FaultPoint::RegionLookup => "region_lookup",
+        }
+    }
+    /// The point named `s`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+    /// What the failing kernel call returns (an OPAL failure is mapped by the caller).
+    pub fn errno(self) -> Errno {
+        match self {
+            FaultPoint::SetWindow => Errno::Eio,
+            FaultPoint::CreateTable | FaultPoint::UserTable | FaultPoint::TceStore => Errno::Enomem,
+            FaultPoint::Pin => Errno::Efault,
+            FaultPoint::RegionLookup => Errno::Einval,
+        }
+    }
+}
+
+/// One failure waiting for its call.
+#[derive(Clone, Copy, Debug)]
+struct Injection {
+    point: FaultPoint,
+    pe: Option<(u32, u32)>,
+    skip: u32,
+    opal: OpalError,
+}
+
+impl Injection {
+    /// Whether a call at `point` on PE `pe` is one this injection counts.
+    fn matches(&self, point: FaultPoint, pe: (u32, u32)) -> bool {
+        self.point == point && self.pe.map_or(true, |t| t == pe)
+    }
 }
 
 impl Env {
@@ -158,7 +232,7 @@ impl Env {
             bypass_disabled,
             default_window_max: 64 << 30,
             notes: Mutex::new(Vec::new()),
-            set_window_failure: Mutex::new(None),
+            injections: Mutex::new(Vec::new()),
             strict: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -188,36 +262,63 @@ impl Env {
     }
     /// Makes the `set_window` call after the next `skip` ones fail with `e`.
     pub fn fail_set_window(&self, e: OpalError, skip: u32) {
-        *self
-            .set_window_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some((skip, e));
+        self.inject(FaultPoint::SetWindow, None, skip, e);
     }
-    /// Cancels an injected `set_window` failure that has not happened yet.
+    /// Cancels every injected failure that has not struck yet.
     pub fn cancel_set_window_failure(&self) {
-        *self
-            .set_window_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.injections().clear();
     }
-    /// Counts one `set_window` call: the injected failure if this is its turn.
-    pub(crate) fn take_set_window_failure(&self) -> Option<OpalError> {
-        let mut f = self
-            .set_window_failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match f.as_mut() {
-            Some((0, e)) => {
-                let e = *e;
-                *f = None;
-                Some(e)
-            }
-            Some((skip, _)) => {
-                *skip -= 1;
-                None
-            }
-            None => None,
+    /// Makes the call at `point` after the next `skip` ones fail — on the PE `pe`
+    /// (`(phb, pe number)`) only, or on any PE. `opal` is the error an OPAL call returns
+    /// (the other points fail as the kernel's allocation or lookup does: see
+    /// [`FaultPoint::errno`]). Injections queue: the first one that matches a call counts it.
+    pub fn inject(&self, point: FaultPoint, pe: Option<(u32, u32)>, skip: u32, opal: OpalError) {
+        self.injections().push(Injection {
+            point,
+            pe,
+            skip,
+            opal,
+        });
+    }
+    /// Whether a failure is waiting at `point` for PE `pe` (a caller with a bulk fast
+    /// path takes its per-call path then, so that the failure strikes where it says).
+    pub fn armed(&self, point: FaultPoint, pe: (u32, u32)) -> bool {
+        self.injections().iter().any(|j| j.matches(point, pe))
+    }
+    /// Injected failures that have not struck yet.
+    pub fn pending_injections(&self) -> usize {
+        self.injections().len()
+    }
+    /// Counts one call at `point` on PE `pe`: the injected failure if this is its turn
+    /// (traced), else `None`.
+    pub fn take_fault(&self, point: FaultPoint, pe: (u32, u32)) -> Option<OpalError> {
+        let mut all = self.injections();
+        let i = all.iter().position(|j| j.matches(point, pe))?;
+        if all[i].skip > 0 {
+            all[i].skip -= 1;
+            return None;
         }
+        let j = all.remove(i);
+        drop(all);
+        self.note(
+            EventKind::Injected,
+            None,
+            None,
+            format!(
+                "injected failure: {} on PHB {} PE {} fails ({})",
+                point.name(),
+                pe.0,
+                pe.1,
+                match point {
+                    FaultPoint::SetWindow => format!("{:?}", j.opal),
+                    _ => point.errno().to_string(),
+                }
+            ),
+        );
+        Some(j.opal)
+    }
+    fn injections(&self) -> std::sync::MutexGuard<'_, Vec<Injection>> {
+        self.injections.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// Selects the `strict` profile for the platform's own quirks (or `linux`).
     pub fn set_strict(&self, strict: bool) {

@@ -3,7 +3,7 @@
 //! (`spapr_tce_table_group_ops`) of IODA1 and pSeries.
 
 use crate::table::{IommuTable, Padded, PeCounters, UserTable};
-use crate::Env;
+use crate::{Env, FaultPoint};
 use iommu_core::{
     DeviceId, Errno, EventKind, Evidence, Finding, Group, OwnerCookie, Programmer, Rule,
 };
@@ -267,6 +267,10 @@ impl Pe {
     pub fn table(&self, num: usize) -> Option<Arc<IommuTable>> {
         self.lock().tables.get(num).cloned().flatten()
     }
+    /// `(PHB index, PE number)`: how injected failures name a PE.
+    pub fn id(&self) -> (u32, u32) {
+        (self.phb, self.number)
+    }
     /// Whether bypass (TVE#1 over RAM) is on.
     pub fn bypass_enabled(&self) -> bool {
         self.lock().bypass_enabled
@@ -472,6 +476,13 @@ impl Pe {
                     self.env.host_page_shift,
                 )
                 .map_err(|_| Errno::Einval)?;
+                if self
+                    .env
+                    .take_fault(FaultPoint::CreateTable, self.id())
+                    .is_some()
+                {
+                    return Err(FaultPoint::CreateTable.errno());
+                }
                 let t = IommuTable::new(g, self.liobn(num), None).map_err(|_| Errno::Enomem)?;
                 Ok(Arc::new(t))
             }
@@ -555,7 +566,7 @@ impl Pe {
         if num >= MAX_WINDOWS || table.start() != self.window_base(num) {
             return Err(OpalError::Parameter);
         }
-        if let Some(e) = self.env.take_set_window_failure() {
+        if let Some(e) = self.env.take_fault(FaultPoint::SetWindow, self.id()) {
             return Err(e);
         }
         table.links().link(&self.counters);

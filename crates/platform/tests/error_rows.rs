@@ -605,3 +605,54 @@ mod provenance {
         assert!(m.check().is_empty());
     }
 }
+
+/// A targeted injection strikes the nth matching call only: calls on other PEs and at
+/// other points do not count, the failure is traced, and later calls succeed again.
+#[test]
+fn an_injected_failure_strikes_the_nth_call_on_its_pe_only() {
+    use spapr_platform::FaultPoint;
+    let m = seed();
+    let nvme = m.device("nvme0").unwrap();
+    let gpu = m.device("gpu0").unwrap();
+    let (pe_nvme, pe_gpu) = (m.pe_of(nvme).unwrap(), m.pe_of(gpu).unwrap());
+    assert_ne!(pe_nvme.id(), pe_gpu.id());
+    let (c1, c2) = (
+        m.claim_group(nvme, OWNER).unwrap(),
+        m.claim_group(gpu, OwnerCookie(8)).unwrap(),
+    );
+    let make = |pe: &spapr_platform::Pe, c| {
+        pe.create_table(1, 16, 1 << 30, 1, &pe.window_token(c).unwrap())
+            .map(drop)
+    };
+    m.env().inject(
+        FaultPoint::CreateTable,
+        Some(pe_gpu.id()),
+        1,
+        OpalError::Hardware,
+    );
+    assert!(m.env().armed(FaultPoint::CreateTable, pe_gpu.id()));
+    assert!(!m.env().armed(FaultPoint::CreateTable, pe_nvme.id()));
+    assert!(!m.env().armed(FaultPoint::SetWindow, pe_gpu.id()));
+    let _ = m.core().take_trace();
+    assert_eq!(make(&pe_nvme, &c1), Ok(()), "another PE does not count");
+    assert_eq!(make(&pe_gpu, &c2), Ok(()), "the first call on the PE");
+    assert_eq!(make(&pe_gpu, &c2), Err(Errno::Enomem), "the second strikes");
+    assert_eq!(make(&pe_gpu, &c2), Ok(()), "and only once");
+    assert_eq!(m.env().pending_injections(), 0);
+    m.flush();
+    let trace: Vec<String> = m
+        .core()
+        .take_trace()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let hits: Vec<&String> = trace
+        .iter()
+        .filter(|l| l.contains("injected failure"))
+        .collect();
+    assert_eq!(hits.len(), 1, "{trace:?}");
+    assert!(hits[0].contains("create_table on PHB 1 PE 1"), "{hits:?}");
+    for p in FaultPoint::ALL {
+        assert_eq!(FaultPoint::from_name(p.name()), Some(p));
+    }
+}

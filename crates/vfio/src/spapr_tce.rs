@@ -18,7 +18,7 @@ use crate::vfio::{State, Vfio};
 use crate::KernelProfile;
 use iommu_core::{Errno, EventKind, GroupClaim};
 use spapr_platform::pe::TableGroupOps;
-use spapr_platform::{OpalError, Pe, UserTable, WindowError};
+use spapr_platform::{FaultPoint, OpalError, Pe, UserTable, WindowError};
 use spapr_tce::{Tce, TceIndex, TcePerm, Ua};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +74,8 @@ impl TceContainer {
 #[derive(Clone, Copy)]
 struct MapReq {
     num: usize,
+    /// The PE injected failures are matched against (the container's first).
+    target: (u32, u32),
     mm: Mm,
     first: TceIndex,
     n: u64,
@@ -415,6 +417,22 @@ impl Vfio {
             let (p, claim) = first.first().ok_or(Errno::Enxio)?;
             let token = p.window_token(claim)?;
             p.create_table(num, page_shift, window_size, levels, &token)
+                .and_then(|t| {
+                    // The user-address table is allocated inside create_table
+                    // (`pnv_pci_ioda2_table_alloc_pages(..., alloc_userspace_copy)`).
+                    let fails = v2
+                        && !borrowed
+                        && self
+                            .machine()
+                            .env()
+                            .take_fault(FaultPoint::UserTable, p.id())
+                            .is_some();
+                    if fails {
+                        Err(FaultPoint::UserTable.errno())
+                    } else {
+                        Ok(t)
+                    }
+                })
         };
         let table = match made {
             Ok(t) => t,
@@ -422,7 +440,7 @@ impl Vfio {
                 if let (KernelProfile::Linux, Some(ch)) = (self.profile(), charge) {
                     let pages = ch.leak();
                     self.quirk(&format!(
-                        "create_table refused the geometry after {pages} pages were charged; \
+                        "create_table failed ({e}) after {pages} pages were charged; \
                          the charge is not returned"
                     ));
                 }
@@ -616,6 +634,18 @@ impl Vfio {
                     .copied()
                     .ok_or(Errno::Efault)?;
                 let charge = self.charge(st, mm, a.size >> self.page_shift())?;
+                // mm_iommu_do_alloc pins after charging; a short pin unpins what it got
+                // and returns the charge with -EFAULT.
+                let target = first_pe(st, fd).map_or((u32::MAX, u32::MAX), |p| p.id());
+                if self
+                    .machine()
+                    .env()
+                    .take_fault(FaultPoint::Pin, target)
+                    .is_some()
+                {
+                    drop(charge);
+                    return Err(FaultPoint::Pin.errno());
+                }
                 let p = st.procs.entry(mm).or_default();
                 p.regions.push(Some(crate::mm::Region {
                     ua: a.vaddr,
@@ -743,8 +773,10 @@ impl Vfio {
                 return Err(Errno::Ebusy);
             }
         }
+        let target = first_pe(st, fd).map_or((u32::MAX, u32::MAX), |p| p.id());
         let req = MapReq {
             num,
+            target,
             mm,
             first,
             n,
@@ -791,6 +823,7 @@ impl Vfio {
             num,
             mm,
             first,
+            target: _,
             n,
             vaddr,
             perm,
@@ -817,7 +850,11 @@ impl Vfio {
             r.as_ref()
                 .is_some_and(|r| vaddr >= r.ua && end <= r.ua + r.size && r.page_shift >= shift)
         });
-        if let (Some(id), Some(u)) = (whole, w.ua.as_ref()) {
+        let env = self.machine().env();
+        let inject = |point: FaultPoint| env.take_fault(point, req.target).is_some();
+        let armed = env.armed(FaultPoint::TceStore, req.target)
+            || env.armed(FaultPoint::RegionLookup, req.target);
+        if let (Some(id), Some(u), false) = (whole, w.ua.as_ref(), armed) {
             let mut live = false;
             if w.live > 0 {
                 let _ = w.table.for_each_entry(first, n, |_, _| live = true);
@@ -837,7 +874,7 @@ impl Vfio {
                 }
             }
         }
-        let r = map_v2_each(w, p, req, shift, imbalances);
+        let r = map_v2_each(w, p, req, shift, imbalances, &inject);
         w.live = w.table.count_mapped();
         r
     }
@@ -861,6 +898,7 @@ impl Vfio {
             num,
             mm,
             first,
+            target: _,
             n,
             vaddr,
             perm,
@@ -878,8 +916,14 @@ impl Vfio {
         let p = procs.get(&mm).ok_or(Errno::Efault)?;
         let table = t.windows[num].as_ref().ok_or(Errno::Enxio)?.table.clone();
         let shift = table.geometry().page_shift().shift();
+        let env = self.machine().env();
+        let inject = |point: FaultPoint| env.take_fault(point, req.target).is_some();
         for k in 0..n {
             let ua = vaddr + (k << shift);
+            if inject(FaultPoint::Pin) {
+                undo_v1(t, p, &table, first, k, bad);
+                return Err(FaultPoint::Pin.errno());
+            }
             let Some(v) = p.vma(ua) else {
                 undo_v1(t, p, &table, first, k, bad);
                 return Err(Errno::Efault);
@@ -896,7 +940,14 @@ impl Vfio {
                 undo_v1(t, p, &table, first, k, bad);
                 return Err(Errno::Eperm);
             }
-            match table.exchange_no_kill(TceIndex(first.0 + k), Tce::new(hpa, perm)) {
+            let stored = if inject(FaultPoint::TceStore) {
+                Err(FaultPoint::TceStore.errno())
+            } else {
+                table
+                    .exchange_no_kill(TceIndex(first.0 + k), Tce::new(hpa, perm))
+                    .map_err(|_| Errno::Enomem)
+            };
+            match stored {
                 Ok(old) if !old.is_empty() => {
                     let old_hpa = old.page_addr(shift);
                     let ps = p.host_page_shift(old_hpa).unwrap_or(shift);
@@ -1062,6 +1113,7 @@ fn map_v2_each(
     req: MapReq,
     shift: u32,
     bad: &mut Vec<String>,
+    inject: &dyn Fn(FaultPoint) -> bool,
 ) -> Result<i64, Errno> {
     let MapReq {
         first,
@@ -1073,6 +1125,10 @@ fn map_v2_each(
     let mut region: Option<usize> = None;
     for k in 0..n {
         let ua = vaddr + (k << shift);
+        if inject(FaultPoint::RegionLookup) {
+            undo(w, p, first, k, bad);
+            return Err(FaultPoint::RegionLookup.errno());
+        }
         let in_region = |r: &crate::mm::Region| ua >= r.ua && ua + (1 << shift) <= r.ua + r.size;
         let id = match region.filter(|id| p.regions[*id].as_ref().is_some_and(in_region)) {
             Some(id) => id,
@@ -1110,7 +1166,14 @@ fn map_v2_each(
                 return Err(Errno::Enomem);
             }
         }
-        let old = match w.table.exchange_no_kill(idx, Tce::new(hpa, perm)) {
+        let stored = if inject(FaultPoint::TceStore) {
+            Err(FaultPoint::TceStore.errno())
+        } else {
+            w.table
+                .exchange_no_kill(idx, Tce::new(hpa, perm))
+                .map_err(|_| Errno::Enomem)
+        };
+        let old = match stored {
             Ok(o) => o,
             Err(_) => {
                 if let Some(u) = &w.ua {

@@ -388,3 +388,85 @@ fn v1_unmap_traces_the_early_unpin_only_in_linux_and_only_when_it_happened() {
 fn v1_window(_v: &Vfio, _dev: &str) -> (u64, u64) {
     (0, 1 << 12)
 }
+
+/// Each VFIO injection point fails the call with the kernel's code and unwinds it: the
+/// user-address table (inside create_table: `linux` keeps the charge, traced; `strict`
+/// returns it), a region lookup mid-MAP (-EINVAL, nothing left mapped), a v1 pin
+/// mid-MAP (-EFAULT, every pin taken so far returned).
+#[test]
+fn injected_failures_in_vfio_unwind_what_the_call_did() {
+    use spapr_platform::FaultPoint;
+    for profile in [KernelProfile::Linux, KernelProfile::Strict] {
+        let v = vfio(profile);
+        let (c, _) = v2(&v, &["gpu0"]);
+        let ua = prereg(&v, c, 1 << 20);
+        let pe = v
+            .machine()
+            .pe_of(v.machine().device("gpu0").unwrap())
+            .unwrap();
+        let env = v.machine().env();
+        // The default window is made first: aim at the DDW's user table.
+        env.inject(FaultPoint::UserTable, Some(pe.id()), 1, OpalError::Hardware);
+        let before = v.locked_pages(QEMU);
+        let mut arg = encode::create(16, 1 << 30, 1);
+        assert_eq!(
+            v.ioctl(QEMU, c, ioctl::TCE_CREATE, &mut arg),
+            Err(Errno::Enomem),
+            "{profile:?}"
+        );
+        assert!(pe.table(1).is_none());
+        let default_window = v.locked_pages(QEMU) - before;
+        let leaked = v.leaked_pages(QEMU);
+        match profile {
+            KernelProfile::Linux => assert_eq!(leaked, 4, "the DDW's 4 pages stay charged"),
+            KernelProfile::Strict => assert_eq!(leaked, 0),
+        }
+        let start = ddw(&v, c, 1 << 30, 1);
+        env.inject(
+            FaultPoint::RegionLookup,
+            Some(pe.id()),
+            2,
+            OpalError::Hardware,
+        );
+        assert_eq!(
+            call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 8 << 16)),
+            Err(Errno::Einval)
+        );
+        assert_eq!(pe.table(1).unwrap().count_mapped(), 0, "{profile:?}");
+        assert_eq!(v.region_mapped(QEMU), vec![0]);
+        assert_eq!(
+            call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 8 << 16)),
+            Ok(0)
+        );
+        assert!(v.audit().is_empty(), "{:?}", v.audit());
+        v.close_container(c).unwrap();
+        assert_eq!(
+            v.locked_pages(QEMU),
+            v.leaked_pages(QEMU),
+            "{default_window}"
+        );
+    }
+    // v1: the third pin fails.
+    let v = vfio(KernelProfile::Strict);
+    let (c, _) = v1(&v, "gpu0");
+    assert_eq!(v.ioctl_int(QEMU, c, ioctl::ENABLE, 0), Ok(0));
+    let pe = v
+        .machine()
+        .pe_of(v.machine().device("gpu0").unwrap())
+        .unwrap();
+    let ua = v.mmap(QEMU, 1 << 16, 16).unwrap();
+    v.machine()
+        .env()
+        .inject(FaultPoint::Pin, Some(pe.id()), 2, OpalError::Hardware);
+    assert_eq!(
+        call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, 0, 8 << 12)),
+        Err(Errno::Efault)
+    );
+    assert_eq!(v.pinned_pages(c), 0);
+    assert_eq!(
+        call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, 0, 8 << 12)),
+        Ok(0)
+    );
+    assert_eq!(v.pinned_pages(c), 8);
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+}

@@ -203,6 +203,32 @@ impl Engine {
                     Err(e) => Outcome::Error(e.to_string()),
                 }
             }
+            "fail" => {
+                let call = Self::text(step, "call")?;
+                let point = spapr_platform::FaultPoint::from_name(call)
+                    .ok_or_else(|| format!("fail: unknown call {call:?}"))?;
+                let pe = match Self::node(step, "device") {
+                    Some(_) => {
+                        let d = Self::device(&m, step)?;
+                        Some(m.pe_of(d).ok_or("the device is in no PE")?.id())
+                    }
+                    None => None,
+                };
+                let nth = self.opt_num(step, "nth", iter, 1)?;
+                let skip = u32::try_from(nth.saturating_sub(1))
+                    .map_err(|_| format!("nth {nth} does not fit the call counter"))?;
+                if nth == 0 {
+                    return Err("nth counts calls from 1".into());
+                }
+                let opal = match Self::node(step, "opal").map(|_| Self::text(step, "opal")) {
+                    None => OpalError::Hardware,
+                    Some(Ok("parameter")) => OpalError::Parameter,
+                    Some(Ok("hardware")) => OpalError::Hardware,
+                    Some(o) => return Err(format!("opal {o:?}: expected parameter or hardware")),
+                };
+                m.env().inject(point, pe, skip, opal);
+                Outcome::Ok(String::new())
+            }
             "fail_next_set_window" => {
                 let e = match Self::text(step, "opal")? {
                     "parameter" => OpalError::Parameter,
