@@ -90,8 +90,41 @@ pub struct Report {
     pub state: Node,
     /// Invariant checks.
     pub checks: Vec<CheckReport>,
-    /// Core events, one line each.
-    pub trace: Vec<String>,
+    /// Events in step order (step 0: the machine's boot), each as typed fields.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// One event of the trace: the step that caused it and what happened.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Step number (0: boot, before the first step).
+    pub step: usize,
+    /// Event kind (`Ownership`, `IotlbInvalidate`, `Fault`, `H_PUT_TCE`, `RTAS`, …).
+    pub kind: String,
+    /// Device concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Group concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// What happened, with the result.
+    pub detail: String,
+}
+
+impl std::fmt::Display for TraceEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {:>3}: {}", self.step, self.kind)?;
+        if let Some(d) = &self.device {
+            write!(f, " dev={d}")?;
+        }
+        if let Some(g) = &self.group {
+            write!(f, " group={g}")?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, " {}", self.detail)?;
+        }
+        Ok(())
+    }
 }
 
 impl Report {
@@ -159,8 +192,8 @@ impl Report {
     /// The trace as text.
     pub fn trace_text(&self) -> String {
         let mut s = String::from("trace:\n");
-        for line in &self.trace {
-            let _ = writeln!(s, "  {line}");
+        for e in &self.trace {
+            let _ = writeln!(s, "  {e}");
         }
         s
     }

@@ -3,7 +3,7 @@
 //! collects the state tree, the invariant checks and the trace.
 
 use crate::doc::{parse_num, Node as DocNode, Val};
-use crate::report::{CheckReport, Node, Report, StepReport};
+use crate::report::{CheckReport, Node, Report, StepReport, TraceEvent};
 use crate::scenario::{Machine, Scenario, Step, RULES};
 use iommu_core::{DeviceClaim, DomainType, Errno, EventKind, GroupClaim, OwnerCookie, Rule};
 use spapr_papr::{
@@ -49,6 +49,8 @@ enum World {
         mem: GuestMemoryMmap,
         saved: HashMap<u64, Vec<u8>>,
         trace: Vec<String>,
+        /// Lines past [`TRACE_LIMIT`] in one step, counted instead of kept.
+        trace_dropped: u64,
         /// The guest kernel's DDW state (windows made, PHBs that failed); a machine
         /// reset reboots it.
         guest: LinuxGuestDdw,
@@ -133,8 +135,10 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
     };
     let mut steps = Vec::new();
     let mut stopped = None;
+    e.collect_trace(0);
     for (i, step) in sc.steps.iter().enumerate() {
         let (report, ok) = e.step(sc, i + 1, step, on_progress);
+        e.collect_trace(i + 1);
         if !ok {
             let unmet: Vec<String> = report
                 .state_checks
@@ -185,7 +189,7 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
             };
         }
     }
-    let trace = e.trace();
+    let trace = e.take_trace();
     Report {
         scenario: sc.name.clone(),
         steps,
@@ -196,9 +200,14 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
     }
 }
 
+/// Events a report keeps; past it, the count of those not kept is reported.
+pub const TRACE_LIMIT: usize = 200_000;
+
 struct Engine {
     world: World,
     names: HashMap<String, Named>,
+    trace: Vec<TraceEvent>,
+    trace_dropped: u64,
 }
 
 impl Engine {
@@ -244,6 +253,7 @@ impl Engine {
                     mem,
                     saved: HashMap::new(),
                     trace: Vec::new(),
+                    trace_dropped: 0,
                     guest: LinuxGuestDdw::new(default_scratch(config.ram_size), false),
                 }
             }
@@ -251,6 +261,8 @@ impl Engine {
         Ok(Self {
             world,
             names: HashMap::new(),
+            trace: Vec::new(),
+            trace_dropped: 0,
         })
     }
 
@@ -393,6 +405,9 @@ impl Engine {
             runs += 1;
             if iter % 4096 == 4095 || iter + 1 == step.repeat {
                 on_progress((iter % 4096) + 1);
+                // Bounded as it goes: a step repeated a million times keeps at most
+                // TRACE_LIMIT events and counts the rest.
+                self.collect_trace(n);
             }
             let key = out.key();
             match counts.iter_mut().find(|(k, _)| *k == key) {
@@ -576,18 +591,79 @@ impl Engine {
         }
     }
 
-    fn trace(&self) -> Vec<String> {
-        match &self.world {
+    /// Moves what happened since the last call into the report's trace, tagged with
+    /// `step`. Past [`TRACE_LIMIT`] events only a count is kept, and the trace ends with
+    /// an event that says how many were not kept.
+    fn collect_trace(&mut self, step: usize) {
+        let add = |t: &mut Vec<TraceEvent>, dropped: &mut u64, e: TraceEvent| {
+            if t.len() < TRACE_LIMIT {
+                t.push(e);
+            } else {
+                *dropped += 1;
+            }
+        };
+        let (t, dropped) = (&mut self.trace, &mut self.trace_dropped);
+        match &mut self.world {
             World::PowerNv { m, .. } => {
                 m.flush();
-                m.core()
-                    .take_trace()
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect()
+                for e in m.core().take_trace() {
+                    add(
+                        t,
+                        dropped,
+                        TraceEvent {
+                            step,
+                            kind: format!("{:?}", e.kind),
+                            device: e.device,
+                            group: e.group,
+                            detail: e.detail,
+                        },
+                    );
+                }
             }
-            World::PSeries { trace, .. } => trace.clone(),
+            World::PSeries {
+                trace,
+                trace_dropped,
+                ..
+            } => {
+                *dropped += std::mem::take(trace_dropped);
+                for line in trace.drain(..) {
+                    let line = line.trim_start().to_string();
+                    let (kind, detail) = match line.split_once([' ', '(']) {
+                        Some((k, _)) if !k.is_empty() => (k.to_string(), line.clone()),
+                        _ => ("papr".to_string(), line.clone()),
+                    };
+                    add(
+                        t,
+                        dropped,
+                        TraceEvent {
+                            step,
+                            kind,
+                            device: None,
+                            group: None,
+                            detail,
+                        },
+                    );
+                }
+            }
         }
+    }
+
+    /// The whole trace, with the count of events not kept.
+    fn take_trace(&mut self) -> Vec<TraceEvent> {
+        let mut t = std::mem::take(&mut self.trace);
+        if self.trace_dropped > 0 {
+            t.push(TraceEvent {
+                step: t.last().map_or(0, |e| e.step),
+                kind: "TraceLimit".into(),
+                device: None,
+                group: None,
+                detail: format!(
+                    "{} more events happened and were not kept (the trace keeps {TRACE_LIMIT})",
+                    self.trace_dropped
+                ),
+            });
+        }
+        t
     }
 
     fn state(&self) -> Node {

@@ -37,11 +37,20 @@ impl Engine {
                 let want = Self::node(step, "value")
                     .map(|_| num("value"))
                     .transpose()?;
-                let World::PSeries { s, mem, trace, .. } = &mut self.world else {
+                let World::PSeries {
+                    s,
+                    mem,
+                    trace,
+                    trace_dropped,
+                    ..
+                } = &mut self.world
+                else {
                     return Err("needs a pseries machine".into());
                 };
                 let (st, r4) = s.hcall(mem, code, args, pr);
-                if trace.len() < 10_000 {
+                if trace.len() >= 4096 {
+                    *trace_dropped += 1;
+                } else {
                     trace.push(format!(
                         "hcall {code:#x} ({:#x}, {:#x}, {:#x}, {:#x}) -> {st}{}",
                         args[0],
