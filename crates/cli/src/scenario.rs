@@ -47,7 +47,8 @@ pub struct Step {
     /// Times to run.
     pub repeat: u64,
     /// Per-repetition increments of numeric fields.
-    pub vary: Vec<(String, u64)>,
+    /// (Negative steps count down; a value that leaves the field's range is an error.)
+    pub vary: Vec<(String, i128)>,
     /// Line in the file.
     pub line: usize,
     /// Expectations on the state once the step has run (the `state` table).
@@ -487,11 +488,22 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                 None => 0,
             };
             let mask = match df.get("dma_mask") {
-                Some(v) => ctx.num(v, "dma_mask")?.min(u64::from(u32::MAX)),
+                Some(v) => {
+                    let m = ctx.num(v, "dma_mask")?;
+                    if !(1..=64).contains(&m) {
+                        return Err(
+                            ctx.err(v, format!("dma_mask is a width in bits, 1..=64; found {m}"))
+                        );
+                    }
+                    m
+                }
                 None => 64,
             };
-            if bus > 255 || devfn > 255 {
-                return Err(ctx.err(d, "bus and devfn must be 0..=255"));
+            for (field, val) in [("bus", bus), ("devfn", devfn)] {
+                if val > 255 {
+                    let at = df.get(field).unwrap_or(d);
+                    return Err(ctx.err(at, format!("{field} must be 0..=255, found {val}")));
+                }
             }
             if let Some(v) = df.get("driver") {
                 drivers.push((name.clone(), ctx.string(v, "driver")?.to_string()));
@@ -577,8 +589,11 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                     &[],
                 )?;
                 let index = match pf.get("index") {
-                    Some(v) => ctx.num(v, "index")? as u32,
-                    None => cfg.phbs.len() as u32,
+                    Some(v) => u32::try_from(ctx.num(v, "index")?)
+                        .map_err(|_| ctx.err(v, "index must fit in 32 bits"))?,
+                    None => {
+                        u32::try_from(cfg.phbs.len()).map_err(|_| ctx.err(p, "too many PHBs"))?
+                    }
                 };
                 let mut pc = PaprPhbConfig::qemu(index);
                 if let Some(v) = pf.get("ddw") {
@@ -629,6 +644,29 @@ const TEXT_FIELDS: [&str; 8] = [
 /// Fields that hold arrays of numbers.
 const ARRAY_FIELDS: [&str; 4] = ["args", "rets", "u64be", "u32be"];
 
+/// The width of the field a step's number feeds: a value that does not fit is an error,
+/// never truncated (checked on the file's literals, and again on `$` results and `vary`
+/// values when the step runs).
+pub fn field_bits(op: &str, field: &str) -> u32 {
+    match (op, field) {
+        (_, "bus" | "devfn") => 8,
+        ("rtas" | "rtas_buffer", "args" | "rets" | "token" | "nret") => 32,
+        (_, "u32be") => 32,
+        (
+            _,
+            "phb" | "cpu" | "process" | "container" | "group" | "argsz" | "flags" | "levels"
+            | "nth" | "cfg",
+        ) => 32,
+        _ => 64,
+    }
+}
+
+/// Fields that take negative numbers (two's complement at the field's width): RTAS
+/// status words, hypercall arguments and compared values.
+pub fn field_signed(field: &str) -> bool {
+    matches!(field, "rets" | "args" | "value")
+}
+
 /// Checks a field's value has the kind the field takes (numbers parse, text is text).
 fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileError> {
     let what = format!("{key} of {op}");
@@ -641,12 +679,37 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
     if key == "flags" && matches!(&n.val, Val::Str(s) if ["r", "w", "rw"].contains(&s.as_str())) {
         return Ok(());
     }
+    let bits = field_bits(op, key);
+    let max = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     let number = |n: &Node| -> Result<(), FileError> {
-        match &n.val {
-            Val::Str(s) if s.starts_with('$') => Ok(()),
-            Val::Int(i) if *i < 0 && *i >= i128::from(i64::MIN) => Ok(()),
-            _ => ctx.num(n, &what).map(drop),
+        let v = match &n.val {
+            Val::Str(s) if s.starts_with('$') => return Ok(()),
+            Val::Int(i) if *i < 0 => {
+                let min = -(1i128 << (bits - 1));
+                return if !field_signed(key) {
+                    Err(ctx.err(n, format!("{what} must be 0 or more, found {i}")))
+                } else if *i < min {
+                    Err(ctx.err(n, format!("{what}: {i} does not fit in {bits} bits")))
+                } else {
+                    Ok(())
+                };
+            }
+            _ => ctx.num(n, &what)?,
+        };
+        if key == "dma_mask" && !(1..=64).contains(&v) {
+            return Err(ctx.err(n, format!("{what} is a width in bits, 1..=64; found {v}")));
         }
+        if v > max {
+            return Err(ctx.err(
+                n,
+                format!("{what}: {v:#x} does not fit in the {bits}-bit field it feeds"),
+            ));
+        }
+        Ok(())
     };
     if ARRAY_FIELDS.contains(&key) {
         let Val::Arr(items) = &n.val else {
@@ -891,7 +954,40 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
                 if !op.required.contains(&k.as_str()) && !op.optional.contains(&k.as_str()) {
                     return Err(ctx.err(inc, format!("vary: {opname} has no field {k:?}")));
                 }
-                vary.push((k.clone(), ctx.num(inc, "a vary step")?));
+                let d = match &inc.val {
+                    Val::Int(i) => *i,
+                    Val::Str(s) if s.starts_with('-') => -i128::from(
+                        parse_num(&s[1..]).map_err(|e| ctx.err(inc, format!("vary {k}: {e}")))?,
+                    ),
+                    _ => i128::from(ctx.num(inc, "a vary step")?),
+                };
+                // The last repetition's value must fit: found now, not half-way.
+                let base = match t.iter().find(|(x, _)| x == k).map(|(_, n)| &n.val) {
+                    Some(Val::Int(b)) => Some(*b),
+                    Some(Val::Str(s)) if !s.starts_with('$') => parse_num(s).ok().map(i128::from),
+                    _ => None,
+                };
+                if let Some(base) = base {
+                    let last = d
+                        .checked_mul(i128::from(repeat - 1))
+                        .and_then(|x| x.checked_add(base));
+                    let bits = field_bits(opname, k);
+                    let max = if bits == 64 {
+                        i128::from(u64::MAX)
+                    } else {
+                        (1i128 << bits) - 1
+                    };
+                    if !last.is_some_and(|l| (0..=max).contains(&l)) {
+                        return Err(ctx.err(
+                            inc,
+                            format!(
+                                "vary {k}: after {repeat} repetitions {k} leaves 0..={max:#x} \
+                                 (the field is {bits} bits wide)"
+                            ),
+                        ));
+                    }
+                }
+                vary.push((k.clone(), d));
             }
         }
         let args: Vec<(String, Node)> = t

@@ -316,7 +316,7 @@ fn fail_steps_are_checked_before_anything_runs() {
     let err = refused(&step("call = \"pin\"\nnth = 0"));
     assert!(err.contains("nth counts calls from 1"), "{err}");
     let err = refused(&step("call = \"pin\"\nnth = 4294967296"));
-    assert!(err.contains("nth counts calls from 1"), "{err}");
+    assert!(err.contains("does not fit in the 32-bit field"), "{err}");
     let err = refused(&step("call = \"set_window\"\nopal = \"busy\""));
     assert!(err.contains("expected parameter or hardware"), "{err}");
     let err = refused(&step("call = \"pin\"\ndevice = \"gpu7\""));

@@ -458,6 +458,11 @@ impl PowerNv {
         if self.core.find_device(&d.name).is_some() {
             return Err(PlatformError::NameTwice(d.name.clone()));
         }
+        // The same checks as the [machine] table's: one function per address.
+        let addr = DeviceInfo::pci(&d.name, phb.pci_domain, d.bus, d.devfn).addr;
+        if self.core.devices().iter().any(|v| v.info.addr == addr) {
+            return Err(PlatformError::AddressTwice(d.name.clone()));
+        }
         let (subsys, iommus, legacy) = {
             let b = lock(&self.boot);
             (b.subsys, b.iommus, b.legacy)

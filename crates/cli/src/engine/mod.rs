@@ -314,15 +314,55 @@ impl Engine {
         }
     }
 
+    /// A numeric field at repetition `iter`: its value plus `iter` vary steps, checked
+    /// against the width of the field it feeds (never wrapped or truncated).
     fn num(&self, step: &Step, field: &str, iter: u64) -> Result<u64, String> {
         let n = Self::node(step, field).ok_or_else(|| format!("missing {field}"))?;
-        let base = self.value(n).map_err(|e| format!("{field}: {e}"))?;
+        let base = self.fit(step, field, n)?;
         let inc = step
             .vary
             .iter()
             .find(|(k, _)| k == field)
             .map_or(0, |(_, d)| *d);
-        Ok(base.wrapping_add(inc.wrapping_mul(iter)))
+        if inc == 0 {
+            return Ok(base);
+        }
+        let bits = crate::scenario::field_bits(step.op.name, field);
+        let max = if bits == 64 {
+            i128::from(u64::MAX)
+        } else {
+            (1i128 << bits) - 1
+        };
+        inc.checked_mul(i128::from(iter))
+            .and_then(|d| d.checked_add(i128::from(base)))
+            .filter(|v| (0..=max).contains(v))
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| {
+                format!(
+                    "{field}: vary takes it out of 0..={max:#x} at repetition {}",
+                    iter + 1
+                )
+            })
+    }
+
+    /// One number for `field`, in the field's width: a negative literal (where the field
+    /// takes one) as two's complement at that width, anything else refused if it does
+    /// not fit.
+    fn fit(&self, step: &Step, field: &str, n: &DocNode) -> Result<u64, String> {
+        let v = self.value(n).map_err(|e| format!("{field}: {e}"))?;
+        let bits = crate::scenario::field_bits(step.op.name, field);
+        if matches!(n.val, Val::Int(i) if i < 0) {
+            if !crate::scenario::field_signed(field) {
+                return Err(format!("{field} must be 0 or more"));
+            }
+            return Ok(if bits == 64 { v } else { v & ((1 << bits) - 1) });
+        }
+        if bits < 64 && v >> bits != 0 {
+            return Err(format!(
+                "{field}: {v:#x} does not fit in the {bits}-bit field it feeds"
+            ));
+        }
+        Ok(v)
     }
 
     fn opt_num(&self, step: &Step, field: &str, iter: u64, default: u64) -> Result<u64, String> {
@@ -343,7 +383,7 @@ impl Engine {
 
     fn nums(&self, step: &Step, field: &str) -> Result<Vec<u64>, String> {
         match Self::node(step, field).map(|n| &n.val) {
-            Some(Val::Arr(a)) => a.iter().map(|n| self.value(n)).collect(),
+            Some(Val::Arr(a)) => a.iter().map(|n| self.fit(step, field, n)).collect(),
             Some(v) => Err(format!("{field} must be an array, found {}", v.kind())),
             None => Ok(Vec::new()),
         }

@@ -106,16 +106,28 @@ impl Engine {
                 }
             }
             "hot_add" => {
+                // Widths checked by `num` (phb 32 bits, bus and devfn 8); the mask is a
+                // width in bits.
+                let mask = self.opt_num(step, "dma_mask", iter, 64)?;
+                if !(1..=64).contains(&mask) {
+                    return Err(format!("dma_mask is a width in bits, 1..=64; found {mask}"));
+                }
                 let d = spapr_platform::DeviceConfig::new(
                     Self::text(step, "device")?,
                     self.num(step, "phb", iter)? as u32,
                     self.num(step, "bus", iter)? as u8,
                     self.opt_num(step, "devfn", iter, 0)? as u8,
-                    self.opt_num(step, "dma_mask", iter, 64)? as u32,
+                    mask as u32,
                 );
+                let before = m.device(&d.name);
                 match m.add_device(&d) {
                     Ok(_) => Outcome::Ok(String::new()),
-                    Err(e) => Outcome::Ok(format!("added without a group: {e}")),
+                    // The device exists, in no PE's range: it has no group.
+                    Err(e) if before.is_none() && m.device(&d.name).is_some() => {
+                        Outcome::Ok(format!("added without a group: {e}"))
+                    }
+                    // Nothing was added.
+                    Err(e) => Outcome::Status(e.errno().to_string(), e.to_string()),
                 }
             }
             // Through VFIO: a device user space holds is not removed behind it.
