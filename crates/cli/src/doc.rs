@@ -89,7 +89,7 @@ pub struct Source {
 }
 
 /// An error in a scenario file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FileError {
     /// File name.
     pub file: String,
@@ -104,6 +104,23 @@ pub struct FileError {
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+    }
+}
+
+/// Where each line of a text starts: line numbers of many offsets in O(log n) each (a
+/// file of 10^6 steps numbers its steps in linear time).
+pub struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    /// Indexes `text`.
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self(starts)
+    }
+    /// The line (from 1) holding byte offset `at`.
+    pub fn line(&self, at: usize) -> usize {
+        self.0.partition_point(|&s| s <= at)
     }
 }
 

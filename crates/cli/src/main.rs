@@ -3,8 +3,10 @@
 //! `run [SCENARIO]` runs a scenario file (the built-in seed story without one) and prints
 //! each step's outcome, the state tree and the invariant checks; `show` prints only the
 //! state, `check` only the checks. `--trace` adds one line per core event, `--json` prints
-//! one JSON document. The exit status is 0 only if every expectation held; 2 for a file
-//! that cannot be run (with file, line and column).
+//! one JSON document (file errors included). `ops` lists the operations, `fields` the
+//! `[machine]` fields. Exit status: 0 if every expectation held, 1 if one did not (the run
+//! stops there), 2 for a file that cannot be run (with file, line and column). A closed
+//! stdout ends the run quietly.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -53,9 +55,40 @@ enum Command {
     Check(Common),
     /// List the operations a scenario can use.
     Ops,
+    /// List the fields of the [machine] tables, with defaults.
+    Fields,
 }
 
-fn load(path: &Option<PathBuf>) -> Result<scenario::Scenario, String> {
+/// Why a file could not be run.
+#[derive(serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LoadError {
+    /// The file could not be read.
+    Read { file: String, message: String },
+    /// The file is not a valid scenario.
+    Invalid(doc::FileError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Read { file, message } => write!(f, "{file}: cannot read: {message}"),
+            LoadError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Writes to stdout; false once stdout is closed (a reader that went away), so the
+/// caller can stop quietly.
+fn emit(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
+fn load(path: &Option<PathBuf>) -> Result<scenario::Scenario, LoadError> {
     let src = match path {
         None => doc::Source {
             name: "<built-in seed story>".into(),
@@ -63,17 +96,20 @@ fn load(path: &Option<PathBuf>) -> Result<scenario::Scenario, String> {
         },
         Some(p) => doc::Source {
             name: p.display().to_string(),
-            text: std::fs::read_to_string(p)
-                .map_err(|e| format!("{}: cannot read: {e}", p.display()))?,
+            text: std::fs::read_to_string(p).map_err(|e| LoadError::Read {
+                file: p.display().to_string(),
+                message: e.to_string(),
+            })?,
         },
     };
-    scenario::parse(src).map_err(|e| e.to_string())
+    scenario::parse(src).map_err(LoadError::Invalid)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (common, what) = match cli.command {
         Command::Ops => {
+            let mut text = String::new();
             for op in scenario::OPS {
                 let fields = match (op.required.is_empty(), op.optional.is_empty()) {
                     (true, true) => String::new(),
@@ -85,16 +121,38 @@ fn main() -> ExitCode {
                         op.optional.join(", ")
                     ),
                 };
-                println!(
-                    "{:<24} {:<8} {}",
+                text.push_str(&format!(
+                    "{:<24} {:<8} {}\n",
                     op.name,
                     format!("{:?}", op.needs).to_lowercase(),
                     op.what
-                );
+                ));
                 if !fields.is_empty() {
-                    println!("{:<33} {fields}", "");
+                    text.push_str(&format!("{:<33} {fields}\n", ""));
                 }
             }
+            emit(&text);
+            return ExitCode::SUCCESS;
+        }
+        Command::Fields => {
+            let mut text = String::new();
+            let mut last = ("", scenario::Needs::Any);
+            for f in scenario::MACHINE_FIELDS {
+                if (f.table, f.kind) != last {
+                    let kind = match f.kind {
+                        scenario::Needs::Any => "any machine",
+                        scenario::Needs::PowerNv => "kind = \"powernv\"",
+                        scenario::Needs::PSeries => "kind = \"pseries\"",
+                    };
+                    text.push_str(&format!("\n{} ({kind})\n", f.table));
+                    last = (f.table, f.kind);
+                }
+                text.push_str(&format!(
+                    "  {:<16} {}; default {}\n  {:<16} {}\n",
+                    f.name, f.takes, f.default, "", f.what
+                ));
+            }
+            emit(text.trim_start());
             return ExitCode::SUCCESS;
         }
         Command::Run(c) => (c, "run"),
@@ -104,7 +162,12 @@ fn main() -> ExitCode {
     let mut sc = match load(&common.scenario) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            if common.json {
+                let doc = serde_json::json!({ "error": e });
+                emit(&format!("{doc:#}\n"));
+            } else {
+                eprintln!("error: {e}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -127,32 +190,49 @@ fn main() -> ExitCode {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if common.json {
+    let status = if report.all_held() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    // The step the run stopped at, if it stopped (what `check` names).
+    let failed_step = report.steps.iter().find(|s| !s.held);
+    let text = if common.json {
         let value = match what {
             "show" => serde_json::to_value(&report.state),
-            "check" => serde_json::to_value(&report.checks),
+            "check" => serde_json::to_value(serde_json::json!({
+                "checks": report.checks,
+                "stopped": report.stopped,
+                "failed_step": failed_step,
+            })),
             _ => serde_json::to_value(&report),
         };
         match value.and_then(|v| serde_json::to_string_pretty(&v)) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("error: cannot encode the report: {e}");
                 return ExitCode::from(2);
             }
         }
     } else {
-        match what {
-            "show" => print!("{}", report.state_text()),
-            "check" => print!("{}", report.checks_text()),
-            _ => print!("{}", report.render_text(common.trace)),
-        }
+        let mut t = match what {
+            "show" => report.state_text(),
+            "check" => {
+                let mut t = report.checks_text();
+                if let Some(why) = &report.stopped {
+                    t.push_str(&format!("\nstopped: {why}\n"));
+                }
+                t
+            }
+            _ => report.render_text(common.trace),
+        };
         if what != "run" && common.trace {
-            print!("\n{}", report.trace_text());
+            t.push('\n');
+            t.push_str(&report.trace_text());
         }
-    }
-    if report.all_held() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+        t
+    };
+    // A closed stdout (`| head`) ends the run quietly, with the run's status.
+    emit(&text);
+    status
 }

@@ -176,6 +176,86 @@ ops! {
     "restore_phb" PSeries ["phb", "from"] [] "restore a PHB's windows from a save";
 }
 
+/// One field of the `[machine]` tables: where it goes, what it takes, its default and
+/// what it models. The parser accepts exactly these fields (`spapr-iommu fields` prints
+/// them), so this list and the parser cannot drift apart.
+#[derive(Debug)]
+pub struct FieldDoc {
+    /// The table (`[machine]`, `[[machine.phb]]`, `[[machine.device]]`, `pes`, `[[machine.vio]]`).
+    pub table: &'static str,
+    /// The machine kind it belongs to.
+    pub kind: Needs,
+    /// Field name.
+    pub name: &'static str,
+    /// What it takes.
+    pub takes: &'static str,
+    /// Its default (`required` if it has none).
+    pub default: &'static str,
+    /// What it sets, and the kernel or firmware notion it models.
+    pub what: &'static str,
+}
+
+macro_rules! fields {
+    ($($table:literal $kind:ident $name:literal $takes:literal $default:literal $what:literal;)*) => {
+        /// Every field of the `[machine]` tables.
+        pub static MACHINE_FIELDS: &[FieldDoc] = &[$(FieldDoc {
+            table: $table,
+            kind: Needs::$kind,
+            name: $name,
+            takes: $takes,
+            default: $default,
+            what: $what,
+        }),*];
+    };
+}
+
+fields! {
+    "[machine]" Any "kind" "\"powernv\" or \"pseries\"" "\"powernv\"" "a PowerNV host (platform, IOMMU core, VFIO) or a pSeries guest (PAPR hypercalls and RTAS)";
+    "[machine]" Any "check_each_step" "true or false" "false" "run every invariant check after every step and stop at the first that breaks";
+    "[machine]" PowerNv "ram" "a size (\"8G\")" "8G" "host RAM: bypass maps all of it, kernel buffers and VFIO user memory come from it";
+    "[machine]" PowerNv "host_page_size" "\"4K\" or \"64K\"" "64K" "the host kernel's PAGE_SIZE: locked_vm is counted in these pages";
+    "[machine]" PowerNv "design" "\"v1\", \"v6.7\" or \"fixed\"" "\"fixed\"" "which history of the PowerPC IOMMU driver: the v1 patch, Linux 6.7, or the fixed design";
+    "[machine]" PowerNv "bypass" "true or false" "true" "false is the boot option iommu=nobypass: no TVE#1 direct window";
+    "[machine]" PowerNv "profile" "\"linux\" or \"strict\"" "\"linux\"" "linux reproduces the kernel's quirks (traced); strict fixes them";
+    "[machine]" PowerNv "memlock" "a size" "4G" "RLIMIT_MEMLOCK of the VFIO user process (locked_vm limit)";
+    "[machine]" PowerNv "phb" "[[machine.phb]] tables" "required" "the PCI host bridges";
+    "[machine]" PowerNv "device" "[[machine.device]] tables" "none" "PCI functions present at boot";
+    "[[machine.phb]]" PowerNv "model" "\"phb3\", \"phb4\" or \"ioda1\"" "required" "IODA2 PHBs (DDW, bypass) or IODA1 (PEs borrow one 32-bit table)";
+    "[[machine.phb]]" PowerNv "m32_base" "a number" "0x80000000" "base of the 32-bit MMIO window (the 32-bit DMA window stops below it)";
+    "[[machine.phb]]" PowerNv "pes" "[{ number, bus[, devfn] }, ...]" "none" "partitionable endpoints: a whole bus, or one function";
+    "[[machine.phb]]" PowerNv "device_group" "true or false" "true" "false models a controller without the device_group callback (-ENOENT at probe)";
+    "pes" PowerNv "number" "0..4095" "required" "the PE number (its TVEs are 2n and 2n+1)";
+    "pes" PowerNv "bus" "0..255" "required" "the bus the PE covers";
+    "pes" PowerNv "devfn" "0..255" "the whole bus" "one function only";
+    "[[machine.device]]" PowerNv "name" "text" "required" "the name steps use";
+    "[[machine.device]]" PowerNv "phb" "a PHB index" "required" "its host bridge, counted from 0 in file order";
+    "[[machine.device]]" PowerNv "bus" "0..255" "required" "its bus";
+    "[[machine.device]]" PowerNv "devfn" "0..255" "0" "its device/function";
+    "[[machine.device]]" PowerNv "dma_mask" "32..64 (bits)" "64" "dma_set_mask: 32-bit devices DMA through window 0, 64-bit ones may use bypass";
+    "[[machine.device]]" PowerNv "driver" "text" "none" "a kernel driver bound at boot (\"vfio-pci\" is driver_managed_dma)";
+    "[machine]" PSeries "ram" "a size, a multiple of 4K, at most 64G" "4G" "guest RAM";
+    "[machine]" PSeries "profile" "\"qemu\", \"kvm\" or \"lopar\"" "\"kvm\"" "whose hypercall and RTAS behaviour where they differ (papr.md)";
+    "[machine]" PSeries "phb" "[[machine.phb]] tables" "one PHB, index 0" "the guest's PCI host bridges";
+    "[machine]" PSeries "vio" "[[machine.vio]] tables" "one at reg 0x2000" "VIO devices with their own TCE window";
+    "[[machine.phb]]" PSeries "index" "a number (32 bits)" "its position" "the PHB's index (its LIOBNs derive from it)";
+    "[[machine.phb]]" PSeries "ddw" "true or false" "true" "whether the ibm,ddw-applicable RTAS calls are offered";
+    "[[machine.phb]]" PSeries "dma_win_addr" "a number" "0" "bus address of the default 32-bit window";
+    "[[machine.phb]]" PSeries "dma_win_size" "a size" "1G" "size of the default window";
+    "[[machine.phb]]" PSeries "dma64_win_addr" "a number" "0x800000000000000" "where a dynamic window starts";
+    "[[machine.phb]]" PSeries "page_sizes" "[\"4K\", \"64K\", ...]" "4K, 64K, 2M, 16M" "IOMMU page sizes a DDW may use";
+    "[[machine.vio]]" PSeries "reg" "a number (32 bits)" "required" "the VIO device's reg, also its LIOBN";
+    "[[machine.vio]]" PSeries "window" "a size" "256M" "its TCE window";
+}
+
+/// The fields `table` takes on a machine of `kind`.
+fn allowed_fields(table: &str, kind: Needs) -> Vec<&'static str> {
+    MACHINE_FIELDS
+        .iter()
+        .filter(|f| f.table == table && (f.kind == kind || f.kind == Needs::Any))
+        .map(|f| f.name)
+        .collect()
+}
+
 /// Fields every step may have.
 pub const GENERIC: [&str; 7] = ["op", "expect", "as", "repeat", "vary", "note", "state"];
 
@@ -331,18 +411,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         t,
         n,
         "[machine]",
-        &[
-            "kind",
-            "ram",
-            "host_page_size",
-            "design",
-            "bypass",
-            "profile",
-            "memlock",
-            "check_each_step",
-            "phb",
-            "device",
-        ],
+        &allowed_fields("[machine]", Needs::PowerNv),
         &["phb"],
     )?;
     let mut cfg = PowerNvConfig {
@@ -404,7 +473,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
             pt,
             p,
             "[[machine.phb]]",
-            &["model", "m32_base", "pes", "device_group"],
+            &allowed_fields("[[machine.phb]]", Needs::PowerNv),
             &["model"],
         )?;
         let model_node = pf.get("model").unwrap_or(p);
@@ -438,7 +507,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                     et,
                     pe,
                     "a PE",
-                    &["number", "bus", "devfn"],
+                    &allowed_fields("pes", Needs::PowerNv),
                     &["number", "bus"],
                 )?;
                 let num = u32::try_from(ctx.num(ef.get("number").unwrap_or(pe), "number")?)
@@ -476,7 +545,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                 dt,
                 d,
                 "[[machine.device]]",
-                &["name", "phb", "bus", "devfn", "dma_mask", "driver"],
+                &allowed_fields("[[machine.device]]", Needs::PowerNv),
                 &["name", "phb", "bus"],
             )?;
             let name = ctx.string(df.get("name").unwrap_or(d), "name")?.to_string();
@@ -539,7 +608,7 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         t,
         n,
         "[machine]",
-        &["kind", "ram", "profile", "check_each_step", "phb", "vio"],
+        &allowed_fields("[machine]", Needs::PSeries),
         &[],
     )?;
     let mut cfg = SpaprConfig {
@@ -578,14 +647,7 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                     pt,
                     p,
                     "[[machine.phb]]",
-                    &[
-                        "index",
-                        "ddw",
-                        "dma_win_addr",
-                        "dma_win_size",
-                        "dma64_win_addr",
-                        "page_sizes",
-                    ],
+                    &allowed_fields("[[machine.phb]]", Needs::PSeries),
                     &[],
                 )?;
                 let index = match pf.get("index") {
@@ -621,7 +683,13 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         };
         for vio in vios {
             let vt = ctx.table(vio, "[[machine.vio]]")?;
-            let vf = ctx.fields(vt, vio, "[[machine.vio]]", &["reg", "window"], &["reg"])?;
+            let vf = ctx.fields(
+                vt,
+                vio,
+                "[[machine.vio]]",
+                &allowed_fields("[[machine.vio]]", Needs::PSeries),
+                &["reg"],
+            )?;
             let reg = ctx.num(vf.get("reg").unwrap_or(vio), "reg")?;
             let window = match vf.get("window") {
                 Some(w) => ctx.num(w, "window")?,
@@ -891,6 +959,7 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         }) => a,
         Some(other) => return Err(ctx.err(other, "step must be an array of tables ([[step]])")),
     };
+    let lines = crate::doc::LineIndex::new(&src.text);
     for sn in step_nodes {
         let t = ctx.table(sn, "[[step]]")?;
         let Some(opn) = t.iter().find(|(k, _)| k == "op").map(|(_, v)| v) else {
@@ -1044,7 +1113,7 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
             }
             None => Vec::new(),
         };
-        let (line, _) = src.line_col(sn.span.start);
+        let line = lines.line(sn.span.start);
         steps.push(Step {
             state,
             op,

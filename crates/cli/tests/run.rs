@@ -58,9 +58,107 @@ fn show_and_check_print_only_their_part() {
     assert!(!text.contains("steps:"));
     let out = bin().args(["check", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 7);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 7);
+    assert!(v["failed_step"].is_null() && v["stopped"].is_null());
     let out = bin().args(["ops"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("h_put_tce_indirect"));
     assert!(text.contains("vfio_map_dma"));
+}
+
+#[test]
+fn fields_prints_every_machine_field_with_its_default() {
+    let out = bin().arg("fields").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for f in spapr_iommu::scenario::MACHINE_FIELDS {
+        assert!(
+            text.contains(&format!("  {:<16} {}", f.name, f.takes)),
+            "{}",
+            f.name
+        );
+    }
+    assert!(
+        text.contains("[[machine.device]] (kind = \"powernv\")"),
+        "{text}"
+    );
+    assert!(text.contains("dma_mask"), "{text}");
+}
+
+#[test]
+fn file_errors_are_json_under_json() {
+    let dir = std::env::temp_dir().join(format!("spapr-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[machine]\nkind = \"pseries\"\n[[step]]\nop = \"h_put_tec\"\n",
+    )
+    .unwrap();
+    let out = bin().args(["run", "--json"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "invalid");
+    assert_eq!(v["error"]["line"], 4);
+    assert_eq!(v["error"]["col"], 6);
+    assert!(v["error"]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("did you mean \"h_put_tce\""));
+    let out = bin()
+        .args(["check", "--json"])
+        .arg(dir.join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "read");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_json_names_the_failing_step() {
+    let dir = std::env::temp_dir().join(format!("spapr-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("f.toml");
+    std::fs::write(
+        &f,
+        "[machine]\nkind = \"pseries\"\n[[step]]\nop = \"h_put_tce\"\nliobn = 0x80000000\nioba = 0\ntce = 3\nexpect = \"H_PARAMETER\"\n",
+    )
+    .unwrap();
+    let out = bin().args(["check", "--json"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failed_step"]["n"], 1);
+    assert_eq!(v["failed_step"]["line"], 3);
+    assert_eq!(v["failed_step"]["expect"], "H_PARAMETER");
+    assert!(v["stopped"].as_str().unwrap().contains("step 1 (line 3)"));
+    assert!(v["checks"].is_array());
+    let text = bin().arg("check").arg(&f).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("stopped: step 1 (line 3)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(["run", "--trace"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -460,7 +460,7 @@ impl PowerNv {
         }
         // The same checks as the [machine] table's: one function per address.
         let addr = DeviceInfo::pci(&d.name, phb.pci_domain, d.bus, d.devfn).addr;
-        if self.core.devices().iter().any(|v| v.info.addr == addr) {
+        if self.core.find_device_at(addr).is_some() {
             return Err(PlatformError::AddressTwice(d.name.clone()));
         }
         let (subsys, iommus, legacy) = {
@@ -915,7 +915,9 @@ impl PowerNv {
 
     /// The whole state, PHB → PE/group → devices → windows → mapped runs.
     pub fn snapshot(&self) -> Vec<PhbView> {
-        let devices = self.core.devices();
+        let all = self.core.devices();
+        let devices: std::collections::HashMap<DeviceId, &iommu_core::DeviceView> =
+            all.iter().map(|v| (v.id, v)).collect();
         self.phbs
             .iter()
             .map(|phb| PhbView {
@@ -957,7 +959,7 @@ impl PowerNv {
                                 .devices
                                 .iter()
                                 .map(|d| {
-                                    let dv = devices.iter().find(|v| v.id == d.id);
+                                    let dv = devices.get(&d.id);
                                     (
                                         d.name.clone(),
                                         dv.map_or(String::new(), |v| v.info.addr.to_string()),
