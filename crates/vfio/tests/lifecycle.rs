@@ -470,3 +470,55 @@ fn injected_failures_in_vfio_unwind_what_the_call_did() {
     assert_eq!(v.pinned_pages(c), 8);
     assert!(v.audit().is_empty(), "{:?}", v.audit());
 }
+
+/// One v2 MAP across two adjacent preregistered regions, then UNMAPs that cut through
+/// both: each region loses exactly the entries that lay in it (the run of user addresses
+/// is split at the region boundary), and the last UNMAP leaves both unused.
+#[test]
+fn an_unmap_across_two_regions_charges_each_its_own_entries() {
+    for profile in [KernelProfile::Linux, KernelProfile::Strict] {
+        let v = vfio(profile);
+        let (c, _) = v2(&v, &["gpu0"]);
+        let ua = v.mmap(QEMU, 2 << 20, 16).unwrap();
+        for half in [ua, ua + (1 << 20)] {
+            assert_eq!(
+                call(
+                    &v,
+                    c,
+                    ioctl::REGISTER_MEMORY,
+                    encode::register(0, half, 1 << 20)
+                ),
+                Ok(0)
+            );
+        }
+        let start = ddw(&v, c, 1 << 30, 1);
+        assert_eq!(
+            call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 2 << 20)),
+            Ok(0)
+        );
+        assert_eq!(v.region_mapped(QEMU), vec![16, 16], "{profile:?}");
+        // 1M from the middle of the first region: 8 pages of each.
+        assert_eq!(
+            call(
+                &v,
+                c,
+                ioctl::UNMAP_DMA,
+                encode::unmap(0, start + (512 << 10), 1 << 20)
+            ),
+            Ok(0)
+        );
+        assert_eq!(v.region_mapped(QEMU), vec![8, 8], "{profile:?}");
+        // The first 8 pages: what was left of the first region.
+        assert_eq!(
+            call(&v, c, ioctl::UNMAP_DMA, encode::unmap(0, start, 8 << 16)),
+            Ok(0)
+        );
+        assert_eq!(v.region_mapped(QEMU), vec![0, 8], "{profile:?}");
+        assert_eq!(
+            call(&v, c, ioctl::UNMAP_DMA, encode::unmap(0, start, 2 << 20)),
+            Ok(0)
+        );
+        assert_eq!(v.region_mapped(QEMU), vec![0, 0], "{profile:?}");
+        assert!(v.audit().is_empty(), "{profile:?}: {:?}", v.audit());
+    }
+}
