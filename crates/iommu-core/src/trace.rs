@@ -34,6 +34,8 @@ pub enum EventKind {
     Quirk,
     /// A failure injected by a test or scenario struck.
     Injected,
+    /// An EEH event: a PE frozen, thawed, reset or recovered.
+    Eeh,
 }
 
 /// One event.

@@ -59,6 +59,7 @@
 
 pub mod alloc;
 pub mod dma;
+pub mod eeh;
 pub mod error;
 pub mod iommu;
 pub mod machine;
@@ -69,6 +70,7 @@ pub mod table;
 
 pub use alloc::{pool_hash, Allocation, DmaLimits, EntryLimits, TceAllocator};
 pub use dma::{DmaMapError, DmaSession};
+pub use eeh::{DriverResult, EehState, Recovery, EEH_FREEZE_WINDOW, EEH_MAX_FREEZES};
 pub use error::PlatformError;
 pub use iommu::SpaprTceIommu;
 pub use machine::{
@@ -148,6 +150,10 @@ pub struct Env {
     injections: Mutex<Vec<Injection>>,
     /// The `strict` kernel profile (set by VFIO): the platform's own quirks fixed too.
     strict: std::sync::atomic::AtomicBool,
+    /// `eeh_enabled()`: PEs freeze on errors (off: a fault is recorded and DMA goes on).
+    eeh: std::sync::atomic::AtomicBool,
+    /// The virtual clock EEH counts freezes on, in seconds.
+    clock: std::sync::atomic::AtomicU64,
 }
 
 /// Where an injected failure can strike: each is one call of the kernel that can fail,
@@ -234,6 +240,8 @@ impl Env {
             notes: Mutex::new(Vec::new()),
             injections: Mutex::new(Vec::new()),
             strict: std::sync::atomic::AtomicBool::new(false),
+            eeh: std::sync::atomic::AtomicBool::new(false),
+            clock: std::sync::atomic::AtomicU64::new(0),
         }
     }
     pub(crate) fn note(
@@ -319,6 +327,23 @@ impl Env {
     }
     fn injections(&self) -> std::sync::MutexGuard<'_, Vec<Injection>> {
         self.injections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Turns EEH on or off (`EEH_ENABLED`, set by `pnv_eeh_probe`; off is `eeh=off`).
+    pub fn set_eeh(&self, on: bool) {
+        self.eeh.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// `eeh_enabled()`.
+    pub fn eeh_enabled(&self) -> bool {
+        self.eeh.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// The virtual clock, in seconds.
+    pub fn clock(&self) -> u64 {
+        self.clock.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Advances the virtual clock by `secs` (saturating at its end).
+    pub fn advance_clock(&self, secs: u64) {
+        let now = self.clock().saturating_add(secs);
+        self.clock.store(now, std::sync::atomic::Ordering::Relaxed);
     }
     /// Selects the `strict` profile for the platform's own quirks (or `linux`).
     pub fn set_strict(&self, strict: bool) {

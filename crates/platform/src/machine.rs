@@ -840,6 +840,16 @@ impl PowerNv {
         r
     }
 
+    /// An MMIO load from `dev`'s BAR (a register reading `value`): all-ones while its PE's
+    /// MMIO is frozen by EEH; an all-ones read on a host-owned PE isolates it
+    /// (`eeh_dev_check_failure`). -ENODEV without a PE.
+    pub fn device_mmio_read(&self, dev: DeviceId, value: u64) -> Result<u64, Errno> {
+        let pe = self.pe_of(dev).ok_or(Errno::Enodev)?;
+        let v = pe.eeh_mmio_load(value);
+        self.flush();
+        Ok(v)
+    }
+
     /// The device reads `len` bytes at bus address `iova` (each 4 KiB piece translated).
     pub fn device_read(&self, dev: DeviceId, iova: u64, len: u64) -> Result<Vec<u8>, DmaFault> {
         let mut out = vec![0u8; len.min(1 << 24) as usize];

@@ -232,6 +232,8 @@ pub struct Pe {
     /// Third in the crate's lock order (core → group → PE → table, see the crate docs):
     /// never held while a group's state is locked.
     state: Mutex<PeState>,
+    /// The PE's EEH state: a leaf (nothing is locked while it is held).
+    eeh: Mutex<crate::eeh::EehState>,
 }
 
 impl Pe {
@@ -255,7 +257,13 @@ impl Pe {
             counters: Arc::new(PeCounters::default()),
             env,
             state: Mutex::new(PeState::default()),
+            eeh: Mutex::new(crate::eeh::EehState::default()),
         }
+    }
+
+    /// Locks the EEH state (a leaf lock).
+    pub(crate) fn eeh_lock(&self) -> MutexGuard<'_, crate::eeh::EehState> {
+        self.eeh.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks the state.
@@ -329,14 +337,33 @@ impl Pe {
 
     /// The PHB's translation of a device access at bus address `iova`: through the TVE
     /// the address selects, the TCE read through the PHB's TCE cache ([`PeCounters`]).
+    ///
+    /// With EEH on, a frozen PE's DMA is refused ([`DmaFault::Frozen`]), and a DMA that
+    /// faults freezes the PE (eeh.md 5.6).
     pub fn translate(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
-        self.translate_via(iova, access, true)
+        if self.eeh_dma_blocked() {
+            return Err(DmaFault::Frozen {
+                iova,
+                pe: self.number,
+            });
+        }
+        let r = self.translate_via(iova, access, true);
+        if let (Err(f), true) = (&r, self.env.eeh_enabled()) {
+            self.eeh_freeze(&format!("a DMA fault ({f})"));
+        }
+        r
     }
 
     /// What a device access at `iova` would reach now, the TCE cache included, without
     /// filling the cache: an observation (a scenario's `device.D.reads.ADDR`) that
     /// changes nothing.
     pub fn reaches(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
+        if self.env.eeh_enabled() && self.eeh_lock().dma_stopped {
+            return Err(DmaFault::Frozen {
+                iova,
+                pe: self.number,
+            });
+        }
         self.translate_via(iova, access, false)
     }
 
@@ -1034,6 +1061,14 @@ pub enum DmaFault {
     /// The device has no PE (never set up, or removed).
     #[error("device has no PE")]
     NoPe,
+    /// The PE is frozen by EEH: its DMA is stopped until software thaws it.
+    #[error("{iova:#x}: PE {pe} is frozen (EEH): DMA stopped")]
+    Frozen {
+        /// Bus address.
+        iova: u64,
+        /// PE number.
+        pe: u32,
+    },
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl Vfio {
             // asks the drivers it knows: the same answer here.
             ioctl::CHECK_EXTENSION => Ok(match int {
                 2 | 7 => 1,
-                5 => i64::from(self.config().eeh),
+                5 => i64::from(self.machine.env().eeh_enabled()),
                 _ => 0,
             }),
             ioctl::SET_IOMMU => {

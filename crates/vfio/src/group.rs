@@ -155,6 +155,7 @@ impl Vfio {
             return Err(Errno::Enodev);
         }
         g.device_fds += 1;
+        g.pe.eeh_dev_open();
         Ok(())
     }
 
@@ -166,6 +167,7 @@ impl Vfio {
             return Err(Errno::Ebadf);
         }
         g.device_fds -= 1;
+        g.pe.eeh_dev_release();
         Ok(())
     }
 
@@ -174,6 +176,9 @@ impl Vfio {
         let has_container = {
             let mut st = lock(&self.state);
             let g = st.groups.get_mut(&group.0).ok_or(Errno::Ebadf)?;
+            for _ in 0..g.device_fds {
+                g.pe.eeh_dev_release();
+            }
             g.device_fds = 0;
             g.container.is_some()
         };

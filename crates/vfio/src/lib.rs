@@ -57,6 +57,7 @@
 
 mod audit;
 mod container;
+mod eeh;
 mod group;
 mod mm;
 mod spapr_tce;
@@ -65,6 +66,7 @@ mod vfio;
 
 pub use audit::WindowView;
 pub use container::ContainerFd;
+pub use eeh::{encode_eeh_pe_op, EEH_PE_OP_MINSZ, EEH_PE_OP_SIZE};
 pub use group::GroupFd;
 pub use mm::Mm;
 pub use vfio::{Vfio, VfioConfig};

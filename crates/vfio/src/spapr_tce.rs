@@ -322,6 +322,7 @@ impl Vfio {
                 mm_set(st, fd, mm)?;
                 self.remove(st, fd, bytes(arg)?)
             }
+            ioctl::EEH_PE_OP => self.eeh_pe_op(st, fd, bytes(arg)?),
             _ => Err(Errno::Enotty),
         }
     }

@@ -83,6 +83,9 @@ impl Vfio {
         machine
             .env()
             .set_strict(config.profile == KernelProfile::Strict);
+        if config.eeh {
+            machine.env().set_eeh(true);
+        }
         Self {
             machine,
             config: Mutex::new(config),

@@ -1,0 +1,378 @@
+//! EEH through VFIO: the cases of eeh.md section 6 a PowerNV host can run, each op and
+//! each return code of `VFIO_EEH_PE_OP`, host recovery with freeze counting, and a
+//! property: whatever the sequence, no DMA succeeds on a frozen PE, and a thawed PE
+//! serves its mappings again.
+
+mod common;
+use common::*;
+use iommu_core::Errno;
+use proptest::prelude::*;
+use spapr_platform::{DmaFault, DriverResult, Recovery};
+use spapr_tce::Access;
+use spapr_vfio::uapi::{encode, ioctl};
+use spapr_vfio::{encode_eeh_pe_op, ContainerFd, KernelProfile, Vfio, VfioConfig};
+use std::sync::Arc;
+
+const GET_STATE: u32 = 4;
+
+/// Setup S: EEH on, gpu0's group in a v2 container with a DDW, one 64K page mapped
+/// read-only at the DDW's start, the device opened (`pass_dev_cnt` 1).
+fn setup() -> (Vfio, ContainerFd, u64) {
+    let m =
+        Arc::new(spapr_platform::PowerNv::booted(spapr_platform::PowerNvConfig::seed()).unwrap());
+    let v = Vfio::new(
+        m,
+        VfioConfig {
+            profile: KernelProfile::Strict,
+            eeh: true,
+            ..VfioConfig::default()
+        },
+    );
+    let (c, g) = v2(&v, &["gpu0"]);
+    let ua = prereg(&v, c, 1 << 20);
+    let start = ddw(&v, c, 1 << 30, 1);
+    assert_eq!(
+        call(&v, c, ioctl::MAP_DMA, encode::map(R, ua, start, 1 << 16)),
+        Ok(0)
+    );
+    v.open_device(g[0], v.machine().device("gpu0").unwrap())
+        .unwrap();
+    (v, c, start)
+}
+
+fn op(v: &Vfio, c: ContainerFd, o: u32) -> Result<i64, Errno> {
+    call(v, c, ioctl::EEH_PE_OP, encode_eeh_pe_op(o, 0, 0))
+}
+
+fn pe(v: &Vfio) -> Arc<spapr_platform::Pe> {
+    v.machine()
+        .pe_of(v.machine().device("gpu0").unwrap())
+        .unwrap()
+}
+
+fn dma(v: &Vfio, iova: u64, a: Access) -> Result<u64, DmaFault> {
+    v.machine()
+        .device_translate(v.machine().device("gpu0").unwrap(), iova, a)
+}
+
+fn mmio(v: &Vfio) -> u64 {
+    v.machine()
+        .device_mmio_read(v.machine().device("gpu0").unwrap(), 0x1234)
+        .unwrap()
+}
+
+#[test]
+fn check_extension_and_the_header_rules() {
+    let (v, c, _) = setup();
+    assert_eq!(
+        v.ioctl_int(QEMU, c, ioctl::CHECK_EXTENSION, 5),
+        Ok(1),
+        "case 1"
+    );
+    v.machine().env().set_eeh(false);
+    assert_eq!(
+        v.ioctl_int(QEMU, c, ioctl::CHECK_EXTENSION, 5),
+        Ok(0),
+        "case 2"
+    );
+    v.machine().env().set_eeh(true);
+    // Case 3: a container without SET_IOMMU.
+    let bare = v.open_container();
+    assert_eq!(op(&v, bare, GET_STATE), Err(Errno::Einval));
+    assert_eq!(op(&v, c, GET_STATE), Ok(0), "case 4");
+    // Case 5: argsz 8, flags 1, op 10.
+    let mut short = encode_eeh_pe_op(GET_STATE, 0, 0);
+    short[0..4].copy_from_slice(&8u32.to_ne_bytes());
+    assert_eq!(call(&v, c, ioctl::EEH_PE_OP, short), Err(Errno::Einval));
+    let mut flagged = encode_eeh_pe_op(GET_STATE, 0, 0);
+    flagged[4..8].copy_from_slice(&1u32.to_ne_bytes());
+    assert_eq!(call(&v, c, ioctl::EEH_PE_OP, flagged), Err(Errno::Einval));
+    assert_eq!(op(&v, c, 10), Err(Errno::Einval));
+    // Fewer than 12 bytes to copy: -EFAULT.
+    assert_eq!(
+        call(&v, c, ioctl::EEH_PE_OP, vec![12, 0, 0, 0, 0, 0]),
+        Err(Errno::Efault)
+    );
+    // Another process: -EPERM before anything else.
+    assert_eq!(
+        v.ioctl(
+            OTHER,
+            c,
+            ioctl::EEH_PE_OP,
+            &mut encode_eeh_pe_op(GET_STATE, 0, 0)
+        ),
+        Err(Errno::Eperm)
+    );
+}
+
+#[test]
+fn a_bad_dma_freezes_the_pe_and_the_owner_thaws_it() {
+    let (v, c, start) = setup();
+    assert!(dma(&v, start + 8, Access::Read).is_ok(), "a legal read");
+    // Case 7: a write through a read-only TCE.
+    assert!(matches!(
+        dma(&v, start, Access::Write),
+        Err(DmaFault::Tce(_))
+    ));
+    assert!(
+        matches!(
+            dma(&v, start + 8, Access::Read),
+            Err(DmaFault::Frozen { .. })
+        ),
+        "DMA stopped"
+    );
+    assert_eq!(mmio(&v), u64::MAX, "MMIO reads all-ones");
+    assert_eq!(op(&v, c, GET_STATE), Ok(2));
+    let e = pe(&v).eeh();
+    assert!(e.isolated && e.mmio_frozen && e.dma_stopped);
+    assert_eq!(e.freeze_count, 0, "no host recovery of a passed PE");
+    assert_eq!(
+        pe(&v).eeh_recover(&[]),
+        Err(Errno::Ebusy),
+        "the host leaves it to its owner"
+    );
+    // Cases 8 and 9.
+    assert_eq!(op(&v, c, 2), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(4));
+    assert_eq!(mmio(&v), 0x1234, "MMIO thawed");
+    assert!(
+        dma(&v, start + 8, Access::Read).is_err(),
+        "DMA still stopped"
+    );
+    assert_eq!(op(&v, c, 3), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(0));
+    assert!(
+        pe(&v).eeh().isolated,
+        "only ENABLE or DEACTIVATE clear ISOLATED"
+    );
+    assert!(
+        dma(&v, start + 8, Access::Read).is_ok(),
+        "the mapping is served again"
+    );
+    // Case 10: DMA thawed first, MMIO still frozen: 5.
+    let _ = dma(&v, start, Access::Write);
+    assert_eq!(op(&v, c, 3), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(5));
+    // Case 11: thawing what is not frozen does nothing and succeeds.
+    assert_eq!(op(&v, c, 3), Ok(0));
+    // Case 16 then 17: DISABLE and CONFIGURE change nothing; ENABLE thaws.
+    let _ = op(&v, c, 2);
+    let _ = dma(&v, start, Access::Write);
+    assert_eq!(op(&v, c, 0), Ok(0));
+    assert_eq!(op(&v, c, 8), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(2));
+    assert_eq!(op(&v, c, 1), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(0));
+    assert!(!pe(&v).eeh().isolated);
+    // Case 18: EEH disabled: ENABLE is -EIO.
+    v.machine().env().set_eeh(false);
+    assert_eq!(op(&v, c, 1), Err(Errno::Eio));
+    assert!(v.machine().check().is_empty(), "{:?}", v.machine().check());
+}
+
+#[test]
+fn resets_freeze_until_deactivate_and_keep_the_windows() {
+    let (v, c, start) = setup();
+    let t = pe(&v).table(1).unwrap();
+    let idx = spapr_tce::TceIndex(t.geometry().first_index().0);
+    let (tce, mapped, kills) = (
+        t.get(idx).unwrap(),
+        t.count_mapped(),
+        pe(&v).counters.pe_kills(),
+    );
+    for reset in [6, 7] {
+        assert_eq!(op(&v, c, reset), Ok(0), "case 13");
+        assert_eq!(op(&v, c, GET_STATE), Ok(2));
+        assert!(pe(&v).eeh().cfg_blocked);
+        assert_eq!(mmio(&v), u64::MAX);
+        assert_eq!(op(&v, c, 5), Ok(0), "case 14");
+        assert_eq!(op(&v, c, GET_STATE), Ok(0));
+        let e = pe(&v).eeh();
+        assert!(!e.cfg_blocked && !e.isolated);
+        // The windows, their TCEs and the TCE cache are untouched: no re-programming,
+        // no kill.
+        assert_eq!(t.get(idx).unwrap(), tce);
+        assert_eq!(t.count_mapped(), mapped);
+        assert_eq!(pe(&v).counters.pe_kills(), kills);
+        assert!(dma(&v, start + 8, Access::Read).is_ok());
+    }
+    assert_eq!(op(&v, c, 11), Err(Errno::Einval));
+}
+
+#[test]
+fn error_injection_arms_the_next_access() {
+    let (v, c, start) = setup();
+    let inject = |kind, func, argsz: u32| {
+        let mut b = encode_eeh_pe_op(9, kind, func);
+        b[0..4].copy_from_slice(&argsz.to_ne_bytes());
+        call(&v, c, ioctl::EEH_PE_OP, b)
+    };
+    assert_eq!(inject(0, 0, 12), Err(Errno::Einval), "case 19");
+    assert_eq!(inject(2, 0, 40), Err(Errno::Einval), "case 20");
+    assert_eq!(inject(0, 20, 40), Err(Errno::Einval), "case 21");
+    assert_eq!(inject(0, 2, 40), Err(Errno::Eio), "case 22");
+    assert_eq!(op(&v, c, GET_STATE), Ok(0), "nothing armed by a refusal");
+    assert_eq!(inject(1, 0, 40), Ok(0), "case 23");
+    assert_eq!(op(&v, c, GET_STATE), Ok(0), "armed, not yet struck");
+    assert_eq!(mmio(&v), u64::MAX);
+    assert_eq!(op(&v, c, GET_STATE), Ok(2));
+    assert_eq!(op(&v, c, 1), Ok(0));
+    // A DMA injection strikes the next DMA, even a legal one.
+    assert_eq!(inject(0, 16, 40), Ok(0));
+    assert!(matches!(
+        dma(&v, start + 8, Access::Read),
+        Err(DmaFault::Frozen { .. })
+    ));
+    assert_eq!(op(&v, c, GET_STATE), Ok(2));
+}
+
+#[test]
+fn opening_a_device_thaws_and_counts_and_release_gives_it_back() {
+    let v = vfio(KernelProfile::Strict);
+    v.machine().env().set_eeh(true);
+    let (c, g) = v2(&v, &["gpu0"]);
+    let gpu = v.machine().device("gpu0").unwrap();
+    let p = pe(&v);
+    // Case 25: frozen before the open (here by a DMA nobody mapped).
+    assert!(v
+        .machine()
+        .device_translate(gpu, 0x1000, Access::Read)
+        .is_err());
+    assert!(p.eeh().dma_stopped);
+    v.open_device(g[0], gpu).unwrap();
+    let e = p.eeh();
+    assert_eq!(e.pass_dev_cnt, 1);
+    assert!(!e.dma_stopped && !e.mmio_frozen, "thawed for its new owner");
+    assert!(v
+        .machine()
+        .device_translate(gpu, 0x1000, Access::Read)
+        .is_err());
+    v.close_device(g[0]).unwrap();
+    let e = p.eeh();
+    assert_eq!(e.pass_dev_cnt, 0);
+    assert!(!e.dma_stopped, "released usable for the host");
+    let _ = c;
+}
+
+/// Case 26, on a host-owned PE: six freezes ten minutes apart, the sixth disables the PE
+/// for good; two freezes more than an hour apart are each the first of their window.
+#[test]
+fn the_host_recovers_its_pes_and_disables_one_that_keeps_failing() {
+    let m = spapr_platform::PowerNv::booted(spapr_platform::PowerNvConfig::seed()).unwrap();
+    m.env().set_eeh(true);
+    let nic = m.device("nic0").unwrap();
+    let p = m.pe_of(nic).unwrap();
+    let freeze = || {
+        assert!(m
+            .device_translate(nic, 0xffff_0000_0000, Access::Read)
+            .is_err());
+        assert_eq!(m.device_mmio_read(nic, 7), Ok(u64::MAX));
+        assert!(p.eeh().isolated, "the host saw the all-ones read");
+    };
+    for k in 1..=5 {
+        freeze();
+        assert_eq!(
+            p.eeh_recover(&[DriverResult::CanRecover]),
+            Ok(Recovery::Recovered { freeze_count: k })
+        );
+        assert_eq!(m.device_mmio_read(nic, 7), Ok(7), "recovered");
+        m.env().advance_clock(600);
+    }
+    freeze();
+    assert_eq!(
+        p.eeh_recover(&[DriverResult::CanRecover]),
+        Ok(Recovery::Failed { freeze_count: 6 })
+    );
+    assert!(p.eeh().removed);
+    assert_eq!(m.device_mmio_read(nic, 7), Ok(u64::MAX), "stays frozen");
+    assert_eq!(p.eeh_recover(&[]), Err(Errno::Enodev));
+    // (b) on another host-owned PE.
+    let nvme = m.device("nvme0").unwrap();
+    let q = m.pe_of(nvme).unwrap();
+    for _ in 0..2 {
+        assert!(m
+            .device_translate(nvme, 0x1_0000_0000_0000, Access::Read)
+            .is_err());
+        let _ = m.device_mmio_read(nvme, 0);
+        assert_eq!(
+            q.eeh_recover(&[DriverResult::NeedReset]),
+            Ok(Recovery::Recovered { freeze_count: 1 })
+        );
+        m.env().advance_clock(3601);
+    }
+    // Not isolated: nothing to recover.
+    assert_eq!(q.eeh_recover(&[]), Err(Errno::Einval));
+    // A driver that disconnects is a hard fail at once.
+    let gpu = m.device("gpu0").unwrap();
+    let r = m.pe_of(gpu).unwrap();
+    assert!(m
+        .device_translate(gpu, 0x1_0000_0000_0000, Access::Read)
+        .is_err());
+    let _ = m.device_mmio_read(gpu, 0);
+    assert_eq!(
+        r.eeh_recover(&[DriverResult::Disconnect]),
+        Ok(Recovery::Failed { freeze_count: 1 })
+    );
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    GoodDma,
+    BadDma,
+    Mmio,
+    Op(u32),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => Just(Step::GoodDma),
+        1 => Just(Step::BadDma),
+        1 => Just(Step::Mmio),
+        3 => (0u32..9).prop_map(Step::Op),
+    ]
+}
+
+proptest! {
+    /// Against a reference model of the two PEST bits: a DMA succeeds exactly when DMA
+    /// is not stopped (so never on a frozen PE, and always again once thawed), MMIO
+    /// reads all-ones exactly while MMIO is frozen, and GET_STATE reads the bits.
+    #[test]
+    fn no_dma_on_a_frozen_pe_and_a_thawed_pe_serves_its_mappings(steps in prop::collection::vec(step(), 1..40)) {
+        let (v, c, start) = setup();
+        let (mut mmio_frozen, mut dma_stopped) = (false, false);
+        for s in steps {
+            match s {
+                Step::GoodDma => {
+                    let r = dma(&v, start + 8, Access::Read);
+                    prop_assert_eq!(r.is_ok(), !dma_stopped, "{:?}", r);
+                }
+                Step::BadDma => {
+                    prop_assert!(dma(&v, start, Access::Write).is_err());
+                    // A DMA to a PE whose DMA is stopped is dropped: no new error.
+                    if !dma_stopped {
+                        mmio_frozen = true;
+                        dma_stopped = true;
+                    }
+                }
+                Step::Mmio => prop_assert_eq!(mmio(&v) == u64::MAX, mmio_frozen),
+                Step::Op(o) => {
+                    prop_assert_eq!(op(&v, c, o).is_ok(), true);
+                    match o {
+                        1 | 5 => { mmio_frozen = false; dma_stopped = false; }
+                        2 => mmio_frozen = false,
+                        3 => dma_stopped = false,
+                        6 | 7 => { mmio_frozen = true; dma_stopped = true; }
+                        _ => {}
+                    }
+                }
+            }
+            let want = match (mmio_frozen, dma_stopped) {
+                (false, false) => 0,
+                (true, false) => 5,
+                (false, true) => 4,
+                (true, true) => 2,
+            };
+            prop_assert_eq!(op(&v, c, GET_STATE), Ok(want));
+        }
+    }
+}
