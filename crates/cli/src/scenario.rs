@@ -25,6 +25,8 @@ pub enum Machine {
         profile: KernelProfile,
         /// `RLIMIT_MEMLOCK` for VFIO.
         memlock: u64,
+        /// EEH on.
+        eeh: bool,
     },
     /// A pSeries guest: the PAPR interface.
     PSeries {
@@ -134,6 +136,11 @@ ops! {
     "ram_write" PowerNv ["addr", "data"] [] "write host RAM directly";
     "ram_read" PowerNv ["addr", "data"] [] "read host RAM and compare";
     "fail_next_set_window" PowerNv ["opal"] [] "make the next OPAL set-window call fail (error injection)";
+    // EEH.
+    "mmio_read" PowerNv ["device"] ["value"] "an MMIO load from the device's BAR: all-ones while its PE is frozen (an all-ones read on a host-owned PE isolates it); `value` compares";
+    "eeh_recover" PowerNv ["device"] ["results"] "the host's eeh_handle_normal_event on the device's isolated PE; `results` scripts each device driver's error_detected answer (none, can_recover, need_reset, recovered, disconnect)";
+    "clock_advance" PowerNv ["seconds"] [] "advance the virtual clock EEH counts freezes on";
+    "vfio_eeh_pe_op" PowerNv ["container", "eeh_op"] ["argsz", "flags", "type", "func", "process"] "VFIO_EEH_PE_OP: disable, enable, unfreeze_io, unfreeze_dma, get_state, reset_deactivate, reset_hot, reset_fundamental, configure, inject_err (or a number)";
     "fail" PowerNv ["call"] ["device", "nth", "opal"] "make the nth (default 1st) call of a kernel operation fail, on the device's PE or any: set_window (OPAL), create_table, user_table, tce_store (a level allocation during MAP), pin, region_lookup";
     // VFIO.
     "profile" Any [] ["kernel", "papr"] "switch the kernel (linux/strict) or PAPR (qemu/kvm/lopar) profile";
@@ -218,6 +225,7 @@ fields! {
     "[machine]" PowerNv "bypass" "true or false" "true" "false is the boot option iommu=nobypass: no TVE#1 direct window";
     "[machine]" PowerNv "profile" "\"linux\" or \"strict\"" "\"linux\"" "linux reproduces the kernel's quirks (traced); strict fixes them";
     "[machine]" PowerNv "memlock" "a size" "4G" "RLIMIT_MEMLOCK of the VFIO user process (locked_vm limit)";
+    "[machine]" PowerNv "eeh" "true or false" "false" "EEH on: a faulting DMA freezes its PE until software recovers it (off: the fault is recorded and DMA goes on)";
     "[machine]" PowerNv "phb" "[[machine.phb]] tables" "required" "the PCI host bridges";
     "[machine]" PowerNv "device" "[[machine.device]] tables" "none" "PCI functions present at boot";
     "[[machine.phb]]" PowerNv "model" "\"phb3\", \"phb4\" or \"ioda1\"" "required" "IODA2 PHBs (DDW, bypass) or IODA1 (PEs borrow one 32-bit table)";
@@ -461,6 +469,10 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         Some(v) => ctx.boolean(v, "check_each_step")?,
         None => false,
     };
+    let eeh = match f.get("eeh") {
+        Some(v) => ctx.boolean(v, "eeh")?,
+        None => false,
+    };
     let Some(phbs) = f.get("phb") else {
         return Err(ctx.err(n, "[machine] needs at least one [[machine.phb]]"));
     };
@@ -598,6 +610,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
             drivers,
             profile,
             memlock,
+            eeh,
         },
         check,
     ))
@@ -705,6 +718,34 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
     Ok((Machine::PSeries { config: cfg }, check))
 }
 
+/// `error_detected` answers an `eeh_recover` step scripts.
+const DRIVER_RESULTS: [&str; 5] = [
+    "none",
+    "recovered",
+    "can_recover",
+    "disconnect",
+    "need_reset",
+];
+
+/// `VFIO_EEH_PE_*` ops by name, in number order.
+pub const EEH_OPS: [&str; 10] = [
+    "disable",
+    "enable",
+    "unfreeze_io",
+    "unfreeze_dma",
+    "get_state",
+    "reset_deactivate",
+    "reset_hot",
+    "reset_fundamental",
+    "configure",
+    "inject_err",
+];
+
+/// The number of the EEH op named `s`.
+pub fn eeh_op_number(s: &str) -> Option<u32> {
+    EEH_OPS.iter().position(|o| *o == s).map(|i| i as u32)
+}
+
 /// Fields that hold text.
 const TEXT_FIELDS: [&str; 8] = [
     "device", "driver", "dir", "data", "call", "kernel", "papr", "opal",
@@ -719,6 +760,7 @@ pub fn field_bits(op: &str, field: &str) -> u32 {
     match (op, field) {
         (_, "bus" | "devfn") => 8,
         ("rtas" | "rtas_buffer", "args" | "rets" | "token" | "nret") => 32,
+        ("vfio_eeh_pe_op", "type" | "func" | "eeh_op") => 32,
         (_, "u32be") => 32,
         (
             _,
@@ -738,6 +780,42 @@ pub fn field_signed(field: &str) -> bool {
 /// Checks a field's value has the kind the field takes (numbers parse, text is text).
 fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileError> {
     let what = format!("{key} of {op}");
+    if key == "results" {
+        let Val::Arr(items) = &n.val else {
+            return Err(ctx.err(n, format!("{what} must be an array of driver answers")));
+        };
+        for i in items {
+            let s = ctx.string(i, "a driver answer")?;
+            if spapr_platform::DriverResult::from_name(s).is_none() {
+                let hint = closest(s, DRIVER_RESULTS.iter().copied())
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(ctx.err(
+                    i,
+                    format!(
+                        "unknown driver answer {s:?}{hint}; expected one of: {}",
+                        DRIVER_RESULTS.join(", ")
+                    ),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if let (true, Val::Str(s)) = (key == "eeh_op", &n.val) {
+        if !s.starts_with('$') && parse_num(s).is_err() {
+            if eeh_op_number(s).is_none() {
+                let hint = closest(s, EEH_OPS.iter().copied())
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(ctx.err(
+                    n,
+                    format!(
+                        "unknown EEH op {s:?}{hint}; expected one of: {}",
+                        EEH_OPS.join(", ")
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+    }
     if key == "problem_state" {
         return ctx.boolean(n, &what).map(drop);
     }

@@ -106,6 +106,13 @@ pub enum Path {
         /// Attribute.
         attr: &'static str,
     },
+    /// `eeh.DEVICE.ATTR`: the EEH state of the device's PE.
+    Eeh {
+        /// Device whose PE.
+        device: String,
+        /// Attribute.
+        attr: &'static str,
+    },
     /// `check.RULE`: whether an invariant holds now.
     Check {
         /// The rule's name.
@@ -221,6 +228,20 @@ pub const ROOTS: &[Root] = &[
         attrs: &[("locked_vm", Kind::Num), ("leaked", Kind::Num)],
     },
     Root {
+        name: "eeh",
+        form: "eeh.DEVICE.ATTR",
+        attrs: &[
+            ("state", Kind::Num),
+            ("mmio_frozen", Kind::Bool),
+            ("dma_stopped", Kind::Bool),
+            ("isolated", Kind::Bool),
+            ("cfg_blocked", Kind::Bool),
+            ("removed", Kind::Bool),
+            ("pass_dev_cnt", Kind::Num),
+            ("freeze_count", Kind::Num),
+        ],
+    },
+    Root {
         name: "check",
         form: "check.RULE",
         attrs: &[],
@@ -239,6 +260,7 @@ impl Path {
             | Path::Pe { attr, .. }
             | Path::Window { attr, .. }
             | Path::Container { attr, .. }
+            | Path::Eeh { attr, .. }
             | Path::Process { attr, .. } => attr_kind(attr),
         }
     }
@@ -464,6 +486,13 @@ fn path(text: &str, v: &Node, known: &Known<'_>) -> Result<Path, String> {
             shape(3)?;
             Path::Process {
                 pid: number(segs[1], v, known)?,
+                attr: attr(root, segs[2])?,
+            }
+        }
+        "eeh" => {
+            shape(3)?;
+            Path::Eeh {
+                device: device(segs[1], known)?,
                 attr: attr(root, segs[2])?,
             }
         }

@@ -341,3 +341,29 @@ fn a_targeted_failure_strikes_only_its_pe() {
     ));
     assert!(r.all_held(), "{:?}", r.stopped);
 }
+
+/// EEH steps are checked before anything runs: driver answers and EEH op names get the
+/// closest valid one; `eeh.DEV.ATTR` paths are known.
+#[test]
+fn eeh_steps_and_paths_are_checked_before_anything_runs() {
+    let err = refused(&format!(
+        "{MACHINE}[[step]]\nop = \"eeh_recover\"\ndevice = \"nic0\"\nresults = [\"can_recovr\"]\n"
+    ));
+    assert!(
+        err.contains("unknown driver answer \"can_recovr\" (did you mean \"can_recover\"?)"),
+        "{err}"
+    );
+    let err = refused(&format!(
+        "{MACHINE}[[step]]\nop = \"vfio_eeh_pe_op\"\ncontainer = 4\neeh_op = \"get_stat\"\n"
+    ));
+    assert!(
+        err.contains("unknown EEH op \"get_stat\" (did you mean \"get_state\"?)"),
+        "{err}"
+    );
+    let err = refused(&with_state("eeh.gpu0.frozen = true"));
+    assert!(err.contains("no attribute \"frozen\""), "{err}");
+    let r = run(&with_state(
+        "eeh.gpu0.state = 0, eeh.gpu0.pass_dev_cnt = 0, eeh.gpu0.removed = false",
+    ));
+    assert!(r.all_held(), "{:?}", r.stopped);
+}

@@ -187,6 +187,17 @@ impl Pe {
         u64::MAX
     }
 
+    /// What `eeh_pe_get_state` would answer now, without its side effect (an observation).
+    pub fn eeh_state_value(&self) -> i64 {
+        let e = self.eeh_lock();
+        match (e.mmio_frozen, e.dma_stopped) {
+            (false, false) => state::NORMAL,
+            (true, false) => state::UNAVAIL,
+            (false, true) => state::STOPPED_DMA,
+            (true, true) => state::STOPPED_IO_DMA,
+        }
+    }
+
     /// `eeh_pe_get_state` over `pnv_eeh_get_state` (eeh.md 1.2, 1.3): 0 normal, 2 MMIO and
     /// DMA stopped, 4 DMA stopped only, 5 MMIO frozen only. Reading a full freeze marks
     /// the PE isolated (the platform's side effect).

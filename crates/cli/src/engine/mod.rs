@@ -218,8 +218,10 @@ impl Engine {
                 drivers,
                 profile,
                 memlock,
+                eeh,
             } => {
                 let m = Arc::new(PowerNv::booted(config.clone()).map_err(|e| e.to_string())?);
+                m.env().set_eeh(*eeh);
                 for (dev, drv) in drivers {
                     let id = m.device(dev).ok_or_else(|| format!("no device {dev}"))?;
                     m.bind_driver(id, drv)

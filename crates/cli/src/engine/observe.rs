@@ -223,6 +223,22 @@ impl Engine {
                     other => return Err(format!("no process attribute {other}")),
                 }
             }
+            Path::Eeh { device, attr } => {
+                let d = dev(device).ok_or_else(|| format!("no device {device} now"))?;
+                let pe = m.pe_of(d).ok_or_else(|| format!("{device} is in no PE"))?;
+                let e = pe.eeh();
+                match *attr {
+                    "state" => Seen::Num(pe.eeh_state_value() as u64),
+                    "mmio_frozen" => Seen::Bool(e.mmio_frozen),
+                    "dma_stopped" => Seen::Bool(e.dma_stopped),
+                    "isolated" => Seen::Bool(e.isolated),
+                    "cfg_blocked" => Seen::Bool(e.cfg_blocked),
+                    "removed" => Seen::Bool(e.removed),
+                    "pass_dev_cnt" => Seen::Num(u64::from(e.pass_dev_cnt)),
+                    "freeze_count" => Seen::Num(u64::from(e.freeze_count)),
+                    other => return Err(format!("no EEH attribute {other}")),
+                }
+            }
             Path::Check { rule } => {
                 Seen::Bool(self.checks().iter().any(|c| &c.name == rule && c.held))
             }

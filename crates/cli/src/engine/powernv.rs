@@ -241,6 +241,52 @@ impl Engine {
                 m.env().inject(point, pe, skip, opal);
                 Outcome::Ok(String::new())
             }
+            "mmio_read" => {
+                let v = m
+                    .device_mmio_read(Self::device(&m, step)?, 0)
+                    .map_err(|e| e.to_string())?;
+                self.name_value(step, v);
+                match Self::node(step, "value") {
+                    Some(_) if self.num(step, "value", iter)? != v => Outcome::Mismatch(format!(
+                        "read {v:#x}, the file expects {:#x}",
+                        self.num(step, "value", iter)?
+                    )),
+                    _ => Outcome::Ok(format!("read {v:#x}")),
+                }
+            }
+            "eeh_recover" => {
+                let results: Vec<spapr_platform::DriverResult> = match Self::node(step, "results") {
+                    Some(DocNode {
+                        val: Val::Arr(a), ..
+                    }) => a
+                        .iter()
+                        .map(|n| match &n.val {
+                            Val::Str(s) => spapr_platform::DriverResult::from_name(s)
+                                .ok_or_else(|| format!("unknown driver answer {s:?}")),
+                            _ => Err("results holds driver answers".to_string()),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => Vec::new(),
+                };
+                let pe = m
+                    .pe_of(Self::device(&m, step)?)
+                    .ok_or("the device is in no PE")?;
+                let r = pe.eeh_recover(&results);
+                m.flush();
+                match r {
+                    Ok(spapr_platform::Recovery::Recovered { freeze_count }) => {
+                        Outcome::Ok(format!("recovered, freeze {freeze_count}"))
+                    }
+                    Ok(spapr_platform::Recovery::Failed { freeze_count }) => {
+                        Outcome::Ok(format!("permanently disabled, freeze {freeze_count}"))
+                    }
+                    Err(e) => Outcome::Status(e.to_string(), String::new()),
+                }
+            }
+            "clock_advance" => {
+                m.env().advance_clock(self.num(step, "seconds", iter)?);
+                Outcome::Ok(format!("t = {} s", m.env().clock()))
+            }
             "fail_next_set_window" => {
                 let e = match Self::text(step, "opal")? {
                     "parameter" => OpalError::Parameter,

@@ -164,6 +164,27 @@ impl Engine {
                 }
                 ioctl_outcome(vfio.ioctl(mm, cfd(self)?, ioctl::MAP_DMA, &mut arg))
             }
+            "vfio_eeh_pe_op" => {
+                let o = match Self::node(step, "eeh_op").map(|n| &n.val) {
+                    Some(Val::Str(s)) if crate::scenario::eeh_op_number(s).is_some() => {
+                        crate::scenario::eeh_op_number(s).unwrap_or_default()
+                    }
+                    _ => u32::try_from(self.num(step, "eeh_op", iter)?)
+                        .map_err(|_| "eeh_op fits in 32 bits".to_string())?,
+                };
+                let mut arg = spapr_vfio::encode_eeh_pe_op(
+                    o,
+                    self.opt_num(step, "type", iter, 0)? as u32,
+                    self.opt_num(step, "func", iter, 0)? as u32,
+                );
+                if Self::node(step, "argsz").is_some() {
+                    let a = self.num(step, "argsz", iter)? as u32;
+                    arg[0..4].copy_from_slice(&a.to_ne_bytes());
+                }
+                let flags = self.opt_num(step, "flags", iter, 0)? as u32;
+                arg[4..8].copy_from_slice(&flags.to_ne_bytes());
+                ioctl_outcome(vfio.ioctl(mm, cfd(self)?, ioctl::EEH_PE_OP, &mut arg))
+            }
             "vfio_unmap_dma" => {
                 let mut arg = encode::unmap(
                     self.opt_num(step, "flags", iter, 0)? as u32,
