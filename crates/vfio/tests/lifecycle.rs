@@ -522,3 +522,89 @@ fn an_unmap_across_two_regions_charges_each_its_own_entries() {
         assert!(v.audit().is_empty(), "{profile:?}: {:?}", v.audit());
     }
 }
+
+/// A region two containers of one process registered stays registered, pinned and
+/// charged until the last of them lets go (`mm_iommu_put` counts users, not mappings).
+#[test]
+fn a_region_shared_by_two_containers_lives_until_the_last_unregister() {
+    let v = vfio(KernelProfile::Strict);
+    let (a, _) = v2(&v, &["gpu0"]);
+    let (b, _) = v2(&v, &["nvme0"]);
+    let ua = v.mmap(QEMU, 1 << 20, 16).unwrap();
+    for c in [a, b] {
+        assert_eq!(
+            call(
+                &v,
+                c,
+                ioctl::REGISTER_MEMORY,
+                encode::register(0, ua, 1 << 20)
+            ),
+            Ok(0)
+        );
+    }
+    let charged = v.locked_pages(QEMU);
+    assert_eq!(
+        call(
+            &v,
+            a,
+            ioctl::UNREGISTER_MEMORY,
+            encode::register(0, ua, 1 << 20)
+        ),
+        Ok(0)
+    );
+    assert_eq!(v.locked_pages(QEMU), charged, "still B's");
+    let start = ddw(&v, b, 1 << 30, 1);
+    let with_ddw = v.locked_pages(QEMU);
+    assert_eq!(
+        call(&v, b, ioctl::MAP_DMA, encode::map(RW, ua, start, 1 << 16)),
+        Ok(0)
+    );
+    assert_eq!(
+        call(&v, b, ioctl::UNMAP_DMA, encode::unmap(0, start, 1 << 16)),
+        Ok(0)
+    );
+    assert_eq!(
+        call(
+            &v,
+            b,
+            ioctl::UNREGISTER_MEMORY,
+            encode::register(0, ua, 1 << 20)
+        ),
+        Ok(0)
+    );
+    assert_eq!(
+        v.locked_pages(QEMU),
+        with_ddw - 16,
+        "the region's 16 pages went back"
+    );
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+}
+
+/// The unwind of a failed v2 MAP kills the range it cleared: a device may have cached
+/// an entry written before the failure.
+#[test]
+fn a_failed_map_kills_what_its_unwind_cleared() {
+    use spapr_platform::FaultPoint;
+    let v = vfio(KernelProfile::Strict);
+    let (c, _) = v2(&v, &["gpu0"]);
+    let ua = prereg(&v, c, 1 << 20);
+    let start = ddw(&v, c, 1 << 30, 1);
+    let pe = v
+        .machine()
+        .pe_of(v.machine().device("gpu0").unwrap())
+        .unwrap();
+    v.machine()
+        .env()
+        .inject(FaultPoint::TceStore, Some(pe.id()), 2, OpalError::Hardware);
+    let kills = pe.counters.range_kills();
+    assert_eq!(
+        call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 8 << 16)),
+        Err(Errno::Enomem)
+    );
+    assert_eq!(
+        pe.counters.range_kills(),
+        kills + 1,
+        "one kill of the two cleared entries"
+    );
+    assert!(v.machine().check().is_empty(), "{:?}", v.machine().check());
+}
