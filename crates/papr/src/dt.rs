@@ -28,6 +28,8 @@ pub struct DeviceTree {
     pub phbs: Vec<PhbNode>,
     /// VIO nodes: (`reg`, `ibm,my-dma-window` cells).
     pub vio: Vec<(u32, [u32; 5])>,
+    /// The `/rtas` EEH properties QEMU writes unconditionally: (name, token).
+    pub rtas_eeh_tokens: Vec<(&'static str, u32)>,
 }
 
 fn window_cells(liobn: u32, addr: u64, size: u64) -> [u32; 5] {
@@ -45,6 +47,7 @@ impl Spapr {
     pub fn device_tree(&self) -> DeviceTree {
         DeviceTree {
             hypertas_functions: vec!["hcall-tce", "hcall-multi-tce"],
+            rtas_eeh_tokens: crate::eeh::token::ALL.to_vec(),
             phbs: self
                 .phbs()
                 .iter()

@@ -60,6 +60,7 @@
 
 pub mod check;
 pub mod dt;
+pub mod eeh;
 pub mod fuzzing;
 pub mod guest;
 pub mod hcall;

@@ -275,6 +275,12 @@ impl Spapr {
                 let _ = mem.write_obj(r.to_be(), GuestAddress(at));
             }
         };
+        // An EEH call with more arguments than any takes is refused on its count.
+        let eeh_args: &[u32] = if nargs > MAX_ARGS_READ { &[] } else { &args };
+        if let Some(rets) = self.rtas_eeh(tok, eeh_args, nret) {
+            write(&rets);
+            return rets.first().and_then(|s| RtasStatus::from_code(*s as i32));
+        }
         let Some(call) = RtasCall::from_token(tok) else {
             tracing::debug!(target: "spapr_papr", token = tok, "RTAS call with an unknown token");
             write(&status(RtasStatus::ParameterError));

@@ -213,6 +213,8 @@ pub struct Spapr {
     liobns: HashMap<u32, Target>,
     /// PHB index -> position in `phbs` + 1 (0: none).
     phb_pos: Vec<u8>,
+    /// Each PHB's VFIO side for EEH (none: emulated devices only). A leaf lock.
+    pub(crate) eeh: crate::eeh::Backends,
 }
 
 fn profile_code(p: Profile) -> u8 {
@@ -315,6 +317,7 @@ impl Spapr {
             phbs,
             vio,
             liobns,
+            eeh: std::sync::Mutex::new(Vec::new()),
         };
         for i in 0..s.phbs.len() {
             s.reset_phb(i);
