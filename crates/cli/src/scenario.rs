@@ -816,7 +816,7 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
             return Ok(());
         }
     }
-    if key == "problem_state" {
+    if key == "problem_state" || key == "tables" {
         return ctx.boolean(n, &what).map(drop);
     }
     if TEXT_FIELDS.contains(&key) {

@@ -367,3 +367,38 @@ fn eeh_steps_and_paths_are_checked_before_anything_runs() {
     ));
     assert!(r.all_held(), "{:?}", r.stopped);
 }
+
+/// `show` with `tables = true` lists every run of valid TCEs with its raw 64-bit value,
+/// past the 8 runs the plain tree shows.
+#[test]
+fn show_tables_lists_every_run_with_its_raw_tce() {
+    let mut text = format!("{MACHINE}{STEPS}");
+    for k in 1..12u64 {
+        text.push_str(&format!(
+            "\n[[step]]\nop = \"vfio_map_dma\"\ncontainer = \"$c\"\nvaddr = \"$ram\"\niova = \"$ddw+{}\"\nsize = \"64K\"\nflags = \"{}\"\nexpect = \"ok\"\n",
+            k * 2 * 65536,
+            if k % 2 == 0 { "rw" } else { "r" }
+        ));
+    }
+    let plain = run(&format!("{text}\n[[step]]\nop = \"show\"\n"));
+    let full = run(&format!("{text}\n[[step]]\nop = \"show\"\ntables = true\n"));
+    let flat = |r: &spapr_iommu::report::Report| {
+        let mut out = Vec::new();
+        fn walk(n: &spapr_iommu::report::Node, out: &mut Vec<String>) {
+            out.push(n.label.clone());
+            n.children.iter().for_each(|c| walk(c, out));
+        }
+        walk(r.steps.last().unwrap().state.as_ref().unwrap(), &mut out);
+        out
+    };
+    let (p, f) = (flat(&plain), flat(&full));
+    assert!(p.iter().any(|l| l.contains("more runs")), "{p:?}");
+    assert!(!f.iter().any(|l| l.contains("more runs")), "{f:?}");
+    let raw: Vec<&String> = f.iter().filter(|l| l.contains("first TCE 0x")).collect();
+    assert_eq!(raw.len(), 12, "{f:?}");
+    assert!(
+        raw[0].contains("(entry 0x0 x1, first TCE 0x0000000100000001)"),
+        "{}",
+        raw[0]
+    );
+}

@@ -497,7 +497,8 @@ impl Engine {
                 outcome,
                 held,
                 runs,
-                state: (step.op.name == "show").then(|| self.state()),
+                state: (step.op.name == "show")
+                    .then(|| self.state_tree(Self::flag(step, "tables").unwrap_or(false))),
                 state_checks,
                 failed_allowed,
             },
@@ -709,13 +710,19 @@ impl Engine {
     }
 
     fn state(&self) -> Node {
+        self.state_tree(false)
+    }
+
+    /// The state tree; `full`: every valid TCE run with its raw value (`show` with
+    /// `tables = true`).
+    fn state_tree(&self, full: bool) -> Node {
         match &self.world {
             World::PowerNv {
                 m,
                 vfio,
                 containers,
                 ..
-            } => powernv_tree(m, vfio, containers),
+            } => powernv_tree(m, vfio, containers, full),
             World::PSeries { s, guest, .. } => pseries_tree(s, guest),
         }
     }

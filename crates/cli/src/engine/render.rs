@@ -36,7 +36,15 @@ pub(super) fn perm(bits: u64) -> &'static str {
     }
 }
 
-pub(super) fn powernv_tree(m: &PowerNv, vfio: &Vfio, containers: &[ContainerFd]) -> Node {
+/// The PowerNV state tree; `full` lists every run of valid TCEs with its raw 64-bit value
+/// (else the first 8 runs of each window).
+pub(super) fn powernv_tree(
+    m: &PowerNv,
+    vfio: &Vfio,
+    containers: &[ContainerFd],
+    full: bool,
+) -> Node {
+    let cap = if full { usize::MAX } else { 8 };
     let mut phbs = Vec::new();
     for phb in m.snapshot() {
         let mut pes = Vec::new();
@@ -59,20 +67,30 @@ pub(super) fn powernv_tree(m: &PowerNv, vfio: &Vfio, containers: &[ContainerFd])
                 let runs: Vec<Node> = w
                     .runs
                     .iter()
-                    .take(8)
+                    .take(cap)
                     .map(|r| {
                         let ps = w.page_size;
                         let iova = (r.first.0) * ps;
+                        let raw = if full {
+                            format!(
+                                " (entry {:#x} x{}, first TCE {:#018x})",
+                                (iova - w.start) / ps,
+                                r.count,
+                                r.tce.0
+                            )
+                        } else {
+                            String::new()
+                        };
                         Node::leaf(format!(
-                            "{iova:#x}+{} -> {:#x} {}",
+                            "{iova:#x}+{} -> {:#x} {}{raw}",
                             size(r.count * ps),
                             r.tce.page_addr(ps.trailing_zeros()),
                             perm(r.tce.0)
                         ))
                     })
                     .chain(
-                        (w.runs.len() > 8)
-                            .then(|| Node::leaf(format!("... {} more runs", w.runs.len() - 8))),
+                        (w.runs.len() > cap)
+                            .then(|| Node::leaf(format!("... {} more runs", w.runs.len() - cap))),
                     )
                     .collect();
                 kids.push(Node::new(
