@@ -397,7 +397,7 @@ fn show_tables_lists_every_run_with_its_raw_tce() {
     let raw: Vec<&String> = f.iter().filter(|l| l.contains("first TCE 0x")).collect();
     assert_eq!(raw.len(), 12, "{f:?}");
     assert!(
-        raw[0].contains("(entry 0x0 x1, first TCE 0x0000000100000001)"),
+        raw[0].contains("(entry 0x0 x1, first TCE 0x0000000100000003)"),
         "{}",
         raw[0]
     );
