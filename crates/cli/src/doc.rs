@@ -176,43 +176,33 @@ pub fn parse_num(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a likely typo.
+/// Longest word a suggestion is looked for: the edit distance (strsim's Levenshtein) costs
+/// the product of the lengths, and no valid name is near this long.
+const MAX_SUGGEST_LEN: usize = 64;
+
+/// The closest of `candidates` to `word`, if close enough to be a likely typo (a distance
+/// of at most half the candidate's length, at least 2). Bounded: a word longer than
+/// [`MAX_SUGGEST_LEN`] gets no suggestion.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut best: Option<(usize, &str)> = None;
-    for c in candidates {
-        let d = levenshtein(word, c);
-        if best.is_none_or_gt(d) {
-            best = Some((d, c));
-        }
+    if word.len() > MAX_SUGGEST_LEN {
+        return None;
     }
-    best.filter(|(d, c)| *d <= (c.len() / 2).max(2))
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(word, c), c))
+        .min_by_key(|(d, _)| *d)
+        .filter(|(d, c)| *d <= (c.len() / 2).max(2))
         .map(|(_, c)| c)
 }
 
-trait BestExt {
-    fn is_none_or_gt(&self, d: usize) -> bool;
-}
-impl BestExt for Option<(usize, &str)> {
-    fn is_none_or_gt(&self, d: usize) -> bool {
-        match self {
-            None => true,
-            Some((b, _)) => d < *b,
-        }
+/// A name from the file as an error message echoes it: at most 80 characters, the rest
+/// elided (a 10 MB operation name is not printed back).
+pub fn echo(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
     }
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! before anything runs: unknown tables, fields and operations (with the closest valid
 //! name), values of the wrong kind, references to results no earlier step names.
 
-use crate::doc::{closest, parse_num, FileError, Node, Source, Val};
+use crate::doc::{closest, echo, parse_num, FileError, Node, Source, Val};
 use crate::state_path::{self, Expectation, Known};
 use iommu_core::Errno;
 use spapr_papr::{
@@ -356,7 +356,8 @@ impl Ctx<'_> {
                 return Err(self.err(
                     v,
                     format!(
-                        "unknown field {k:?} in {what}{hint}; expected one of: {}",
+                        "unknown field {} in {what}{hint}; expected one of: {}",
+                        echo(k),
                         allowed.join(", ")
                     ),
                 ));
@@ -792,7 +793,8 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
                 return Err(ctx.err(
                     i,
                     format!(
-                        "unknown driver answer {s:?}{hint}; expected one of: {}",
+                        "unknown driver answer {}{hint}; expected one of: {}",
+                        echo(s),
                         DRIVER_RESULTS.join(", ")
                     ),
                 ));
@@ -808,7 +810,8 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
                 return Err(ctx.err(
                     n,
                     format!(
-                        "unknown EEH op {s:?}{hint}; expected one of: {}",
+                        "unknown EEH op {}{hint}; expected one of: {}",
+                        echo(s),
                         EEH_OPS.join(", ")
                     ),
                 ));
@@ -880,7 +883,8 @@ fn check_fail(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
             return Err(ctx.err(
                 c,
                 format!(
-                    "fail: unknown call {name:?}{hint}; expected one of: {}",
+                    "fail: unknown call {}{hint}; expected one of: {}",
+                    echo(name),
                     names.join(", ")
                 ),
             ));
@@ -943,7 +947,11 @@ fn check_ref(
             .map_or(String::new(), |c| format!(" (did you mean ${c}?)"));
         return Err(ctx.err(
             n,
-            format!("{s:?} refers to {name:?}, which no earlier step names with `as`{hint}"),
+            format!(
+                "{} refers to {}, which no earlier step names with `as`{hint}",
+                echo(s),
+                echo(name)
+            ),
         ));
     };
     if let Some(field) = field {
@@ -1003,7 +1011,7 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
             if !is_rule(r) {
                 let hint = closest(r, RULES.iter().chain(&PSERIES_RULES).copied())
                     .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
-                return Err(ctx.err(i, format!("unknown rule {r:?}{hint}")));
+                return Err(ctx.err(i, format!("unknown rule {}{hint}", echo(r))));
             }
             expect_violations.push(r.to_string());
         }
@@ -1047,7 +1055,7 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         let Some(op) = find_op(opname) else {
             let hint = closest(opname, OPS.iter().map(|o| o.name))
                 .map_or(String::new(), |c| format!("; did you mean {c:?}?"));
-            return Err(ctx.err(opn, format!("unknown operation {opname:?}{hint}")));
+            return Err(ctx.err(opn, format!("unknown operation {}{hint}", echo(opname))));
         };
         if op.needs != Needs::Any && op.needs != kind {
             return Err(ctx.err(
@@ -1154,7 +1162,7 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
             if !devices.iter().any(|x| x == name) {
                 let hint = closest(name, devices.iter().map(String::as_str))
                     .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
-                return Err(ctx.err(d, format!("the machine has no device {name:?}{hint}")));
+                return Err(ctx.err(d, format!("the machine has no device {}{hint}", echo(name))));
             }
         }
         let name = match f.get("as") {

@@ -13,7 +13,7 @@
 //! state = { group.gpu0.owner = 7, group.gpu0.owner_cnt = 1, group.gpu0.domain = "blocked" }
 //! ```
 
-use crate::doc::{closest, parse_num, FileError, Node, Source, Val};
+use crate::doc::{closest, echo, parse_num, FileError, Node, Source, Val};
 use std::fmt;
 
 /// A number in a path or an expectation: written in the file, or a result an earlier step
@@ -377,7 +377,7 @@ fn device(name: &str, known: &Known<'_>) -> Result<String, String> {
     }
     let hint = closest(name, known.devices.iter().map(String::as_str))
         .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
-    Err(format!("the machine has no device {name:?}{hint}"))
+    Err(format!("the machine has no device {}{hint}", echo(name)))
 }
 
 fn attr(root: &str, name: &str) -> Result<&'static str, String> {
@@ -501,7 +501,7 @@ fn path(text: &str, v: &Node, known: &Known<'_>) -> Result<Path, String> {
             if !known.rules.contains(&segs[1]) {
                 let hint = closest(segs[1], known.rules.iter().copied())
                     .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
-                return Err(format!("unknown rule {:?}{hint}", segs[1]));
+                return Err(format!("unknown rule {}{hint}", echo(segs[1])));
             }
             Path::Check {
                 rule: segs[1].to_string(),
@@ -511,7 +511,8 @@ fn path(text: &str, v: &Node, known: &Known<'_>) -> Result<Path, String> {
             let hint = closest(other, ROOTS.iter().map(|r| r.name))
                 .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
             return Err(format!(
-                "unknown root {other:?}{hint}; paths are: {}",
+                "unknown root {}{hint}; paths are: {}",
+                echo(other),
                 forms()
             ));
         }

@@ -140,3 +140,26 @@ fn hot_add_fails_with_an_errno_when_nothing_is_added() {
         assert!(r.all_held(), "{errno}: {}", r.steps_text());
     }
 }
+
+/// A name the file gets wrong is echoed at most 80 characters long, and a huge one gets
+/// no suggestion (the edit distance is bounded).
+#[test]
+fn echoed_names_are_cut_and_suggestions_bounded() {
+    let long = "x".repeat(1 << 20);
+    let e = parse(&format!("{PSERIES}[[step]]\nop = \"{long}\"\n")).unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "unknown operation \"{}\"... (1048576 bytes)",
+            "x".repeat(80)
+        )),
+        "{}",
+        &e[..200.min(e.len())]
+    );
+    assert!(e.len() < 400, "{}", e.len());
+    assert!(!e.contains("did you mean"));
+    let e = parse(&format!("{PSERIES}[[step]]\nop = \"h_put_tec\"\n")).unwrap_err();
+    assert!(
+        e.contains("unknown operation \"h_put_tec\"; did you mean \"h_put_tce\"?"),
+        "{e}"
+    );
+}
