@@ -140,6 +140,17 @@ impl Process {
         self.vmas.iter().find(|v| ua >= v.ua && ua - v.ua < v.len)
     }
 
+    /// Frees every region no container has registered any more once its last mapping
+    /// is gone (a region another container of the mm mapped outlives its unregister until
+    /// then); its charge goes back with it.
+    pub(crate) fn free_unused_regions(&mut self) {
+        for slot in &mut self.regions {
+            if slot.as_ref().is_some_and(|r| r.users == 0 && r.mapped == 0) {
+                *slot = None;
+            }
+        }
+    }
+
     /// The live region holding `ua`.
     pub(crate) fn region_of(&mut self, ua: u64) -> Option<&mut Region> {
         self.regions.iter_mut().flatten().find(|r| r.contains(ua))

@@ -1195,6 +1195,7 @@ fn map_v2_each(
         }
     }
     w.table.kill(first, n);
+    p.free_unused_regions();
     Ok(0)
 }
 
@@ -1220,6 +1221,7 @@ fn undo(w: &mut Window, p: &mut Process, first: TceIndex, k: u64, bad: &mut Vec<
     if k > 0 {
         w.table.kill(first, k);
     }
+    p.free_unused_regions();
 }
 
 fn undo_v1(
@@ -1286,6 +1288,9 @@ fn clear_window(
         });
         if let (Some(w), Ok(k)) = (t.windows[num].as_mut(), cleared) {
             decrement(&mut w.live, k, "window live count", bad);
+        }
+        if let Some(p) = process {
+            p.free_unused_regions();
         }
         return 0;
     }

@@ -608,3 +608,42 @@ fn a_failed_map_kills_what_its_unwind_cleared() {
     );
     assert!(v.machine().check().is_empty(), "{:?}", v.machine().check());
 }
+
+/// A region one container registered and another container of the same process mapped
+/// (the lookup is mm-wide): closing the registering container first leaves the region
+/// alive while it is mapped, and the other container's close frees it and returns its
+/// charge (found by the reference model: the charge used to stay with no owner).
+#[test]
+fn a_region_mapped_by_another_container_goes_with_its_last_mapping() {
+    for profile in [KernelProfile::Linux, KernelProfile::Strict] {
+        let v = vfio(profile);
+        let (a, _) = v2(&v, &["gpu0"]);
+        let (b, _) = v2(&v, &["nvme0"]);
+        let ua = prereg(&v, a, 1 << 20);
+        let other = v.mmap(QEMU, 1 << 20, 16).unwrap();
+        assert_eq!(
+            call(
+                &v,
+                b,
+                ioctl::REGISTER_MEMORY,
+                encode::register(0, other, 1 << 20)
+            ),
+            Ok(0)
+        );
+        let start = ddw(&v, b, 1 << 30, 1);
+        assert_eq!(
+            call(&v, b, ioctl::MAP_DMA, encode::map(RW, ua, start, 1 << 16)),
+            Ok(0),
+            "{profile:?}: B maps A's region"
+        );
+        v.close_container(a).unwrap();
+        assert_eq!(
+            v.region_mapped(QEMU)[0],
+            1,
+            "{profile:?}: still mapped by B"
+        );
+        v.close_container(b).unwrap();
+        assert_eq!(v.locked_pages(QEMU), v.leaked_pages(QEMU), "{profile:?}");
+        assert!(v.audit().is_empty(), "{profile:?}: {:?}", v.audit());
+    }
+}
