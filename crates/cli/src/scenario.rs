@@ -772,6 +772,14 @@ pub fn field_bits(op: &str, field: &str) -> u32 {
     }
 }
 
+/// The largest value a field of `op` holds (from [`field_bits`]).
+pub fn field_max(op: &str, field: &str) -> u64 {
+    match field_bits(op, field) {
+        64 => u64::MAX,
+        bits => (1u64 << bits) - 1,
+    }
+}
+
 /// Fields that take negative numbers (two's complement at the field's width): RTAS
 /// status words, hypercall arguments and compared values.
 pub fn field_signed(field: &str) -> bool {
@@ -829,11 +837,7 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
         return Ok(());
     }
     let bits = field_bits(op, key);
-    let max = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
+    let max = field_max(op, key);
     let number = |n: &Node| -> Result<(), FileError> {
         let v = match &n.val {
             Val::Str(s) if s.starts_with('$') => return Ok(()),
@@ -872,6 +876,15 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
     number(n)
 }
 
+/// The OPAL error an `opal` field names.
+pub fn opal_error(name: &str) -> Option<spapr_platform::OpalError> {
+    match name {
+        "parameter" => Some(spapr_platform::OpalError::Parameter),
+        "hardware" => Some(spapr_platform::OpalError::Hardware),
+        _ => None,
+    }
+}
+
 /// A `fail` step: a known call, an nth from 1 that fits the counter, a known OPAL error.
 fn check_fail(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
     if let Some(c) = f.get("call") {
@@ -898,7 +911,7 @@ fn check_fail(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
     }
     if let Some(o) = f.get("opal") {
         let e = ctx.string(o, "opal")?;
-        if !["parameter", "hardware"].contains(&e) {
+        if opal_error(e).is_none() {
             return Err(ctx.err(o, format!("opal {e:?}: expected parameter or hardware")));
         }
     }
@@ -1127,11 +1140,7 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
                         .checked_mul(i128::from(repeat - 1))
                         .and_then(|x| x.checked_add(base));
                     let bits = field_bits(opname, k);
-                    let max = if bits == 64 {
-                        i128::from(u64::MAX)
-                    } else {
-                        (1i128 << bits) - 1
-                    };
+                    let max = i128::from(field_max(opname, k));
                     if !last.is_some_and(|l| (0..=max).contains(&l)) {
                         return Err(ctx.err(
                             inc,

@@ -111,6 +111,16 @@ pub mod state {
     pub const UNAVAIL: i64 = 5;
 }
 
+/// The user-visible state of the PEST bits (eeh.md 1.3 through `pnv_eeh_get_state`).
+fn state_of(e: &EehState) -> i64 {
+    match (e.mmio_frozen, e.dma_stopped) {
+        (false, false) => state::NORMAL,
+        (true, false) => state::UNAVAIL,
+        (false, true) => state::STOPPED_DMA,
+        (true, true) => state::STOPPED_IO_DMA,
+    }
+}
+
 impl Pe {
     fn eeh_note(&self, detail: String) {
         self.env
@@ -189,13 +199,7 @@ impl Pe {
 
     /// What `eeh_pe_get_state` would answer now, without its side effect (an observation).
     pub fn eeh_state_value(&self) -> i64 {
-        let e = self.eeh_lock();
-        match (e.mmio_frozen, e.dma_stopped) {
-            (false, false) => state::NORMAL,
-            (true, false) => state::UNAVAIL,
-            (false, true) => state::STOPPED_DMA,
-            (true, true) => state::STOPPED_IO_DMA,
-        }
+        state_of(&self.eeh_lock())
     }
 
     /// `eeh_pe_get_state` over `pnv_eeh_get_state` (eeh.md 1.2, 1.3): 0 normal, 2 MMIO and
@@ -203,15 +207,11 @@ impl Pe {
     /// the PE isolated (the platform's side effect).
     pub fn eeh_get_state(&self) -> i64 {
         let mut e = self.eeh_lock();
-        match (e.mmio_frozen, e.dma_stopped) {
-            (false, false) => state::NORMAL,
-            (true, false) => state::UNAVAIL,
-            (false, true) => state::STOPPED_DMA,
-            (true, true) => {
-                e.isolated = true;
-                state::STOPPED_IO_DMA
-            }
+        let v = state_of(&e);
+        if v == state::STOPPED_IO_DMA {
+            e.isolated = true;
         }
+        v
     }
 
     /// `eeh_pci_enable` for one thaw: nothing to do if already enabled; else the
@@ -264,11 +264,11 @@ impl Pe {
     /// `eeh_pe_change_owner`: a frozen PE is thawed and its isolation cleared, so that the
     /// next owner (the host, or a user) starts from a usable PE.
     pub(crate) fn eeh_change_owner(&self) {
-        let frozen = {
+        let thaw = {
             let e = self.eeh_lock();
-            e.mmio_frozen || e.dma_stopped
+            (e.mmio_frozen || e.dma_stopped) && !e.removed
         };
-        if frozen && !self.eeh_lock().removed {
+        if thaw {
             self.eeh_unfreeze();
             self.eeh_lock().isolated = false;
         }

@@ -146,7 +146,8 @@ pub struct Env {
     /// at most 2 MiB per PE with 4K host pages.
     pub default_window_max: u64,
     notes: Mutex<Vec<Note>>,
-    /// Failures to inject, in the order they were asked for ([`Env::inject`]).
+    /// Failures to inject, in the order they were asked for ([`Env::inject`]). A leaf
+    /// lock: nothing else is taken while it is held (a strike is traced after release).
     injections: Mutex<Vec<Injection>>,
     /// The `strict` kernel profile (set by VFIO): the platform's own quirks fixed too.
     strict: std::sync::atomic::AtomicBool,

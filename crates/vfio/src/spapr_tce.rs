@@ -852,9 +852,11 @@ impl Vfio {
                 .is_some_and(|r| vaddr >= r.ua && end <= r.ua + r.size && r.page_shift >= shift)
         });
         let env = self.machine().env();
-        let inject = |point: FaultPoint| env.take_fault(point, req.target).is_some();
+        // Armed failures force the per-entry path, where they strike at their entry; with
+        // none the injection list is not locked per entry.
         let armed = env.armed(FaultPoint::TceStore, req.target)
             || env.armed(FaultPoint::RegionLookup, req.target);
+        let inject = |point: FaultPoint| armed && env.take_fault(point, req.target).is_some();
         if let (Some(id), Some(u), false) = (whole, w.ua.as_ref(), armed) {
             let mut live = false;
             if w.live > 0 {
@@ -918,7 +920,13 @@ impl Vfio {
         let table = t.windows[num].as_ref().ok_or(Errno::Enxio)?.table.clone();
         let shift = table.geometry().page_shift().shift();
         let env = self.machine().env();
-        let inject = |point: FaultPoint| env.take_fault(point, req.target).is_some();
+        // The injection list is locked once per call here, and per entry only while a
+        // failure is armed for this PE.
+        let armed = [FaultPoint::Pin, FaultPoint::TceStore].map(|p| env.armed(p, req.target));
+        let inject = |point: FaultPoint| {
+            let i = usize::from(point == FaultPoint::TceStore);
+            armed[i] && env.take_fault(point, req.target).is_some()
+        };
         for k in 0..n {
             let ua = vaddr + (k << shift);
             if inject(FaultPoint::Pin) {

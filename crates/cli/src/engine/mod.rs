@@ -329,12 +329,7 @@ impl Engine {
         if inc == 0 {
             return Ok(base);
         }
-        let bits = crate::scenario::field_bits(step.op.name, field);
-        let max = if bits == 64 {
-            i128::from(u64::MAX)
-        } else {
-            (1i128 << bits) - 1
-        };
+        let max = i128::from(crate::scenario::field_max(step.op.name, field));
         inc.checked_mul(i128::from(iter))
             .and_then(|d| d.checked_add(i128::from(base)))
             .filter(|v| (0..=max).contains(v))
@@ -357,7 +352,7 @@ impl Engine {
             if !crate::scenario::field_signed(field) {
                 return Err(format!("{field} must be 0 or more"));
             }
-            return Ok(if bits == 64 { v } else { v & ((1 << bits) - 1) });
+            return Ok(v & crate::scenario::field_max(step.op.name, field));
         }
         if bits < 64 && v >> bits != 0 {
             return Err(format!(

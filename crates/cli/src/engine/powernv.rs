@@ -232,11 +232,9 @@ impl Engine {
                 if nth == 0 {
                     return Err("nth counts calls from 1".into());
                 }
-                let opal = match Self::node(step, "opal").map(|_| Self::text(step, "opal")) {
+                let opal = match Self::node(step, "opal") {
                     None => OpalError::Hardware,
-                    Some(Ok("parameter")) => OpalError::Parameter,
-                    Some(Ok("hardware")) => OpalError::Hardware,
-                    Some(o) => return Err(format!("opal {o:?}: expected parameter or hardware")),
+                    Some(_) => opal(step)?,
                 };
                 m.env().inject(point, pe, skip, opal);
                 Outcome::Ok(String::new())
@@ -288,12 +286,7 @@ impl Engine {
                 Outcome::Ok(format!("t = {} s", m.env().clock()))
             }
             "fail_next_set_window" => {
-                let e = match Self::text(step, "opal")? {
-                    "parameter" => OpalError::Parameter,
-                    "hardware" => OpalError::Hardware,
-                    o => return Err(format!("opal {o:?}: expected parameter or hardware")),
-                };
-                m.env().fail_next_set_window(e);
+                m.env().fail_next_set_window(opal(step)?);
                 Outcome::Ok(String::new())
             }
             other => return Err(format!("{other} is not a powernv operation")),
@@ -316,4 +309,11 @@ fn unbalanced(m: &PowerNv, dev: iommu_core::DeviceId, call: &str) {
         group,
         format!("WARN: {call} without a claim (owner_cnt unchanged): nothing released"),
     );
+}
+
+/// The step's `opal` field as an OPAL error (checked when the file was read).
+fn opal(step: &Step) -> Result<OpalError, String> {
+    let name = Engine::text(step, "opal")?;
+    crate::scenario::opal_error(name)
+        .ok_or_else(|| format!("opal {name:?}: expected parameter or hardware"))
 }
