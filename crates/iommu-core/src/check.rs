@@ -31,11 +31,15 @@ pub enum Rule {
     /// No cached translation disagrees with its TCE: every TCE change was followed by a
     /// kill before the next device access could be served from the cache (3.7).
     TceCacheCoherent,
+    /// No DMA is served on a PE between its EEH freeze and the thaw of its DMA, and a
+    /// frozen PE's devices reach nothing (eeh.md 1.1): judged by the DMA's own record of
+    /// the freeze generation it passed the gate in, and by translation.
+    NoDmaWhileFrozen,
 }
 
 impl Rule {
     /// Every rule, in report order.
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::NoKernelTranslationOnUserGroup,
         Rule::NoKernelDriverOnUserGroup,
         Rule::NoUserMappingAfterRelease,
@@ -43,6 +47,7 @@ impl Rule {
         Rule::RefcountBalance,
         Rule::WindowsBelongToOwner,
         Rule::TceCacheCoherent,
+        Rule::NoDmaWhileFrozen,
     ];
     /// Its name, as scenario files write it.
     pub fn name(self) -> &'static str {
@@ -54,6 +59,7 @@ impl Rule {
             Rule::RefcountBalance => "RefcountBalance",
             Rule::WindowsBelongToOwner => "WindowsBelongToOwner",
             Rule::TceCacheCoherent => "TceCacheCoherent",
+            Rule::NoDmaWhileFrozen => "NoDmaWhileFrozen",
         }
     }
     /// Parses a name.

@@ -51,6 +51,9 @@
 //! leaves: never held while calling into the core or locking a PE. A stress test runs
 //! views and checks against claims, binds and maps with a no-progress detector
 //! (`tests/lock_order.rs`).
+//!
+//! EEH has its own chain, never held with a PE's state: a PE's EEH state → its PHB PE's
+//! EEH state → the injection list → the note buffer.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -70,7 +73,9 @@ pub mod table;
 
 pub use alloc::{pool_hash, Allocation, DmaLimits, EntryLimits, TceAllocator};
 pub use dma::{DmaMapError, DmaSession};
-pub use eeh::{DriverResult, EehState, Recovery, EEH_FREEZE_WINDOW, EEH_MAX_FREEZES};
+pub use eeh::{
+    DriverResult, EehState, PhbEehState, Recovery, VfReset, EEH_FREEZE_WINDOW, EEH_MAX_FREEZES,
+};
 pub use error::PlatformError;
 pub use iommu::SpaprTceIommu;
 pub use machine::{
@@ -177,17 +182,22 @@ pub enum FaultPoint {
     /// The preregistered region lookup of a v2 MAP entry (`mm_iommu_lookup` finding no
     /// region: it went away during the MAP).
     RegionLookup,
+    /// One thaw of a frozen PE (`opal_pci_eeh_freeze_clear` in `eeh_pci_enable`): the
+    /// hardware freezes the PE again at once ("the freeze sticks"), so the state read
+    /// after it still shows it frozen and the thaw is -EIO (eeh.md 6, case 12).
+    Thaw,
 }
 
 impl FaultPoint {
     /// Every point.
-    pub const ALL: [FaultPoint; 6] = [
+    pub const ALL: [FaultPoint; 7] = [
         FaultPoint::SetWindow,
         FaultPoint::CreateTable,
         FaultPoint::UserTable,
         FaultPoint::TceStore,
         FaultPoint::Pin,
         FaultPoint::RegionLookup,
+        FaultPoint::Thaw,
     ];
     /// Name in scenario files.
     pub fn name(self) -> &'static str {
@@ -198,6 +208,7 @@ impl FaultPoint {
             FaultPoint::TceStore => "tce_store",
             FaultPoint::Pin => "pin",
             FaultPoint::RegionLookup => "region_lookup",
+            FaultPoint::Thaw => "eeh_thaw",
         }
     }
     /// The point named `s`.
@@ -207,7 +218,7 @@ impl FaultPoint {
     /// What the failing kernel call returns (an OPAL failure is mapped by the caller).
     pub fn errno(self) -> Errno {
         match self {
-            FaultPoint::SetWindow => Errno::Eio,
+            FaultPoint::SetWindow | FaultPoint::Thaw => Errno::Eio,
             FaultPoint::CreateTable | FaultPoint::UserTable | FaultPoint::TceStore => Errno::Enomem,
             FaultPoint::Pin => Errno::Efault,
             FaultPoint::RegionLookup => Errno::Einval,

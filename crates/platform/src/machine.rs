@@ -31,6 +31,8 @@ pub struct DeviceConfig {
     pub devfn: u8,
     /// DMA mask its driver sets (32..=64 bits).
     pub dma_mask_bits: u32,
+    /// `Some` for an SR-IOV VF, which gets a VF PE: how the function resets.
+    pub vf: Option<crate::eeh::VfReset>,
 }
 
 impl DeviceConfig {
@@ -42,6 +44,7 @@ impl DeviceConfig {
             bus,
             devfn,
             dma_mask_bits,
+            vf: None,
         }
     }
     fn bdfn(&self) -> u16 {
@@ -298,6 +301,7 @@ impl PowerNv {
             .enumerate()
             .map(|(i, pc)| {
                 let i = i as u32;
+                let eeh = Arc::new(Mutex::new(crate::eeh::PhbEehState::default()));
                 let pes = pc
                     .pes
                     .iter()
@@ -309,6 +313,7 @@ impl PowerNv {
                             pc.model,
                             pc.m32_pci_base,
                             env.clone(),
+                            eeh.clone(),
                         ))
                     })
                     .collect();
@@ -317,6 +322,7 @@ impl PowerNv {
                     pci_domain: i,
                     config: pc.clone(),
                     pes,
+                    eeh,
                 })
             })
             .collect();
@@ -474,6 +480,9 @@ impl PowerNv {
             self.flush();
             return Err(PlatformError::NoPe);
         };
+        if let Some(how) = d.vf {
+            pe.eeh_set_vf(how);
+        }
         let dev = Arc::new(PciDev {
             id,
             name: d.name.clone(),

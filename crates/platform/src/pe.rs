@@ -234,6 +234,9 @@ pub struct Pe {
     state: Mutex<PeState>,
     /// The PE's EEH state: a leaf (nothing is locked while it is held).
     eeh: Mutex<crate::eeh::EehState>,
+    /// The PHB PE's EEH state, shared with the PHB: taken last (after `eeh` when both
+    /// are held), nothing taken under it.
+    phb_eeh: Arc<Mutex<crate::eeh::PhbEehState>>,
 }
 
 impl Pe {
@@ -244,6 +247,7 @@ impl Pe {
         model: crate::phb::PhbModel,
         tce32_size: u64,
         env: Arc<Env>,
+        phb_eeh: Arc<Mutex<crate::eeh::PhbEehState>>,
     ) -> Self {
         Self {
             number,
@@ -258,7 +262,13 @@ impl Pe {
             env,
             state: Mutex::new(PeState::default()),
             eeh: Mutex::new(crate::eeh::EehState::default()),
+            phb_eeh,
         }
+    }
+
+    /// Locks the PHB PE's EEH state (a leaf lock).
+    pub(crate) fn phb_eeh_lock(&self) -> MutexGuard<'_, crate::eeh::PhbEehState> {
+        self.phb_eeh.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks the EEH state (a leaf lock).
@@ -341,15 +351,17 @@ impl Pe {
     /// With EEH on, a frozen PE's DMA is refused ([`DmaFault::Frozen`]), and a DMA that
     /// faults freezes the PE (eeh.md 5.6).
     pub fn translate(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
-        if self.eeh_dma_blocked() {
+        let Ok(gen) = self.eeh_dma_gate() else {
             return Err(DmaFault::Frozen {
                 iova,
                 pe: self.number,
             });
-        }
+        };
         let r = self.translate_via(iova, access, true);
-        if let (Err(f), true) = (&r, self.env.eeh_enabled()) {
-            self.eeh_freeze(&format!("a DMA fault ({f})"));
+        match &r {
+            Ok(_) => self.eeh_dma_served(gen),
+            Err(f) if self.env.eeh_enabled() => self.eeh_freeze(&format!("a DMA fault ({f})")),
+            Err(_) => {}
         }
         r
     }
@@ -358,7 +370,7 @@ impl Pe {
     /// filling the cache: an observation (a scenario's `device.D.reads.ADDR`) that
     /// changes nothing.
     pub fn reaches(&self, iova: u64, access: Access) -> Result<Hpa, DmaFault> {
-        if self.env.eeh_enabled() && self.eeh_lock().dma_stopped {
+        if self.eeh_blocks_now() {
             return Err(DmaFault::Frozen {
                 iova,
                 pe: self.number,
@@ -858,8 +870,27 @@ impl Pe {
     /// - Kernel-owned: no user table is programmed, and every TCE of a kernel table was
     ///   handed out by the kernel allocator (`NoUserMappingAfterRelease`); window 0, bypass
     ///   and every device's table base are back (`KernelDmaRestored`).
+    /// - With EEH on: no DMA served while the PE was frozen, and a frozen PE's devices
+    ///   reach nothing (`NoDmaWhileFrozen`).
     pub fn check(&self, owner: Option<(OwnerCookie, u64)>) -> Vec<Finding> {
+        let (mut out, probes) = self.check_ownership(owner);
+        out.extend(self.eeh_check(&probes));
+        out
+    }
+
+    /// The ownership rules of [`Pe::check`], and the bus addresses an EEH probe tries
+    /// (each window's first mapped entry, the bypass base).
+    fn check_ownership(&self, owner: Option<(OwnerCookie, u64)>) -> (Vec<Finding>, Vec<u64>) {
         let st = self.lock();
+        let mut probes: Vec<u64> = st
+            .tables
+            .iter()
+            .flatten()
+            .filter_map(|t| t.mapped_runs_first())
+            .collect();
+        if matches!(Self::tve1(&st, self.env.ram_size), Tve1::Bypass { .. }) {
+            probes.push(BYPASS_BASE);
+        }
         let mut out = Vec::new();
         let mut found = |rule: Rule, device: Option<&str>, evidence: Evidence| {
             out.push(Finding {
@@ -1031,7 +1062,8 @@ impl Pe {
                 }
             }
         }
-        out
+        drop(st);
+        (out, probes)
     }
 }
 

@@ -79,9 +79,15 @@ pub struct Phb {
     pub config: PhbConfig,
     /// Its PEs.
     pub pes: Vec<Arc<Pe>>,
+    /// The PHB PE's EEH state, shared with each PE (a leaf lock).
+    pub(crate) eeh: Arc<std::sync::Mutex<crate::eeh::PhbEehState>>,
 }
 
 impl Phb {
+    /// Locks the PHB PE's EEH state.
+    pub(crate) fn eeh_lock(&self) -> std::sync::MutexGuard<'_, crate::eeh::PhbEehState> {
+        self.eeh.lock().unwrap_or_else(|p| p.into_inner())
+    }
     /// The PE of `bdfn`: a device PE first, else the bus PE.
     pub fn pe_for(&self, bdfn: u16) -> Option<Arc<Pe>> {
         self.pes

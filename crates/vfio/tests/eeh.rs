@@ -373,6 +373,132 @@ proptest! {
                 (true, true) => 2,
             };
             prop_assert_eq!(op(&v, c, GET_STATE), Ok(want));
+            let found = v.machine().check();
+            prop_assert!(found.is_empty(), "{:?}", found);
         }
     }
+}
+
+/// Case 12: the hardware freezes the PE again as the firmware clears it ("the freeze
+/// sticks"): UNFREEZE_IO is -EIO and the PE stays frozen; the next try thaws it.
+#[test]
+fn a_freeze_that_sticks_makes_the_thaw_fail() {
+    let (v, c, start) = setup();
+    let p = pe(&v);
+    let _ = dma(&v, start, Access::Write);
+    v.machine().env().inject(
+        spapr_platform::FaultPoint::Thaw,
+        Some((p.phb, p.number)),
+        0,
+        spapr_platform::OpalError::Hardware,
+    );
+    assert_eq!(op(&v, c, 2), Err(Errno::Eio), "case 12");
+    assert_eq!(op(&v, c, GET_STATE), Ok(2), "still frozen");
+    assert_eq!(op(&v, c, 2), Ok(0), "the fault struck once");
+    assert_eq!(op(&v, c, GET_STATE), Ok(4));
+}
+
+/// Case 15: a VF PE resets its function by FLR or AF FLR; without either capability a
+/// hot or fundamental reset is -ENOTTY, and the PE is left frozen with config blocked.
+#[test]
+fn a_vf_pe_without_flr_cannot_be_reset() {
+    for (how, want) in [
+        (spapr_platform::VfReset::None, Err(Errno::Enotty)),
+        (spapr_platform::VfReset::Flr, Ok(0)),
+        (spapr_platform::VfReset::AfFlr, Ok(0)),
+    ] {
+        let mut cfg = spapr_platform::PowerNvConfig::seed();
+        for d in &mut cfg.devices {
+            if d.name == "gpu0" {
+                d.vf = Some(how);
+            }
+        }
+        let m = Arc::new(spapr_platform::PowerNv::booted(cfg).unwrap());
+        let v = Vfio::new(
+            m,
+            VfioConfig {
+                profile: KernelProfile::Strict,
+                eeh: true,
+                ..VfioConfig::default()
+            },
+        );
+        let (c, _) = v2(&v, &["gpu0"]);
+        for reset in [6, 7] {
+            assert_eq!(op(&v, c, reset), want, "case 15, {how:?}");
+            let e = pe(&v).eeh();
+            assert!(e.mmio_frozen && e.dma_stopped && e.cfg_blocked);
+            assert_eq!(op(&v, c, 5), Ok(0));
+        }
+    }
+}
+
+/// Cases 24 and 27: a fenced PHB stops its PEs; once the host has seen the fence (an
+/// all-ones read isolates the PHB PE) a passed PE under it reads UNAVAIL and cannot be
+/// thawed; the PHB's complete reset keeps every window and TCE, kills the TCE cache,
+/// thaws the host's PEs and re-freezes the passed one for its owner.
+#[test]
+fn a_fenced_phb_reads_unavail_and_its_reset_refreezes_the_passed_pe() {
+    let (v, c, start) = setup();
+    let m = v.machine();
+    let p = pe(&v);
+    let phb = m.phbs()[p.phb as usize].clone();
+    let t = p.table(1).unwrap();
+    let idx = spapr_tce::TceIndex(t.geometry().first_index().0);
+    let (tce, kills) = (t.get(idx).unwrap(), p.counters.pe_kills());
+    phb.eeh_fence();
+    assert!(matches!(
+        dma(&v, start + 8, Access::Read),
+        Err(DmaFault::Frozen { .. })
+    ));
+    assert_eq!(op(&v, c, GET_STATE), Ok(2), "fenced, not yet seen");
+    assert_eq!(mmio(&v), u64::MAX);
+    assert!(
+        phb.eeh().isolated,
+        "the passed PE's read isolates the PHB PE"
+    );
+    assert_eq!(op(&v, c, GET_STATE), Ok(5), "case 24");
+    assert_eq!(op(&v, c, 2), Err(Errno::Eio), "no thaw on a fenced PHB");
+    assert_eq!(op(&v, c, 1), Err(Errno::Eio));
+    assert!(m.check().is_empty(), "{:?}", m.check());
+    // Case 27.
+    assert_eq!(phb.eeh_reset_full(false), Ok(()));
+    assert!(!phb.eeh().fenced && !phb.eeh().isolated);
+    assert_eq!(t.get(idx).unwrap(), tce, "windows and TCEs survive");
+    assert_eq!(p.counters.pe_kills(), kills + 1, "the TCE cache is killed");
+    let e = p.eeh();
+    assert!(
+        e.mmio_frozen && e.dma_stopped,
+        "the passed PE is re-frozen (3)"
+    );
+    assert_eq!(op(&v, c, GET_STATE), Ok(2));
+    assert_eq!(op(&v, c, 1), Ok(0), "its owner thaws it");
+    assert!(dma(&v, start + 8, Access::Read).is_ok());
+    assert!(m.check().is_empty(), "{:?}", m.check());
+}
+
+/// Host recovery of a fenced PHB: its host-owned PEs serve again; a PHB PE not isolated
+/// has nothing to recover.
+#[test]
+fn the_host_recovers_a_fenced_phb() {
+    let m = spapr_platform::PowerNv::booted(spapr_platform::PowerNvConfig::seed()).unwrap();
+    m.env().set_eeh(true);
+    let nic = m.device("nic0").unwrap();
+    let phb = m.phbs()[0].clone();
+    assert_eq!(phb.eeh_recover(), Err(Errno::Einval));
+    m.bind_driver(nic, "ixgbe").unwrap();
+    let buf = m
+        .driver_dma_alloc(nic, 4096, spapr_tce::DmaDirection::Bidirectional)
+        .unwrap()
+        .dma;
+    phb.eeh_fence();
+    assert!(m.device_translate(nic, buf, Access::Read).is_err());
+    assert_eq!(m.device_mmio_read(nic, 7), Ok(u64::MAX));
+    assert_eq!(m.pe_of(nic).unwrap().eeh_state_value(), 5);
+    assert_eq!(
+        phb.eeh_recover(),
+        Ok(Recovery::Recovered { freeze_count: 1 })
+    );
+    assert_eq!(m.device_mmio_read(nic, 7), Ok(7));
+    assert!(m.device_translate(nic, buf, Access::Read).is_ok());
+    assert!(m.check().is_empty(), "{:?}", m.check());
 }

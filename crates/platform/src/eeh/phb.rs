@@ -1,0 +1,163 @@
+//! The PHB PE (eeh.md 1.1, 1.2, 1.6; platforms/powernv/eeh-powernv.c
+//! `pnv_eeh_get_phb_state`, `pnv_eeh_phb_reset`, kernel/eeh.c `eeh_phb_check_failure`).
+//! A fenced PHB stops every PE under it: DMA is refused, MMIO reads all-ones and no thaw
+//! succeeds. The first all-ones read by anyone isolates the PHB PE, and from then on its
+//! PEs read UNAVAIL. The PHB's complete reset (`eeh_pe_reset_full` on the PHB PE) rewrites
+//! the TVT, M64 and PELT-V from the firmware's cache, so every window survives, clears
+//! every PEST, kills the whole TCE cache, and re-freezes the PEs passed to user space so
+//! that their owners see the error (`eeh_pe_refreeze_passed`).
+
+use super::driver::count_freeze;
+use super::{EEH_FREEZE_WINDOW, EEH_MAX_FREEZES};
+use crate::pe::Pe;
+use crate::phb::Phb;
+use iommu_core::{Errno, EventKind};
+
+/// The PHB PE's EEH state, shared by the PHB and each of its PEs. Its lock is the last
+/// one: it may be taken under a PE's EEH lock, and nothing is taken under it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PhbEehState {
+    /// The PHB is fenced (`OPAL_EEH_PHB_ERROR`, severity PHB_FENCED).
+    pub fenced: bool,
+    /// `EEH_PE_ISOLATED` on the PHB PE: the kernel has seen the fence.
+    pub isolated: bool,
+    /// Complete resets so far.
+    pub resets: u32,
+    /// The PHB PE's `freeze_count` within its window.
+    pub freeze_count: u32,
+    /// When that window began.
+    pub tstamp: u64,
+}
+
+impl Pe {
+    /// The PHB PE's state (a copy).
+    pub(crate) fn phb_eeh(&self) -> PhbEehState {
+        self.phb_eeh_lock().clone()
+    }
+
+    /// `eeh_phb_check_failure`, on an all-ones read: if the PHB is fenced, the read is
+    /// all-ones and the PHB PE isolated (once), whoever owns this PE.
+    pub(crate) fn eeh_phb_check_failure(&self) -> bool {
+        let mut p = self.phb_eeh_lock();
+        if !p.fenced {
+            return false;
+        }
+        if !p.isolated {
+            p.isolated = true;
+            drop(p);
+            self.env.note(
+                EventKind::Eeh,
+                None,
+                None,
+                format!(
+                    "EEH: PHB#{} fenced: all-ones read, PHB PE isolated, recovery event queued",
+                    self.phb
+                ),
+            );
+        }
+        true
+    }
+
+    /// This PE's part of a PHB complete reset: PEST cleared, TCE cache killed; a PE passed
+    /// to user space is re-frozen for its owner unless `include_passed`; a host-owned PE
+    /// is usable again (its isolation cleared). A permanently disabled PE stays frozen.
+    fn eeh_phb_reset(&self, include_passed: bool) {
+        self.counters.pe_kill();
+        let refreeze = {
+            let mut e = self.eeh_lock();
+            e.mmio_frozen = false;
+            e.dma_stopped = false;
+            e.cfg_blocked = false;
+            let refreeze = e.removed || (e.pass_dev_cnt > 0 && !include_passed);
+            if !refreeze {
+                e.isolated = false;
+            }
+            refreeze
+        };
+        if refreeze {
+            self.eeh_freeze("the PHB reset (eeh_pe_refreeze_passed)");
+        }
+    }
+}
+
+impl Phb {
+    /// The PHB PE's EEH state.
+    pub fn eeh(&self) -> PhbEehState {
+        self.eeh_lock().clone()
+    }
+
+    fn eeh_note(&self, detail: String) {
+        if let Some(pe) = self.pes.first() {
+            pe.env.note(EventKind::Eeh, None, None, detail);
+        }
+    }
+
+    /// Fences the PHB, as the hardware does on an error it cannot attribute to one PE
+    /// (PHB4's escalated MMIO errors, a fatal PHB error). Idempotent.
+    pub fn eeh_fence(&self) {
+        let mut p = self.eeh_lock();
+        if p.fenced {
+            return;
+        }
+        p.fenced = true;
+        drop(p);
+        self.eeh_note(format!(
+            "EEH: PHB#{} fenced: every PE under it stops",
+            self.index
+        ));
+    }
+
+    /// `eeh_pe_reset_full(phb_pe, include_passed)`: the PHB complete reset (see the module
+    /// docs). The windows and the TCE tables are kept; every PE's TCE cache is killed.
+    pub fn eeh_reset_full(&self, include_passed: bool) -> Result<(), Errno> {
+        {
+            let mut p = self.eeh_lock();
+            p.fenced = false;
+            p.resets += 1;
+        }
+        self.eeh_note(format!(
+            "EEH: PHB#{} complete reset: TVT, M64 and PELT-V restored from the firmware cache, \
+             every PEST cleared, TCE cache killed",
+            self.index
+        ));
+        for pe in &self.pes {
+            pe.eeh_phb_reset(include_passed);
+        }
+        self.eeh_lock().isolated = false;
+        Ok(())
+    }
+
+    /// Host recovery of the isolated PHB PE (`eeh_handle_normal_event` on the PHB PE,
+    /// which forces NEED_RESET): freeze counting, then the complete reset without the
+    /// passed PEs (they are re-frozen for their owners), or the hard fail past
+    /// [`EEH_MAX_FREEZES`]: the PHB stays fenced. -EINVAL if the PHB PE is not isolated.
+    pub fn eeh_recover(&self) -> Result<super::Recovery, Errno> {
+        let now = self.pes.first().map_or(0, |p| p.env.clock());
+        let count = {
+            let mut p = self.eeh_lock();
+            if !p.isolated {
+                return Err(Errno::Einval);
+            }
+            let p = &mut *p;
+            count_freeze(&mut p.freeze_count, &mut p.tstamp, now)
+        };
+        self.eeh_note(format!(
+            "EEH: PHB#{} recovery at t={now}s, freeze {count} of at most {EEH_MAX_FREEZES} in \
+             {EEH_FREEZE_WINDOW}s",
+            self.index
+        ));
+        if count > EEH_MAX_FREEZES {
+            self.eeh_note(format!(
+                "EEH: PHB#{} permanently failed; it stays fenced",
+                self.index
+            ));
+            return Ok(super::Recovery::Failed {
+                freeze_count: count,
+            });
+        }
+        self.eeh_reset_full(false)?;
+        Ok(super::Recovery::Recovered {
+            freeze_count: count,
+        })
+    }
+}
