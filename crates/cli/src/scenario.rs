@@ -32,6 +32,9 @@ pub enum Machine {
     PSeries {
         /// Its DMA windows.
         config: SpaprConfig,
+        /// Guest PHBs whose devices are host devices passed through VFIO: (PHB position,
+        /// host device names, guest bus).
+        passthrough: Vec<(usize, Vec<String>, u8)>,
     },
 }
 
@@ -141,7 +144,9 @@ ops! {
     "eeh_recover" PowerNv ["device"] ["results"] "the host's eeh_handle_normal_event on the device's isolated PE; `results` scripts each device driver's error_detected answer (none, can_recover, need_reset, recovered, disconnect)";
     "clock_advance" PowerNv ["seconds"] [] "advance the virtual clock EEH counts freezes on";
     "vfio_eeh_pe_op" PowerNv ["container", "eeh_op"] ["argsz", "flags", "type", "func", "process"] "VFIO_EEH_PE_OP: disable, enable, unfreeze_io, unfreeze_dma, get_state, reset_deactivate, reset_hot, reset_fundamental, configure, inject_err (or a number)";
-    "fail" PowerNv ["call"] ["device", "nth", "opal"] "make the nth (default 1st) call of a kernel operation fail, on the device's PE or any: set_window (OPAL), create_table, user_table, tce_store (a level allocation during MAP), pin, region_lookup";
+    "fail" PowerNv ["call"] ["device", "nth", "opal"] "make the nth (default 1st) call of a kernel operation fail, on the device's PE or any: set_window (OPAL), create_table, user_table, tce_store (a level allocation during MAP), pin, region_lookup, eeh_thaw (the freeze sticks: the thaw is -EIO)";
+    "phb_fence" PowerNv ["phb"] [] "the PHB fences (an error it cannot pin on one PE): every PE under it stops; the first all-ones read isolates the PHB PE";
+    "phb_recover" PowerNv ["phb"] [] "the host's recovery of an isolated PHB PE: the PHB's complete reset (eeh_pe_reset_full), windows kept, TCE cache killed, passed PEs re-frozen for their owners";
     // VFIO.
     "profile" Any [] ["kernel", "papr"] "switch the kernel (linux/strict) or PAPR (qemu/kvm/lopar) profile";
     "mmap" PowerNv ["size"] ["process", "page_size"] "map anonymous memory into a process (the VMM's guest RAM)";
@@ -178,6 +183,9 @@ ops! {
     "machine_reset" PSeries [] [] "reset the machine: default windows back, a fresh guest kernel";
     "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "max_memory", "dma_mask", "scratch"] "the Linux guest kernel's enable_ddw (pseries/iommu.c) on a PHB";
     "linux_dma_map" PSeries ["gpa", "size"] ["phb", "dir"] "a guest driver's dma_map through the default window (the guest kernel's allocator, H_PUT_TCE)";
+    "rtas_eeh" PSeries ["call"] ["phb", "addr", "option", "function", "severity", "nret", "rets"] "an EEH RTAS call as QEMU 7.2 answers it: set_eeh_option, get_config_addr_info2, read_slot_reset_state2, set_slot_reset, configure_pe, slot_error_detail (the BUID is the PHB's; on a PHB with `vfio` devices it drives the host container's VFIO_EEH_PE_OP)";
+    "host_dma" PSeries ["device", "addr"] ["dir"] "a passed-through host device DMAs at a host bus address (read, or write with dir = \"write\"); a fault freezes its host PE";
+    "host_mmio_read" PSeries ["device"] ["value"] "the guest reads a passed-through device's BAR (a register reading 0; `value` is the expected read): all-ones while its host PE is frozen";
     "linux_dma_unmap" PSeries ["dma", "size"] ["phb"] "a guest driver's dma_unmap: H_PUT_TCE 0, pages back to the allocator";
     "save_phb" PSeries ["phb"] [] "save a PHB's windows (versioned bytes)";
     "restore_phb" PSeries ["phb", "from"] [] "restore a PHB's windows from a save";
@@ -241,6 +249,7 @@ fields! {
     "[[machine.device]]" PowerNv "devfn" "0..255" "0" "its device/function";
     "[[machine.device]]" PowerNv "dma_mask" "32..64 (bits)" "64" "dma_set_mask: 32-bit devices DMA through window 0, 64-bit ones may use bypass";
     "[[machine.device]]" PowerNv "driver" "text" "none" "a kernel driver bound at boot (\"vfio-pci\" is driver_managed_dma)";
+    "[[machine.device]]" PowerNv "vf" "\"flr\", \"af_flr\" or \"none\"" "not a VF" "an SR-IOV VF with a VF PE, reset by PCIe FLR, AF FLR, or not at all (an EEH reset is -ENOTTY)";
     "[machine]" PSeries "ram" "a size, a multiple of 4K, at most 64G" "4G" "guest RAM";
     "[machine]" PSeries "profile" "\"qemu\", \"kvm\" or \"lopar\"" "\"kvm\"" "whose hypercall and RTAS behaviour where they differ (papr.md)";
     "[machine]" PSeries "phb" "[[machine.phb]] tables" "one PHB, index 0" "the guest's PCI host bridges";
@@ -250,6 +259,8 @@ fields! {
     "[[machine.phb]]" PSeries "dma_win_addr" "a number" "0" "bus address of the default 32-bit window";
     "[[machine.phb]]" PSeries "dma_win_size" "a size" "1G" "size of the default window";
     "[[machine.phb]]" PSeries "dma64_win_addr" "a number" "0x800000000000000" "where a dynamic window starts";
+    "[[machine.phb]]" PSeries "vfio" "a host device name, or a list of them" "none (emulated devices only)" "host devices (of the seed host: nic0, nvme0, gpu0) passed through one VFIO v2 container: this PHB's EEH RTAS calls drive the container's VFIO_EEH_PE_OP";
+    "[[machine.phb]]" PSeries "vfio_bus" "0..255" "1" "the guest bus the passed devices sit on (device k at devfn k)";
     "[[machine.phb]]" PSeries "page_sizes" "[\"4K\", \"64K\", ...]" "4K, 64K, 2M, 16M" "IOMMU page sizes a DDW may use";
     "[[machine.vio]]" PSeries "reg" "a number (32 bits)" "required" "the VIO device's reg, also its LIOBN";
     "[[machine.vio]]" PSeries "window" "a size" "256M" "its TCE window";
@@ -281,12 +292,13 @@ fn valid_expect(s: &str) -> bool {
         || Errno::from_name(s).is_some()
         || HStatus::from_name(s).is_some()
         || RtasStatus::from_name(s).is_some()
+        || s == "RTAS_NO_ERRORS_FOUND"
         || s.parse::<i64>().is_ok()
         || is_rule(s)
 }
 
 /// The kernel's security rules, checked on a PowerNV machine.
-pub const RULES: [&str; 7] = [
+pub const RULES: [&str; 8] = [
     "NoKernelTranslationOnUserGroup",
     "NoKernelDriverOnUserGroup",
     "NoUserMappingAfterRelease",
@@ -294,6 +306,7 @@ pub const RULES: [&str; 7] = [
     "RefcountBalance",
     "WindowsBelongToOwner",
     "TceCacheCoherent",
+    "NoDmaWhileFrozen",
 ];
 
 /// The window rules, checked on a pSeries machine.
@@ -590,13 +603,14 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
             if let Some(v) = df.get("driver") {
                 drivers.push((name.clone(), ctx.string(v, "driver")?.to_string()));
             }
-            cfg.devices.push(DeviceConfig::new(
-                &name,
-                phb,
-                bus as u8,
-                devfn as u8,
-                mask as u32,
-            ));
+            let mut dc = DeviceConfig::new(&name, phb, bus as u8, devfn as u8, mask as u32);
+            if let Some(v) = df.get("vf") {
+                let how = ctx.string(v, "vf")?;
+                dc.vf = Some(spapr_platform::VfReset::from_name(how).ok_or_else(|| {
+                    ctx.err(v, format!("vf {}: expected flr, af_flr or none", echo(how)))
+                })?);
+            }
+            cfg.devices.push(dc);
         }
     }
     cfg.validate().map_err(|e| ctx.err(n, e.to_string()))?;
@@ -645,6 +659,7 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
             )
         })?;
     }
+    let mut passthrough: Vec<(usize, Vec<String>, u8)> = Vec::new();
     let check = match f.get("check_each_step") {
         Some(v) => ctx.boolean(v, "check_each_step")?,
         None => false,
@@ -687,6 +702,50 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                 if let Some(v) = pf.get("page_sizes") {
                     pc.page_sizes = page_sizes(ctx, v)?;
                 }
+                if let Some(v) = pf.get("vfio") {
+                    let names: Vec<String> = match &v.val {
+                        Val::Arr(a) => a
+                            .iter()
+                            .map(|n| ctx.string(n, "vfio").map(str::to_string))
+                            .collect::<Result<_, _>>()?,
+                        _ => vec![ctx.string(v, "vfio")?.to_string()],
+                    };
+                    const HOST: [&str; 3] = ["nic0", "nvme0", "gpu0"];
+                    for (i, name) in names.iter().enumerate() {
+                        if !HOST.contains(&name.as_str()) {
+                            let hint = closest(name, HOST.iter().copied())
+                                .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                            return Err(
+                                ctx.err(v, format!("the host has no device {}{hint}", echo(name)))
+                            );
+                        }
+                        if names[..i].contains(name) {
+                            return Err(ctx.err(v, format!("{} is named twice", echo(name))));
+                        }
+                    }
+                    if names.is_empty() {
+                        return Err(ctx.err(v, "vfio names at least one host device"));
+                    }
+                    let bus = match pf.get("vfio_bus") {
+                        Some(b) => {
+                            let n = ctx.num(b, "vfio_bus")?;
+                            u8::try_from(n).map_err(|_| {
+                                ctx.err(b, format!("vfio_bus must be 0..=255, found {n}"))
+                            })?
+                        }
+                        None => 1,
+                    };
+                    for (_, others, _) in &passthrough {
+                        if let Some(n) = names.iter().find(|n| others.contains(n)) {
+                            return Err(
+                                ctx.err(v, format!("{} is passed to another PHB already", echo(n)))
+                            );
+                        }
+                    }
+                    passthrough.push((cfg.phbs.len(), names, bus));
+                } else if let Some(b) = pf.get("vfio_bus") {
+                    return Err(ctx.err(b, "vfio_bus needs vfio"));
+                }
                 cfg.phbs.push(pc);
             }
         }
@@ -716,7 +775,13 @@ fn pseries(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         }
     }
     spapr_papr::Spapr::new(cfg.clone()).map_err(|e| ctx.err(n, e.to_string()))?;
-    Ok((Machine::PSeries { config: cfg }, check))
+    Ok((
+        Machine::PSeries {
+            config: cfg,
+            passthrough,
+        },
+        check,
+    ))
 }
 
 /// `error_detected` answers an `eeh_recover` step scripts.
@@ -762,6 +827,7 @@ pub fn field_bits(op: &str, field: &str) -> u32 {
         (_, "bus" | "devfn") => 8,
         ("rtas" | "rtas_buffer", "args" | "rets" | "token" | "nret") => 32,
         ("vfio_eeh_pe_op", "type" | "func" | "eeh_op") => 32,
+        ("rtas_eeh", "addr" | "option" | "function" | "severity" | "nret" | "rets") => 32,
         (_, "u32be") => 32,
         (
             _,
@@ -918,6 +984,27 @@ fn check_fail(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
     Ok(())
 }
 
+/// An `rtas_eeh` step names one of the six EEH calls QEMU registers.
+fn check_eeh_call(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
+    if let Some(c) = f.get("call") {
+        let name = ctx.string(c, "call of rtas_eeh")?;
+        let names: Vec<&str> = crate::engine::eeh_call_names().collect();
+        if !names.contains(&name) {
+            let hint = closest(name, names.iter().copied())
+                .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+            return Err(ctx.err(
+                c,
+                format!(
+                    "rtas_eeh: unknown call {}{hint}; expected one of: {}",
+                    echo(name),
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Names results get from `as`, and the fields each kind of result has.
 fn result_fields(op: &str) -> &'static [&'static str] {
     match op {
@@ -925,6 +1012,7 @@ fn result_fields(op: &str) -> &'static [&'static str] {
         "vfio_create_window" => &["start"],
         "vfio_get_info" => &["flags", "start", "size", "pgsizes", "max_windows", "levels"],
         "rtas" | "rtas_buffer" => &["status", "r1", "r2", "r3", "r4", "r5", "liobn", "start"],
+        "rtas_eeh" => &["status", "r1", "r2", "r3", "r4"],
         "linux_dma_map" => &["dma"],
         "linux_enable_ddw" => &[
             "liobn",
@@ -1045,7 +1133,10 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
     let mut defined: Vec<(String, &'static str)> = Vec::new();
     let mut devices: Vec<String> = match &machine {
         Machine::PowerNv { config, .. } => config.devices.iter().map(|d| d.name.clone()).collect(),
-        Machine::PSeries { .. } => Vec::new(),
+        Machine::PSeries { passthrough, .. } => passthrough
+            .iter()
+            .flat_map(|p| p.1.iter().cloned())
+            .collect(),
     };
     let rules: Vec<&str> = match &machine {
         Machine::PowerNv { .. } => RULES.to_vec(),
@@ -1166,7 +1257,14 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         if op.name == "fail" {
             check_fail(&ctx, &f)?;
         }
-        if let (Needs::PowerNv, Some(d), false) = (kind, f.get("device"), op.name == "hot_add") {
+        if op.name == "rtas_eeh" {
+            check_eeh_call(&ctx, &f)?;
+        }
+        let checks_device = match kind {
+            Needs::PowerNv => op.name != "hot_add",
+            _ => op.name.starts_with("host_"),
+        };
+        if let (true, Some(d)) = (checks_device, f.get("device")) {
             let name = ctx.string(d, "device")?;
             if !devices.iter().any(|x| x == name) {
                 let hint = closest(name, devices.iter().map(String::as_str))

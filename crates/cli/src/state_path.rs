@@ -239,6 +239,8 @@ pub const ROOTS: &[Root] = &[
             ("removed", Kind::Bool),
             ("pass_dev_cnt", Kind::Num),
             ("freeze_count", Kind::Num),
+            ("phb_fenced", Kind::Bool),
+            ("phb_isolated", Kind::Bool),
         ],
     },
     Root {

@@ -12,7 +12,7 @@ fn default_run_exits_zero_with_every_expectation_held() {
     let out = bin().args(["run", "--trace"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("38/38 expectations held"), "{text}");
+    assert!(text.contains("39/39 expectations held"), "{text}");
     assert!(text.contains("vfio_set_container group=\"$g\" container=\"$c\" -> ok"));
     assert!(text.contains("device_read device=\"gpu0\" addr=\"$gpubuf.dma\" -> fault"));
     // The trace has one line per core event, including TCE kills and faults.
@@ -58,7 +58,7 @@ fn show_and_check_print_only_their_part() {
     assert!(!text.contains("steps:"));
     let out = bin().args(["check", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["checks"].as_array().unwrap().len(), 7);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 8);
     assert!(v["failed_step"].is_null() && v["stopped"].is_null());
     let out = bin().args(["ops"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();

@@ -67,6 +67,28 @@ impl Spapr {
         b[phb] = backend;
     }
 
+    /// `spapr_phb_eeh_available`: PHB `phb`'s backend if it has one container with one
+    /// group.
+    fn eeh_available(&self, phb: usize) -> Option<Arc<dyn EehBackend>> {
+        let backend = self
+            .eeh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(phb)
+            .cloned()
+            .flatten();
+        backend.filter(|b| b.groups() == 1)
+    }
+
+    /// The EEH half of a PHB's machine reset (`spapr_phb_vfio_reset`): if EEH is
+    /// available on PHB `phb`, the container's ENABLE op, whose result QEMU ignores.
+    pub(crate) fn eeh_phb_reset(&self, phb: usize) {
+        if let Some(b) = self.eeh_available(phb) {
+            let r = b.pe_op(1);
+            tracing::debug!(target: "spapr_papr", phb, result = r, "machine reset: EEH ENABLE");
+        }
+    }
+
     /// Runs the EEH RTAS call of `token` with `args`; the words to write back (the status
     /// first). None if `token` is not an EEH call.
     pub fn rtas_eeh(&self, tok: u32, args: &[u32], nret: u32) -> Option<Vec<u32>> {
@@ -86,15 +108,7 @@ impl Spapr {
         let Some(phb) = self.phb_by_buid(buid) else {
             return Some(vec![PARAM_ERROR]);
         };
-        let backend = self
-            .eeh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(phb)
-            .cloned()
-            .flatten();
-        // spapr_phb_eeh_available: one container with one group.
-        let Some(b) = backend.filter(|b| b.groups() == 1) else {
+        let Some(b) = self.eeh_available(phb) else {
             return Some(vec![PARAM_ERROR]);
         };
         let addr = args[0];

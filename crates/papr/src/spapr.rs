@@ -465,10 +465,13 @@ impl Spapr {
         tracing::debug!(target: "spapr_papr", buid = p.buid, "PHB DMA reset: default window back");
     }
 
-    /// Machine reset: every PHB reset, every VIO window zeroed.
+    /// Machine reset (`spapr_phb_reset`): every PHB's windows reset, then, where EEH is
+    /// available, the container's ENABLE op (the host thaws a frozen PE); every VIO
+    /// window zeroed.
     pub fn reset(&self) {
         for i in 0..self.phbs.len() {
             self.reset_phb(i);
+            self.eeh_phb_reset(i);
         }
         for v in &self.vio {
             let g = *v.table.geometry();

@@ -221,3 +221,60 @@ fn emulated_phbs_two_group_containers_and_bad_buids_are_refused() {
     assert_eq!(s.rtas_eeh(0x2030, &[], 1), None, "not an EEH token");
     assert_eq!(token::ALL.len(), 6);
 }
+
+/// Machine reset (`spapr_phb_reset`) sends ENABLE to an available container, after the
+/// windows are reset; a two-group container gets nothing.
+#[test]
+fn machine_reset_enables_eeh_on_an_available_phb() {
+    let (s, f) = machine(Some(Fake {
+        groups: 1,
+        ..Fake::default()
+    }));
+    s.reset();
+    assert_eq!(f.unwrap().ops.lock().unwrap().as_slice(), &[1]);
+    let (s, f) = machine(Some(Fake {
+        groups: 2,
+        ..Fake::default()
+    }));
+    s.reset();
+    assert!(f.unwrap().ops.lock().unwrap().is_empty());
+}
+
+/// eeh.md records no profile difference for the EEH calls (KVM has no in-kernel EEH RTAS
+/// and QEMU's code is the same under every profile): each call answers alike in all three.
+#[test]
+fn every_profile_answers_the_eeh_calls_alike() {
+    let calls: [(u32, Vec<u32>, u32); 8] = [
+        (token::SET_EEH_OPTION, vec![1 << 16, 0, 0, 1], 1),
+        (token::SET_EEH_OPTION, vec![0, 0, 0, 7], 1),
+        (token::GET_CONFIG_ADDR_INFO2, vec![1 << 16, 0, 0, 0], 2),
+        (token::READ_SLOT_RESET_STATE2, vec![0, 0, 0], 5),
+        (token::SET_SLOT_RESET, vec![0, 0, 0, 1], 1),
+        (token::SET_SLOT_RESET, vec![0, 0, 0, 2], 1),
+        (token::CONFIGURE_PE, vec![0, 0, 0], 1),
+        (token::SLOT_ERROR_DETAIL, vec![0, 0, 0, 0, 0, 0, 0, 1], 1),
+    ];
+    let answers = |p: spapr_papr::Profile| {
+        let (s, _) = machine(Some(Fake {
+            groups: 1,
+            state: 2,
+            ..Fake::default()
+        }));
+        s.set_profile(p);
+        let (hi, lo) = buid(&s);
+        calls
+            .iter()
+            .map(|(t, a, n)| {
+                let mut a = a.clone();
+                a[1] = hi;
+                a[2] = lo;
+                s.rtas_eeh(*t, &a, *n)
+            })
+            .collect::<Vec<_>>()
+    };
+    let qemu = answers(spapr_papr::Profile::Qemu);
+    assert_eq!(qemu[0], Some(vec![0]));
+    assert_eq!(qemu[3], Some(vec![0, 2, 1, 1000, 0]));
+    assert_eq!(answers(spapr_papr::Profile::Kvm), qemu);
+    assert_eq!(answers(spapr_papr::Profile::Lopar), qemu);
+}

@@ -20,12 +20,14 @@ use vm_memory::iommu::IommuMemory;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 mod observe;
+mod passthrough;
 mod powernv;
 mod pseries;
 mod render;
 mod vfio;
 
 use pseries::default_scratch;
+pub(crate) use pseries::eeh_call_names;
 use render::*;
 
 /// A named result.
@@ -54,6 +56,8 @@ enum World {
         /// The guest kernel's DDW state (windows made, PHBs that failed); a machine
         /// reset reboots it.
         guest: LinuxGuestDdw,
+        /// The PowerNV host of the PHBs with passed-through devices, if any.
+        host: Option<passthrough::Host>,
     },
 }
 
@@ -243,8 +247,26 @@ impl Engine {
                     containers: Vec::new(),
                 }
             }
-            Machine::PSeries { config } => {
+            Machine::PSeries {
+                config,
+                passthrough,
+            } => {
                 let s = Box::new(Spapr::new(config.clone()).map_err(|e| e.to_string())?);
+                let host = if passthrough.is_empty() {
+                    None
+                } else {
+                    let h = passthrough::Host::boot(passthrough)?;
+                    for (phb, b) in &h.backends {
+                        s.set_eeh_backend(
+                            *phb,
+                            Some(b.clone() as Arc<dyn spapr_papr::eeh::EehBackend>),
+                        );
+                    }
+                    // The set-up's own events are the boot's, not the guest's.
+                    h.machine().flush();
+                    let _ = h.machine().core().take_trace();
+                    Some(h)
+                };
                 let mem = GuestMemoryMmap::<()>::from_ranges(&[(
                     GuestAddress(0),
                     config.ram_size as usize,
@@ -257,6 +279,7 @@ impl Engine {
                     trace: Vec::new(),
                     trace_dropped: 0,
                     guest: LinuxGuestDdw::new(default_scratch(config.ram_size), false),
+                    host,
                 }
             }
         };
@@ -512,6 +535,7 @@ impl Engine {
                 || name == "hcall"
                 || name == "machine_reset"
                 || name.starts_with("linux_")
+                || name.starts_with("host_")
                 || name.ends_with("_phb") =>
             {
                 self.papr(step, iter)
@@ -581,31 +605,16 @@ impl Engine {
     fn checks(&self) -> Vec<CheckReport> {
         match &self.world {
             World::PowerNv { m, .. } => {
-                let v = m.check();
                 let groups = m.core().groups().len();
-                RULES
-                    .iter()
-                    .map(|name| {
-                        let hits: Vec<String> = v
-                            .iter()
-                            .filter(|x| rule_name(x.rule) == *name)
-                            .map(|x| x.to_string())
-                            .collect();
-                        CheckReport {
-                            name: (*name).to_string(),
-                            held: hits.is_empty(),
-                            detail: if hits.is_empty() {
-                                format!("holds for {groups} groups")
-                            } else {
-                                hits.join("; ")
-                            },
-                        }
-                    })
-                    .collect()
+                kernel_checks(m, "", &format!("holds for {groups} groups"))
             }
-            World::PSeries { s, .. } => {
-                // The library's checker, one report per rule.
+            World::PSeries { s, host, .. } => {
+                // The library's checker, one report per rule; then the host's, if any.
                 let found = s.check();
+                let host_reports: Vec<CheckReport> = host
+                    .iter()
+                    .flat_map(|h| kernel_checks(h.machine(), "host ", "holds on the host"))
+                    .collect();
                 spapr_papr::PseriesRule::ALL
                     .iter()
                     .map(|rule| {
@@ -624,6 +633,7 @@ impl Engine {
                             },
                         }
                     })
+                    .chain(host_reports)
                     .collect()
             }
         }
@@ -661,9 +671,26 @@ impl Engine {
             World::PSeries {
                 trace,
                 trace_dropped,
+                host,
                 ..
             } => {
                 *dropped += std::mem::take(trace_dropped);
+                if let Some(h) = host {
+                    h.machine().flush();
+                    for e in h.machine().core().take_trace() {
+                        add(
+                            t,
+                            dropped,
+                            TraceEvent {
+                                step,
+                                kind: format!("host {:?}", e.kind),
+                                device: e.device,
+                                group: e.group,
+                                detail: e.detail,
+                            },
+                        );
+                    }
+                }
                 for line in trace.drain(..) {
                     let line = line.trim_start().to_string();
                     let (kind, detail) = match line.split_once([' ', '(']) {
@@ -718,9 +745,40 @@ impl Engine {
                 containers,
                 ..
             } => powernv_tree(m, vfio, containers, full),
-            World::PSeries { s, guest, .. } => pseries_tree(s, guest),
+            World::PSeries { s, guest, host, .. } => {
+                let mut t = pseries_tree(s, guest);
+                if let Some(h) = host {
+                    t.children.push(h.tree());
+                }
+                t
+            }
         }
     }
+}
+
+/// One report per kernel rule on `m`, named with `prefix`; `holds` says what a rule that
+/// holds covers.
+fn kernel_checks(m: &PowerNv, prefix: &str, holds: &str) -> Vec<CheckReport> {
+    let v = m.check();
+    RULES
+        .iter()
+        .map(|name| {
+            let hits: Vec<String> = v
+                .iter()
+                .filter(|x| rule_name(x.rule) == *name)
+                .map(|x| x.to_string())
+                .collect();
+            CheckReport {
+                name: format!("{prefix}{name}"),
+                held: hits.is_empty(),
+                detail: if hits.is_empty() {
+                    holds.to_string()
+                } else {
+                    hits.join("; ")
+                },
+            }
+        })
+        .collect()
 }
 
 fn rule_name(r: Rule) -> &'static str {

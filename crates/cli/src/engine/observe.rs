@@ -236,6 +236,8 @@ impl Engine {
                     "removed" => Seen::Bool(e.removed),
                     "pass_dev_cnt" => Seen::Num(u64::from(e.pass_dev_cnt)),
                     "freeze_count" => Seen::Num(u64::from(e.freeze_count)),
+                    "phb_fenced" => Seen::Bool(pe.phb_eeh().fenced),
+                    "phb_isolated" => Seen::Bool(pe.phb_eeh().isolated),
                     other => return Err(format!("no EEH attribute {other}")),
                 }
             }

@@ -271,14 +271,23 @@ impl Engine {
                     .ok_or("the device is in no PE")?;
                 let r = pe.eeh_recover(&results);
                 m.flush();
-                match r {
-                    Ok(spapr_platform::Recovery::Recovered { freeze_count }) => {
-                        Outcome::Ok(format!("recovered, freeze {freeze_count}"))
-                    }
-                    Ok(spapr_platform::Recovery::Failed { freeze_count }) => {
-                        Outcome::Ok(format!("permanently disabled, freeze {freeze_count}"))
-                    }
-                    Err(e) => Outcome::Status(e.to_string(), String::new()),
+                recovery(r, "recovered", "permanently disabled")
+            }
+            "phb_fence" | "phb_recover" => {
+                let i = self.num(step, "phb", iter)?;
+                let phb = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| m.phbs().get(i))
+                    .ok_or_else(|| format!("the machine has no PHB {i}"))?
+                    .clone();
+                if step.op.name == "phb_fence" {
+                    phb.eeh_fence();
+                    m.flush();
+                    Outcome::Ok(String::new())
+                } else {
+                    let r = phb.eeh_recover();
+                    m.flush();
+                    recovery(r, "PHB reset", "PHB permanently failed")
                 }
             }
             "clock_advance" => {
@@ -291,6 +300,19 @@ impl Engine {
             }
             other => return Err(format!("{other} is not a powernv operation")),
         })
+    }
+}
+
+/// A host recovery's outcome: how it ended and the freeze count.
+fn recovery(r: Result<spapr_platform::Recovery, Errno>, recovered: &str, failed: &str) -> Outcome {
+    match r {
+        Ok(spapr_platform::Recovery::Recovered { freeze_count }) => {
+            Outcome::Ok(format!("{recovered}, freeze {freeze_count}"))
+        }
+        Ok(spapr_platform::Recovery::Failed { freeze_count }) => {
+            Outcome::Ok(format!("{failed}, freeze {freeze_count}"))
+        }
+        Err(e) => Outcome::Status(e.to_string(), String::new()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! pSeries steps: hypercalls, RTAS, guest memory and the simulated guest kernel.
 
 use super::*;
+use spapr_papr::eeh::token as eeh_token;
 
 impl Engine {
     pub(super) fn papr(&mut self, step: &Step, iter: u64) -> Result<Outcome, String> {
@@ -147,18 +148,10 @@ impl Engine {
                         .insert("start", (u64::from(rets[2]) << 32) | u64::from(rets[3]));
                 }
                 self.name_result(step, named);
-                let shown: Vec<String> = rets.iter().map(|r| format!("{r:#x}")).collect();
-                if !want.is_empty() && want != rets {
-                    let w: Vec<String> = want.iter().map(|r| format!("{r:#x}")).collect();
-                    Outcome::Mismatch(format!(
-                        "rets [{}], the file expects [{}]",
-                        shown.join(", "),
-                        w.join(", ")
-                    ))
-                } else {
-                    Outcome::Status(status, format!("rets [{}]", shown.join(", ")))
-                }
+                compare_rets(status, &rets, &want)
             }
+            "rtas_eeh" => self.rtas_eeh(step, iter)?,
+            "host_dma" | "host_mmio_read" => self.host_access(step, iter)?,
             "guest_write" | "guest_read" => {
                 let addr = num("addr")?;
                 let bytes = if Self::node(step, "u64be").is_some() {
@@ -416,6 +409,7 @@ fn rtas_name(w: u32) -> String {
         -1 => "RTAS_HARDWARE_ERROR",
         -2 => "RTAS_BUSY",
         -3 => "RTAS_PARAMETER_ERROR",
+        1 => "RTAS_NO_ERRORS_FOUND",
         _ => "RTAS_UNKNOWN",
     }
     .to_string()
@@ -444,5 +438,141 @@ pub(super) fn default_scratch(ram: u64) -> GuestScratch {
     GuestScratch {
         rtas: top.saturating_sub(0x2000),
         list: top.saturating_sub(0x1000),
+    }
+}
+
+/// An RTAS call's outcome: its status and return words, or a mismatch with the words the
+/// file expects (none: any).
+fn compare_rets(status: String, rets: &[u32], want: &[u32]) -> Outcome {
+    let shown: Vec<String> = rets.iter().map(|r| format!("{r:#x}")).collect();
+    if !want.is_empty() && want != rets {
+        let w: Vec<String> = want.iter().map(|r| format!("{r:#x}")).collect();
+        Outcome::Mismatch(format!(
+            "rets [{}], the file expects [{}]",
+            shown.join(", "),
+            w.join(", ")
+        ))
+    } else {
+        Outcome::Status(status, format!("rets [{}]", shown.join(", ")))
+    }
+}
+
+/// The EEH RTAS calls by name: (token, default nret).
+const EEH_CALLS: [(&str, u32, u32); 6] = [
+    ("set_eeh_option", eeh_token::SET_EEH_OPTION, 1),
+    ("get_config_addr_info2", eeh_token::GET_CONFIG_ADDR_INFO2, 2),
+    (
+        "read_slot_reset_state2",
+        eeh_token::READ_SLOT_RESET_STATE2,
+        4,
+    ),
+    ("set_slot_reset", eeh_token::SET_SLOT_RESET, 1),
+    ("configure_pe", eeh_token::CONFIGURE_PE, 1),
+    ("slot_error_detail", eeh_token::SLOT_ERROR_DETAIL, 1),
+];
+
+/// The names `rtas_eeh` takes in `call`.
+pub(crate) fn eeh_call_names() -> impl Iterator<Item = &'static str> {
+    EEH_CALLS.iter().map(|c| c.0)
+}
+
+impl Engine {
+    /// `rtas_eeh`: the call's arguments built the way the guest kernel builds them
+    /// (config address, the PHB's BUID, then the call's own word), answered by
+    /// `Spapr::rtas_eeh`.
+    fn rtas_eeh(&mut self, step: &Step, iter: u64) -> Result<Outcome, String> {
+        let name = Self::text(step, "call")?;
+        let (_, tok, default_nret) = EEH_CALLS
+            .iter()
+            .find(|c| c.0 == name)
+            .copied()
+            .ok_or_else(|| format!("unknown EEH call {name:?}"))?;
+        let word = |e: &Self, f: &str, d: u64| -> Result<u32, String> {
+            let v = e.opt_num(step, f, iter, d)?;
+            u32::try_from(v).map_err(|_| format!("{f} {v:#x} does not fit in an RTAS word"))
+        };
+        let phb = self.opt_num(step, "phb", iter, 0)?;
+        let addr = word(self, "addr", 0)?;
+        let extra = match tok {
+            eeh_token::SET_EEH_OPTION | eeh_token::SET_SLOT_RESET => {
+                vec![word(self, "option", 0)?]
+            }
+            eeh_token::GET_CONFIG_ADDR_INFO2 => vec![word(self, "function", 0)?],
+            eeh_token::SLOT_ERROR_DETAIL => vec![0, 0, 0, 0, word(self, "severity", 1)?],
+            _ => Vec::new(),
+        };
+        let nret = word(self, "nret", u64::from(default_nret))?;
+        let want: Vec<u32> = self
+            .nums(step, "rets")?
+            .into_iter()
+            .map(|a| a as u32)
+            .collect();
+        let World::PSeries { s, trace, .. } = &mut self.world else {
+            return Err("needs a pseries machine".into());
+        };
+        let buid = usize::try_from(phb)
+            .ok()
+            .and_then(|i| s.phbs().get(i))
+            .ok_or_else(|| format!("the guest has no PHB {phb}"))?
+            .buid();
+        let mut args = vec![addr, (buid >> 32) as u32, buid as u32];
+        args.extend(extra);
+        let rets = s.rtas_eeh(tok, &args, nret).ok_or("not an EEH call")?;
+        trace.push(format!(
+            "RTAS ibm,{} {args:x?} -> {rets:x?}",
+            name.replace('_', "-")
+        ));
+        let status = rtas_name(rets.first().copied().unwrap_or(0));
+        let mut named = Named {
+            primary: u64::from(rets.first().copied().unwrap_or(0)),
+            ..Named::default()
+        };
+        for (n, r) in ["status", "r1", "r2", "r3", "r4"].iter().zip(&rets) {
+            named.fields.insert(n, u64::from(*r));
+        }
+        self.name_result(step, named);
+        Ok(compare_rets(status, &rets, &want))
+    }
+
+    /// `host_dma` / `host_mmio_read`: a passed-through device's access as the host's PHB
+    /// sees it.
+    fn host_access(&mut self, step: &Step, iter: u64) -> Result<Outcome, String> {
+        let World::PSeries { host: Some(h), .. } = &self.world else {
+            return Err(
+                "no device of this guest is passed through (a [[machine.phb]] vfio)".into(),
+            );
+        };
+        let m = h.machine().clone();
+        let name = Self::text(step, "device")?;
+        let passed = h.backends.iter().any(|(_, b)| b.passes(name));
+        let d = m
+            .device(name)
+            .filter(|_| passed)
+            .ok_or_else(|| format!("{name:?} is not passed to this guest"))?;
+        if step.op.name == "host_mmio_read" {
+            // The register reads 0 unless frozen; `value` is what the file expects.
+            let v = m.device_mmio_read(d, 0).map_err(|e| e.to_string())?;
+            self.name_value(step, v);
+            return Ok(match Self::node(step, "value") {
+                Some(_) if self.num(step, "value", iter)? != v => Outcome::Mismatch(format!(
+                    "read {v:#x}, the file expects {:#x}",
+                    self.num(step, "value", iter)?
+                )),
+                _ => Outcome::Ok(format!("read {v:#x}")),
+            });
+        }
+        let addr = self.num(step, "addr", iter)?;
+        let access = match Self::node(step, "dir")
+            .map(|_| Self::text(step, "dir"))
+            .transpose()?
+        {
+            None | Some("read") => spapr_tce::Access::Read,
+            Some("write") => spapr_tce::Access::Write,
+            Some(o) => return Err(format!("dir {o:?}: expected read or write")),
+        };
+        Ok(match m.device_translate(d, addr, access) {
+            Ok(hpa) => Outcome::Ok(format!("host address {hpa:#x}")),
+            Err(f) => Outcome::Status("fault".into(), f.to_string()),
+        })
     }
 }

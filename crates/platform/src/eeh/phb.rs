@@ -30,8 +30,8 @@ pub struct PhbEehState {
 }
 
 impl Pe {
-    /// The PHB PE's state (a copy).
-    pub(crate) fn phb_eeh(&self) -> PhbEehState {
+    /// The EEH state of this PE's PHB PE (a copy).
+    pub fn phb_eeh(&self) -> PhbEehState {
         self.phb_eeh_lock().clone()
     }
 
