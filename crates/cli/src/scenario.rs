@@ -27,6 +27,8 @@ pub enum Machine {
         memlock: u64,
         /// EEH on.
         eeh: bool,
+        /// The readings of eeh.md 5 chosen by `eeh_flags`.
+        eeh_flags: spapr_platform::EehFlags,
     },
     /// A pSeries guest: the PAPR interface.
     PSeries {
@@ -234,6 +236,7 @@ fields! {
     "[machine]" PowerNv "profile" "\"linux\" or \"strict\"" "\"linux\"" "linux reproduces the kernel's quirks (traced); strict fixes them";
     "[machine]" PowerNv "memlock" "a size" "4G" "RLIMIT_MEMLOCK of the VFIO user process (locked_vm limit)";
     "[machine]" PowerNv "eeh" "true or false" "false" "EEH on: a faulting DMA freezes its PE until software recovers it (off: the fault is recorded and DMA goes on)";
+    "[machine]" PowerNv "eeh_flags" "[\"linux-6.12\", \"peev-sticky\", \"linux-old-open\"]" "none" "eeh.md 5's other readings: INJECT_ERR's bad type -ERANGE; PEEV set by hardware only (a software freeze reads not frozen); a failed eeh_dev_open fails the device open";
     "[machine]" PowerNv "phb" "[[machine.phb]] tables" "required" "the PCI host bridges";
     "[machine]" PowerNv "device" "[[machine.device]] tables" "none" "PCI functions present at boot";
     "[[machine.phb]]" PowerNv "model" "\"phb3\", \"phb4\" or \"ioda1\"" "required" "IODA2 PHBs (DDW, bypass) or IODA1 (PEs borrow one 32-bit table)";
@@ -487,6 +490,28 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         Some(v) => ctx.boolean(v, "eeh")?,
         None => false,
     };
+    let mut eeh_flags = spapr_platform::EehFlags::default();
+    if let Some(v) = f.get("eeh_flags") {
+        let Val::Arr(items) = &v.val else {
+            return Err(ctx.err(v, "eeh_flags must be an array of flag names"));
+        };
+        for i in items {
+            let name = ctx.string(i, "an EEH flag")?;
+            if !eeh_flags.set(name) {
+                let names = spapr_platform::EehFlags::NAMES;
+                let hint = closest(name, names.iter().copied())
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(ctx.err(
+                    i,
+                    format!(
+                        "unknown EEH flag {}{hint}; expected one of: {}",
+                        echo(name),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let Some(phbs) = f.get("phb") else {
         return Err(ctx.err(n, "[machine] needs at least one [[machine.phb]]"));
     };
@@ -626,6 +651,7 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
             profile,
             memlock,
             eeh,
+            eeh_flags,
         },
         check,
     ))

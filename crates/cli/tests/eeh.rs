@@ -239,3 +239,28 @@ fn pseries_eeh_inputs_are_checked_before_anything_runs() {
     .unwrap_err();
     assert!(err.contains("the machine has no device \"gpu0\""), "{err}");
 }
+
+#[test]
+fn eeh_flags_choose_eeh_md_readings() {
+    let text = POWERNV.replace("eeh = true", "eeh = true\neeh_flags = [\"peev-stiky\"]");
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.contains("unknown EEH flag \"peev-stiky\" (did you mean \"peev-sticky\"?)"),
+        "{err}"
+    );
+    let r = run(&format!(
+        "{}
+[[step]]
+op = \"device_read\"
+device = \"nic0\"
+addr = 0xfff00000000
+expect = \"fault\"
+state = {{ eeh.nic0.state = 2 }}
+",
+        POWERNV.replace(
+            "eeh = true",
+            "eeh = true\neeh_flags = [\"peev-sticky\", \"linux-6.12\"]"
+        )
+    ));
+    assert!(r.all_held(), "{:?}", r.stopped);
+}

@@ -42,6 +42,9 @@ pub enum Errno {
     /// No space left on device (28).
     #[error("ENOSPC")]
     Enospc,
+    /// Result out of range (34).
+    #[error("ERANGE")]
+    Erange,
     /// Inappropriate ioctl for device (25).
     #[error("ENOTTY")]
     Enotty,
@@ -68,12 +71,13 @@ impl Errno {
             Errno::Einval => 22,
             Errno::Enotty => 25,
             Errno::Enospc => 28,
+            Errno::Erange => 34,
             Errno::Ebadfd => 77,
         }
     }
 
     /// Every errno this model produces.
-    pub const ALL: [Errno; 15] = [
+    pub const ALL: [Errno; 16] = [
         Errno::Eperm,
         Errno::Enoent,
         Errno::Eio,
@@ -88,6 +92,7 @@ impl Errno {
         Errno::Einval,
         Errno::Enotty,
         Errno::Enospc,
+        Errno::Erange,
         Errno::Ebadfd,
     ];
 

@@ -158,6 +158,8 @@ pub struct Env {
     strict: std::sync::atomic::AtomicBool,
     /// `eeh_enabled()`: PEs freeze on errors (off: a fault is recorded and DMA goes on).
     eeh: std::sync::atomic::AtomicBool,
+    /// The readings eeh.md 5 offers as flags.
+    eeh_flags: Mutex<EehFlags>,
     /// The virtual clock EEH counts freezes on, in seconds.
     clock: std::sync::atomic::AtomicU64,
 }
@@ -226,6 +228,37 @@ impl FaultPoint {
     }
 }
 
+/// The readings eeh.md 5 offers as flags; the default is its recommended model
+/// (v6.4, PEEV derived from the PEST bits, v6.2+ open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EehFlags {
+    /// `linux-6.12` (decision 1): INJECT_ERR with a bad type is -ERANGE from the platform,
+    /// not -EINVAL from the core.
+    pub inject_type_erange: bool,
+    /// `peev-sticky` (decision 4): the PEEV bit is set only by a hardware-detected error
+    /// and cleared only by a PHB complete reset; a PE frozen by software alone (a reset's
+    /// assert, a refreeze) reads not frozen.
+    pub peev_sticky: bool,
+    /// `linux-old-open` (decision 10): an `eeh_dev_open` that fails fails the device
+    /// open with its error (before v6.2).
+    pub open_fails: bool,
+}
+
+impl EehFlags {
+    /// Every flag name scenario files use.
+    pub const NAMES: [&'static str; 3] = ["linux-6.12", "peev-sticky", "linux-old-open"];
+    /// Sets the flag named `name`; false if there is none.
+    pub fn set(&mut self, name: &str) -> bool {
+        match name {
+            "linux-6.12" => self.inject_type_erange = true,
+            "peev-sticky" => self.peev_sticky = true,
+            "linux-old-open" => self.open_fails = true,
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// One failure waiting for its call.
 #[derive(Clone, Copy, Debug)]
 struct Injection {
@@ -253,6 +286,7 @@ impl Env {
             injections: Mutex::new(Vec::new()),
             strict: std::sync::atomic::AtomicBool::new(false),
             eeh: std::sync::atomic::AtomicBool::new(false),
+            eeh_flags: Mutex::new(EehFlags::default()),
             clock: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -339,6 +373,14 @@ impl Env {
     }
     fn injections(&self) -> std::sync::MutexGuard<'_, Vec<Injection>> {
         self.injections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Chooses the readings eeh.md 5 leaves open ([`EehFlags`]).
+    pub fn set_eeh_flags(&self, flags: EehFlags) {
+        *self.eeh_flags.lock().unwrap_or_else(|p| p.into_inner()) = flags;
+    }
+    /// The readings chosen.
+    pub fn eeh_flags(&self) -> EehFlags {
+        *self.eeh_flags.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// Turns EEH on or off (`EEH_ENABLED`, set by `pnv_eeh_probe`; off is `eeh=off`).
     pub fn set_eeh(&self, on: bool) {

@@ -154,8 +154,12 @@ impl Vfio {
         if !g.group.contains(dev) {
             return Err(Errno::Enodev);
         }
+        if let Err(e) = g.pe.eeh_dev_open() {
+            if self.machine().env().eeh_flags().open_fails {
+                return Err(e);
+            }
+        }
         g.device_fds += 1;
-        g.pe.eeh_dev_open();
         Ok(())
     }
 

@@ -502,3 +502,91 @@ fn the_host_recovers_a_fenced_phb() {
     assert!(m.device_translate(nic, buf, Access::Read).is_ok());
     assert!(m.check().is_empty(), "{:?}", m.check());
 }
+
+fn setup_with(flags: spapr_platform::EehFlags) -> (Vfio, ContainerFd, u64) {
+    let (v, c, start) = setup();
+    v.machine().env().set_eeh_flags(flags);
+    (v, c, start)
+}
+
+/// eeh.md decision 1, `linux-6.12`: a bad INJECT_ERR type is -ERANGE (v6.4: -EINVAL).
+#[test]
+fn linux_6_12_refuses_a_bad_injection_type_with_erange() {
+    let (v, c, _) = setup_with(spapr_platform::EehFlags {
+        inject_type_erange: true,
+        ..Default::default()
+    });
+    let mut b = encode_eeh_pe_op(9, 2, 0);
+    b[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    assert_eq!(
+        call(&v, c, ioctl::EEH_PE_OP, b),
+        Err(Errno::Erange),
+        "case 20, 6.12"
+    );
+    let b = encode_eeh_pe_op(9, 0, 20);
+    assert_eq!(
+        call(&v, c, ioctl::EEH_PE_OP, b),
+        Err(Errno::Einval),
+        "func still -EINVAL"
+    );
+}
+
+/// eeh.md decision 4, `peev-sticky`: a freeze by software alone (a reset's assert) is not
+/// reported, so GET_STATE reads 0 and the thaw does nothing, while the PEST bits go on
+/// stopping DMA; a hardware-detected error is seen as usual.
+#[test]
+fn peev_sticky_hides_a_software_freeze() {
+    let (v, c, start) = setup_with(spapr_platform::EehFlags {
+        peev_sticky: true,
+        ..Default::default()
+    });
+    assert_eq!(op(&v, c, 6), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(0), "not reported");
+    assert_eq!(op(&v, c, 5), Ok(0));
+    assert!(
+        pe(&v).eeh().dma_stopped,
+        "the deassert's thaw saw nothing to do"
+    );
+    assert!(dma(&v, start + 8, Access::Read).is_err());
+    // A PHB complete reset clears every PEST; a hardware error is then reported.
+    let phb = v.machine().phbs()[pe(&v).phb as usize].clone();
+    phb.eeh_reset_full(true).unwrap();
+    assert!(dma(&v, start + 8, Access::Read).is_ok());
+    let _ = dma(&v, start, Access::Write);
+    assert_eq!(op(&v, c, GET_STATE), Ok(2), "a hardware freeze sets PEEV");
+    assert_eq!(op(&v, c, 1), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(0));
+    assert!(v.machine().check().is_empty(), "{:?}", v.machine().check());
+}
+
+/// eeh.md decision 10: a thaw that fails at `eeh_dev_open` is ignored since v6.2 (the
+/// open succeeds, the device is not counted as passed, the PE stays frozen);
+/// `linux-old-open` fails the open with it.
+#[test]
+fn a_failed_eeh_dev_open_fails_the_open_only_in_the_old_reading() {
+    for old in [false, true] {
+        let v = vfio(KernelProfile::Strict);
+        v.machine().env().set_eeh(true);
+        v.machine().env().set_eeh_flags(spapr_platform::EehFlags {
+            open_fails: old,
+            ..Default::default()
+        });
+        let (_c, g) = v2(&v, &["gpu0"]);
+        let gpu = v.machine().device("gpu0").unwrap();
+        let p = pe(&v);
+        let _ = v.machine().device_translate(gpu, 0x1000, Access::Read);
+        v.machine().env().inject(
+            spapr_platform::FaultPoint::Thaw,
+            Some((p.phb, p.number)),
+            0,
+            spapr_platform::OpalError::Hardware,
+        );
+        let r = v.open_device(g[0], gpu);
+        assert_eq!(r, if old { Err(Errno::Eio) } else { Ok(()) });
+        let e = p.eeh();
+        assert_eq!(e.pass_dev_cnt, 0);
+        assert!(e.mmio_frozen && e.dma_stopped);
+        // Closing what did not open is EBADF; closing what did opens nothing up.
+        assert_eq!(v.close_device(g[0]).is_ok(), !old);
+    }
+}

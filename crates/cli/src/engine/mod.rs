@@ -223,9 +223,11 @@ impl Engine {
                 profile,
                 memlock,
                 eeh,
+                eeh_flags,
             } => {
                 let m = Arc::new(PowerNv::booted(config.clone()).map_err(|e| e.to_string())?);
                 m.env().set_eeh(*eeh);
+                m.env().set_eeh_flags(*eeh_flags);
                 for (dev, drv) in drivers {
                     let id = m.device(dev).ok_or_else(|| format!("no device {dev}"))?;
                     m.bind_driver(id, drv)

@@ -64,6 +64,9 @@ pub struct EehState {
     /// Freezes so far: a DMA records the generation it passed the gate in, so that a DMA
     /// served while the PE stayed frozen since that gate is evidence for the checker.
     pub freeze_gen: u64,
+    /// The PE's PEEV bit ("error pending"): set by a hardware-detected error, cleared
+    /// only by a PHB complete reset. It matters under the `peev-sticky` reading only.
+    pub peev: bool,
     /// DMAs served on a PE whose DMA was stopped when they passed the gate and still is
     /// (must stay 0: the checker's `NoDmaWhileFrozen`).
     pub served_while_stopped: u64,
@@ -119,12 +122,15 @@ pub mod state {
 /// The user-visible state (eeh.md 1.3, `eeh_pe_get_state` over `pnv_eeh_get_state`): a PE
 /// whose PHB PE is isolated is UNAVAIL; on a fenced PHB every PE reads fully stopped;
 /// else the PEST bits decide.
-fn state_of(e: &EehState, phb: &PhbEehState) -> i64 {
+fn state_of(e: &EehState, phb: &PhbEehState, flags: crate::EehFlags) -> i64 {
     if phb.isolated && !e.removed {
         return state::UNAVAIL;
     }
     if phb.fenced {
         return state::STOPPED_IO_DMA;
+    }
+    if !pest_visible(e, flags) {
+        return state::NORMAL;
     }
     match (e.mmio_frozen, e.dma_stopped) {
         (false, false) => state::NORMAL,
@@ -132,6 +138,13 @@ fn state_of(e: &EehState, phb: &PhbEehState) -> i64 {
         (false, true) => state::STOPPED_DMA,
         (true, true) => state::STOPPED_IO_DMA,
     }
+}
+
+/// Whether the firmware reads the PEST bits (eeh.md 1.1: only with PEEV set). By
+/// default PEEV follows the PEST bits; under `peev-sticky` a software-only freeze is not
+/// seen.
+fn pest_visible(e: &EehState, flags: crate::EehFlags) -> bool {
+    !flags.peev_sticky || e.peev
 }
 
 impl Pe {
@@ -150,9 +163,17 @@ impl Pe {
         self.eeh_lock().vf = Some(how);
     }
 
-    /// Freezes the PE as the PHB does on an error it attributes to the PE (both bits).
+    /// Freezes the PE as the PHB does on an error it attributes to the PE (both bits,
+    /// and its PEEV bit).
     pub(crate) fn eeh_freeze(&self, why: &str) {
+        self.eeh_freeze_as(why, true);
+    }
+
+    /// Freezes the PE: by the hardware (`hardware`: PEEV set too), or by software
+    /// (`opal_pci_eeh_freeze_set`, which leaves PEEV alone).
+    pub(crate) fn eeh_freeze_as(&self, why: &str, hardware: bool) {
         let mut e = self.eeh_lock();
+        e.peev |= hardware;
         if e.mmio_frozen && e.dma_stopped {
             return;
         }
@@ -250,7 +271,7 @@ impl Pe {
 
     /// What `eeh_pe_get_state` would answer now, without its side effect (an observation).
     pub fn eeh_state_value(&self) -> i64 {
-        state_of(&self.eeh_lock(), &self.phb_eeh())
+        state_of(&self.eeh_lock(), &self.phb_eeh(), self.env.eeh_flags())
     }
 
     /// `eeh_pe_get_state` over `pnv_eeh_get_state` (eeh.md 1.2, 1.3): 0 normal, 2 MMIO and
@@ -259,7 +280,7 @@ impl Pe {
     pub fn eeh_get_state(&self) -> i64 {
         let phb = self.phb_eeh();
         let mut e = self.eeh_lock();
-        let v = state_of(&e, &phb);
+        let v = state_of(&e, &phb, self.env.eeh_flags());
         if v == state::STOPPED_IO_DMA {
             e.isolated = true;
         }
@@ -280,7 +301,8 @@ impl Pe {
         }
         let mut e = self.eeh_lock();
         let frozen = if mmio { e.mmio_frozen } else { e.dma_stopped };
-        if !frozen {
+        // A freeze the firmware does not report (peev-sticky) reads enabled: nothing done.
+        if !frozen || !pest_visible(&e, self.env.eeh_flags()) {
             return Ok(());
         }
         if self
@@ -405,6 +427,9 @@ impl Pe {
     /// I/O-space funcs 2, 3, 8 and 9 are refused by OPAL (-EIO). The next access of the
     /// func's class (MMIO/config, or DMA) freezes the PE.
     pub fn eeh_inject(&self, kind: u32, func: u32) -> Result<(), Errno> {
+        if kind > 1 && self.env.eeh_flags().inject_type_erange {
+            return Err(Errno::Erange);
+        }
         if kind > 1 || func > 19 {
             return Err(Errno::Einval);
         }
@@ -425,14 +450,21 @@ impl Pe {
 
     /// `eeh_dev_open`: a frozen PE is thawed for its new owner (`eeh_pe_change_owner`);
     /// on success one more device of the PE is opened by a user. A failed thaw is not
-    /// counted, and the open goes on all the same (v6.2+ ignores the error): the owner
-    /// gets a PE still frozen, which the host goes on recovering.
-    pub fn eeh_dev_open(&self) {
+    /// counted and is returned; v6.2+ ignores it and opens the device all the same (the
+    /// owner gets a PE still frozen, which the host goes on recovering), while
+    /// `linux-old-open` fails the open with it.
+    pub fn eeh_dev_open(&self) -> Result<(), Errno> {
         match self.eeh_change_owner() {
-            Ok(()) => self.eeh_lock().pass_dev_cnt += 1,
-            Err(e) => self.eeh_note(format!(
-                "EEH: eeh_dev_open: change of owner failed ({e}), device not counted as passed"
-            )),
+            Ok(()) => {
+                self.eeh_lock().pass_dev_cnt += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.eeh_note(format!(
+                    "EEH: eeh_dev_open: change of owner failed ({e}), device not counted as passed"
+                ));
+                Err(e)
+            }
         }
     }
 

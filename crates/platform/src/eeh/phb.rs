@@ -68,6 +68,7 @@ impl Pe {
             e.mmio_frozen = false;
             e.dma_stopped = false;
             e.cfg_blocked = false;
+            e.peev = false;
             let refreeze = e.removed || (e.pass_dev_cnt > 0 && !include_passed);
             if !refreeze {
                 e.isolated = false;
@@ -75,7 +76,7 @@ impl Pe {
             refreeze
         };
         if refreeze {
-            self.eeh_freeze("the PHB reset (eeh_pe_refreeze_passed)");
+            self.eeh_freeze_as("the PHB reset (eeh_pe_refreeze_passed)", false);
         }
     }
 }
