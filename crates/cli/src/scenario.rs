@@ -181,7 +181,7 @@ ops! {
     "rtas" PSeries ["call", "args"] ["nret", "rets"] "a DDW RTAS call (query, create, remove, reset) with its arguments";
     "rtas_buffer" PSeries ["addr", "token", "args"] ["nret", "rets"] "an RTAS call through a PAPR argument buffer in guest memory (KVMPPC_H_RTAS)";
     "guest_write" PSeries ["addr"] ["u64be", "u32be", "data"] "write guest memory (text, or big-endian u64/u32 words)";
-    "guest_read" PSeries ["addr"] ["u64be", "u32be", "data"] "read guest memory and compare";
+    "guest_read" PSeries ["addr"] ["u64be", "u32be", "data", "words"] "read guest memory and compare; with `words = N` (1..8) read N big-endian 64-bit words into the step's `as` name ($x is word 0, $x.w1 the next)";
     "machine_reset" PSeries [] [] "reset the machine: default windows back, a fresh guest kernel";
     "linux_enable_ddw" PSeries [] ["phb", "cfg", "ram", "max_memory", "dma_mask", "scratch"] "the Linux guest kernel's enable_ddw (pseries/iommu.c) on a PHB";
     "linux_dma_map" PSeries ["gpa", "size"] ["phb", "dir"] "a guest driver's dma_map through the default window (the guest kernel's allocator, H_PUT_TCE)";
@@ -1039,6 +1039,7 @@ fn result_fields(op: &str) -> &'static [&'static str] {
         "vfio_get_info" => &["flags", "start", "size", "pgsizes", "max_windows", "levels"],
         "rtas" | "rtas_buffer" => &["status", "r1", "r2", "r3", "r4", "r5", "liobn", "start"],
         "rtas_eeh" => &["status", "r1", "r2", "r3", "r4"],
+        "guest_read" => &crate::engine::WORD_NAMES,
         "linux_dma_map" => &["dma"],
         "linux_enable_ddw" => &[
             "liobn",

@@ -402,3 +402,28 @@ fn show_tables_lists_every_run_with_its_raw_tce() {
         raw[0]
     );
 }
+
+/// `guest_read` with `words` names what it read: `$x` is the first big-endian word,
+/// `$x.w1` the next, usable by later steps; a wrong `u64be` beside it fails the run.
+#[test]
+fn guest_memory_is_read_into_named_values() {
+    let base = "[machine]\nkind = \"pseries\"\n\n[[step]]\nop = \"guest_write\"\naddr = 0x1000\nu64be = [0x2000, 0xabcd]\n\n[[step]]\nop = \"guest_read\"\naddr = 0x1000\nwords = 2\nas = \"x\"\n";
+    let text = format!(
+        "{base}\n[[step]]\nop = \"guest_write\"\naddr = \"$x\"\nu64be = [\"$x.w1\"]\n\n[[step]]\nop = \"guest_read\"\naddr = 0x2000\nu64be = [0xabcd]\n"
+    );
+    let r = run(&text);
+    assert!(r.all_held(), "{:?}", r.stopped);
+    assert!(
+        r.steps[1].outcome.contains("read [0x2000, 0xabcd]"),
+        "{}",
+        r.steps[1].outcome
+    );
+    let r = run(&format!("{base}u64be = [0x2000, 0xabce]\n"));
+    assert!(!r.all_held());
+    let err = refused(&format!(
+        "{base}\n[[step]]\nop = \"guest_write\"\naddr = \"$x.w9\"\ndata = \"a\"\n"
+    ));
+    assert!(err.contains("w9"), "{err}");
+    let r = run(&base.replace("words = 2", "words = 9"));
+    assert!(!r.all_held());
+}

@@ -27,7 +27,7 @@ mod render;
 mod vfio;
 
 use pseries::default_scratch;
-pub(crate) use pseries::eeh_call_names;
+pub(crate) use pseries::{eeh_call_names, WORD_NAMES};
 use render::*;
 
 /// A named result.

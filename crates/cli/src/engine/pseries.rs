@@ -154,6 +154,9 @@ impl Engine {
             "host_dma" | "host_mmio_read" => self.host_access(step, iter)?,
             "guest_write" | "guest_read" => {
                 let addr = num("addr")?;
+                if step.op.name == "guest_read" && Self::node(step, "words").is_some() {
+                    return self.guest_read_words(step, iter, addr);
+                }
                 let bytes = if Self::node(step, "u64be").is_some() {
                     self.nums(step, "u64be")?
                         .iter()
@@ -438,6 +441,57 @@ pub(super) fn default_scratch(ram: u64) -> GuestScratch {
     GuestScratch {
         rtas: top.saturating_sub(0x2000),
         list: top.saturating_sub(0x1000),
+    }
+}
+
+/// Names a `guest_read` may give its words: `$x` is word 0, `$x.w1` the next, ….
+pub(crate) const WORD_NAMES: [&str; 8] = ["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"];
+
+impl Engine {
+    /// `guest_read` with `words = N`: N big-endian 64-bit words of guest memory, named
+    /// by `as` (the first is the value itself, each is `.wK`), and compared with `u64be`
+    /// when given.
+    fn guest_read_words(&mut self, step: &Step, iter: u64, addr: u64) -> Result<Outcome, String> {
+        let n = self.num(step, "words", iter)?;
+        if !(1..=WORD_NAMES.len() as u64).contains(&n) {
+            return Err(format!(
+                "words {n}: a read names 1 to {} words",
+                WORD_NAMES.len()
+            ));
+        }
+        let World::PSeries { mem, .. } = &self.world else {
+            return Err("needs a pseries machine".into());
+        };
+        let mut got = vec![0u8; n as usize * 8];
+        mem.read_slice(&mut got, GuestAddress(addr))
+            .map_err(|e| e.to_string())?;
+        let words: Vec<u64> = got
+            .chunks_exact(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_be_bytes(w)
+            })
+            .collect();
+        let mut named = Named {
+            primary: words[0],
+            ..Named::default()
+        };
+        for (k, w) in WORD_NAMES.iter().zip(&words) {
+            named.fields.insert(k, *w);
+        }
+        self.name_result(step, named);
+        let shown: Vec<String> = words.iter().map(|w| format!("{w:#x}")).collect();
+        if Self::node(step, "u64be").is_some() {
+            let want = self.nums(step, "u64be")?;
+            if want != words {
+                return Ok(Outcome::Mismatch(format!(
+                    "read [{}], the file expects {want:#x?}",
+                    shown.join(", ")
+                )));
+            }
+        }
+        Ok(Outcome::Ok(format!("read [{}]", shown.join(", "))))
     }
 }
 
