@@ -16,6 +16,7 @@ pub mod engine;
 pub mod report;
 pub mod scenario;
 pub mod state_path;
+pub mod svg;
 
 /// The built-in default: the seed story on a POWER9 PowerNV box.
 pub const SEED: &str = include_str!("../../../examples/seed.toml");

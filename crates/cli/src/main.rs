@@ -3,7 +3,8 @@
 //! `run [SCENARIO]` runs a scenario file (the built-in seed story without one) and prints
 //! each step's outcome, the state tree and the invariant checks; `show` prints only the
 //! state, `check` only the checks. `--trace` adds one line per core event, `--json` prints
-//! one JSON document (file errors included). `ops` lists the operations, `fields` the
+//! one JSON document (file errors included), `--tables` every valid TCE run in the final
+//! tree, `--svg FILE` a picture of the final machine. `ops` lists the operations, `fields` the
 //! `[machine]` fields. Exit status: 0 if every expectation held, 1 if one did not (the run
 //! stops there), 2 for a file that cannot be run (with file, line and column). A closed
 //! stdout ends the run quietly.
@@ -43,6 +44,13 @@ struct Common {
     /// Run every invariant check after every step.
     #[arg(long)]
     check_each_step: bool,
+    /// List every valid TCE run with its raw 64-bit value in the final state tree.
+    #[arg(long)]
+    tables: bool,
+    /// Also draw the final machine as an SVG into FILE (PHBs, PEs and owners; each
+    /// window an address bar with its mapped runs, bypass and faults).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +180,8 @@ fn main() -> ExitCode {
         }
     };
     sc.check_each_step |= common.check_each_step;
+    sc.full_tables = common.tables;
+    sc.svg = common.svg.is_some();
     let total = engine::total_ops(&sc);
     let bar = (total > 10_000 && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total);
@@ -195,6 +205,12 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     };
+    if let (Some(path), Some(svg)) = (&common.svg, &report.svg) {
+        if let Err(e) = std::fs::write(path, svg) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     // The step the run stopped at, if it stopped (what `check` names).
     let failed_step = report.steps.iter().find(|s| !s.held);
     let text = if common.json {

@@ -92,6 +92,9 @@ pub struct Report {
     pub checks: Vec<CheckReport>,
     /// Events in step order (step 0: the machine's boot), each as typed fields.
     pub trace: Vec<TraceEvent>,
+    /// The final machine drawn as an SVG, when the scenario asked for it.
+    #[serde(skip)]
+    pub svg: Option<String>,
 }
 
 /// One event of the trace: the step that caused it and what happened.

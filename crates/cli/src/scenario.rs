@@ -71,6 +71,10 @@ pub struct Scenario {
     pub machine: Machine,
     /// Run every invariant check after every step.
     pub check_each_step: bool,
+    /// The final state tree lists every valid TCE run with its raw value (`--tables`).
+    pub full_tables: bool,
+    /// Draw the final machine as an SVG (`--svg`), in [`crate::report::Report::svg`].
+    pub svg: bool,
     /// Steps.
     pub steps: Vec<Step>,
     /// Final checks that must be violated (a buggy design shown being caught).
@@ -1349,6 +1353,8 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         name,
         machine,
         check_each_step,
+        full_tables: false,
+        svg: false,
         steps,
         expect_violations,
         source: src,

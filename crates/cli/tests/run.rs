@@ -162,3 +162,38 @@ fn a_closed_stdout_ends_the_run_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--tables` lists every valid TCE run with its raw value in the final tree; `--svg FILE`
+/// writes the picture; an unwritable file is exit status 2.
+#[test]
+fn tables_and_svg_flags() {
+    let ex = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/eeh_vfio_owner_recovers.toml"
+    );
+    let out = bin().args(["show", ex, "--tables"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("first TCE 0x"), "{text}");
+    let plain = bin().args(["show", ex]).output().unwrap();
+    assert!(!String::from_utf8(plain.stdout)
+        .unwrap()
+        .contains("first TCE 0x"));
+    let dir = std::env::temp_dir().join(format!("spapr-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("m.svg");
+    let out = bin()
+        .args(["run", ex, "--svg"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let svg = std::fs::read_to_string(&file).unwrap();
+    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+    let out = bin()
+        .args(["run", ex, "--svg"])
+        .arg(dir.join("no/such/dir/m.svg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -134,6 +134,7 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
                 state: Node::leaf("no machine"),
                 checks: Vec::new(),
                 trace: Vec::new(),
+                svg: None,
             }
         }
     };
@@ -181,7 +182,7 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
             }
         }
     }
-    let state = e.state();
+    let state = e.state_tree(sc.full_tables);
     let mut checks = e.checks();
     for c in &mut checks {
         if sc.expect_violations.contains(&c.name) {
@@ -194,6 +195,7 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
         }
     }
     let trace = e.take_trace();
+    let svg = sc.svg.then(|| e.svg(&sc.name, &trace));
     Report {
         scenario: sc.name.clone(),
         steps,
@@ -201,6 +203,7 @@ pub fn run(sc: &Scenario, on_progress: &mut dyn FnMut(u64)) -> Report {
         state,
         checks,
         trace,
+        svg,
     }
 }
 
@@ -733,10 +736,6 @@ impl Engine {
         t
     }
 
-    fn state(&self) -> Node {
-        self.state_tree(false)
-    }
-
     /// The state tree; `full`: every valid TCE run with its raw value (`show` with
     /// `tables = true`).
     fn state_tree(&self, full: bool) -> Node {
@@ -755,6 +754,54 @@ impl Engine {
                 t
             }
         }
+    }
+}
+
+impl Engine {
+    /// The machine as an SVG ([`crate::svg`]): PowerNV only; a pSeries guest is drawn as
+    /// its host's machine when it has one, else as a note.
+    fn svg(&self, title: &str, trace: &[TraceEvent]) -> String {
+        let m = match &self.world {
+            World::PowerNv { m, .. } => m.clone(),
+            World::PSeries { host: Some(h), .. } => h.machine().clone(),
+            World::PSeries { .. } => {
+                return crate::svg::powernv(
+                    &format!("{title} (a pSeries guest without host devices: nothing to draw)"),
+                    &[],
+                    &|_, _| crate::svg::PeExtras::default(),
+                )
+            }
+        };
+        // Faults by device, from the trace: "Read: 0x1000: ...".
+        let mut faults: HashMap<String, Vec<u64>> = HashMap::new();
+        for e in trace.iter().filter(|e| e.kind.ends_with("Fault")) {
+            let (Some(dev), Some(at)) = (&e.device, e.detail.find("0x")) else {
+                continue;
+            };
+            let hex: String = e.detail[at + 2..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect();
+            if let Ok(a) = u64::from_str_radix(&hex, 16) {
+                faults.entry(dev.clone()).or_default().push(a);
+            }
+        }
+        let snap = m.snapshot();
+        let extras = |phb: u32, pe: u32| {
+            let mut x = crate::svg::PeExtras::default();
+            if let Some(p) = m
+                .phbs()
+                .get(phb as usize)
+                .and_then(|p| p.pes.iter().find(|q| q.number == pe))
+            {
+                x.eeh_state = p.eeh_state_value();
+                for d in p.device_names() {
+                    x.faults.extend(faults.get(&d).into_iter().flatten());
+                }
+            }
+            x
+        };
+        crate::svg::powernv(title, &snap, &extras)
     }
 }
 
