@@ -243,6 +243,12 @@ impl TceAllocator {
         }
     }
 
+    /// Whether the summary marks word `w` full (for tests).
+    #[cfg(test)]
+    fn word_summary(&self, w: usize) -> bool {
+        self.full[w / 64].load(Ordering::SeqCst) >> (w % 64) & 1 == 1
+    }
+
     #[inline]
     fn word_not_full(&self, w: usize) {
         let bit = 1u64 << (w % 64);
@@ -599,6 +605,50 @@ impl TceAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set_bits(a: &TceAllocator) -> Vec<u64> {
+        (0..a.size()).filter(|&i| a.test(i)).collect()
+    }
+
+    /// An exclusive claim that meets a bit another claim holds gives back exactly what it
+    /// set, in the word of the conflict and in every word before it (a racing claim,
+    /// driven here by hand).
+    #[test]
+    fn a_conflicting_exclusive_claim_gives_back_only_its_own_bits() {
+        let a = TceAllocator::new(1 << 12, 16, 1 << 20, (0, 0));
+        // Conflict in the first word of the range.
+        assert!(a.update(70, 1, true, true));
+        assert!(!a.update(66, 10, true, true));
+        assert_eq!(set_bits(&a), vec![70]);
+        // Conflict two words in: the earlier words are given back too.
+        assert!(!a.update(20, 100, true, true));
+        assert_eq!(set_bits(&a), vec![70]);
+        assert!(!a.word_summary(1), "no word is left marked full");
+        // A non-exclusive claim overlaps freely.
+        assert!(a.update(64, 64, true, false));
+        assert!(a.word_summary(1), "word 1 is full");
+        assert!(a.update(64, 64, false, false));
+        assert_eq!(set_bits(&a), Vec::<u64>::new());
+        assert!(!a.word_summary(1));
+    }
+
+    /// The full-word summary marks exactly the words that are full, at every position
+    /// (word 65 is bit 1 of summary word 1).
+    #[test]
+    fn the_full_word_summary_marks_exactly_the_full_words() {
+        let a = TceAllocator::new(1 << 14, 16, 1 << 20, (0, 0));
+        assert!(a.update(65 * 64, 64, true, true));
+        assert!(a.update(3 * 64, 63, true, true));
+        let marked: Vec<usize> = (0..(1 << 14) / 64).filter(|&w| a.word_summary(w)).collect();
+        assert_eq!(marked, vec![65]);
+        // Every remaining entry can still be found and claimed one by one.
+        let mut n = 0u64;
+        while let Some(z) = a.find(0, a.size(), false) {
+            assert!(a.update(z, 1, true, true));
+            n += 1;
+        }
+        assert_eq!(n, (1 << 14) - 64 - 63);
+    }
 
     #[test]
     fn pool_hash_matches_the_kernel_table() {
