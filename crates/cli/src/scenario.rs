@@ -146,6 +146,7 @@ ops! {
     "ram_read" PowerNv ["addr", "data"] [] "read host RAM and compare";
     "fail_next_set_window" PowerNv ["opal"] [] "make the next OPAL set-window call fail (error injection)";
     // EEH.
+    "config_read" PowerNv ["device"] ["value"] "a config-space read of the device (a register reading 0; `value` is the expected read): all-ones while an EEH reset keeps its PE's config space blocked";
     "mmio_read" PowerNv ["device"] ["value"] "an MMIO load from the device's BAR: all-ones while its PE is frozen (an all-ones read on a host-owned PE isolates it); `value` compares";
     "eeh_recover" PowerNv ["device"] ["results"] "the host's eeh_handle_normal_event on the device's isolated PE; `results` scripts each device driver's error_detected answer (none, can_recover, need_reset, recovered, disconnect)";
     "clock_advance" PowerNv ["seconds"] [] "advance the virtual clock EEH counts freezes on";
@@ -858,6 +859,7 @@ pub fn field_bits(op: &str, field: &str) -> u32 {
         ("rtas" | "rtas_buffer", "args" | "rets" | "token" | "nret") => 32,
         ("vfio_eeh_pe_op", "type" | "func" | "eeh_op") => 32,
         ("rtas_eeh", "addr" | "option" | "function" | "severity" | "nret" | "rets") => 32,
+        ("config_read", "value") => 32,
         (_, "u32be") => 32,
         (
             _,

@@ -114,7 +114,7 @@ device = \"nic0\"
 op = \"eeh_recover\"
 device = \"nic0\"
 results = [\"can_recover\"]
-state = {{ eeh.nic0.removed = true, eeh.nic0.state = 2 }}
+state = {{ device.nic0.exists = false }}
 "
     ));
     assert!(r.all_held(), "{:?}\n{:?}", r.stopped, outcomes(&r));

@@ -69,6 +69,16 @@ fn read_slot_reset_state2_reports_the_kernel_value() {
         Some(vec![M3])
     );
     assert_eq!(f.unwrap().ops.lock().unwrap().as_slice(), &[4, 4]);
+    let (s, _) = machine(Some(Fake {
+        groups: 1,
+        ..Fake::default()
+    }));
+    let (hi, lo) = buid(&s);
+    assert_eq!(
+        s.rtas_eeh(token::READ_SLOT_RESET_STATE2, &[0, hi, lo], 5),
+        Some(vec![0, 0, 1, 1000, 0]),
+        "case 28 as written: a PE in normal state"
+    );
 }
 
 #[test]

@@ -53,7 +53,7 @@
 //! (`tests/lock_order.rs`).
 //!
 //! EEH has its own chain, never held with a PE's state: a PE's EEH state → its PHB PE's
-//! EEH state → the injection list → the note buffer.
+//! EEH state → the EEH flags and the injection list (leaves) → the note buffer.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

@@ -849,6 +849,18 @@ impl PowerNv {
         r
     }
 
+    /// A config-space read of `dev` (a register reading `value`): all-ones while its PE's
+    /// config space is blocked by a reset (`EEH_PE_CFG_BLOCKED`: `pnv_eeh_read_config`
+    /// answers all-ones, `PCIBIOS_SET_FAILED`). -ENODEV without a PE.
+    pub fn device_config_read(&self, dev: DeviceId, value: u32) -> Result<u32, Errno> {
+        let pe = self.pe_of(dev).ok_or(Errno::Enodev)?;
+        Ok(if pe.eeh().cfg_blocked {
+            u32::MAX
+        } else {
+            value
+        })
+    }
+
     /// An MMIO load from `dev`'s BAR (a register reading `value`): all-ones while its PE's
     /// MMIO is frozen by EEH; an all-ones read on a host-owned PE isolates it
     /// (`eeh_dev_check_failure`). -ENODEV without a PE.
@@ -925,6 +937,27 @@ impl PowerNv {
         let v = self.core.check();
         self.flush();
         v
+    }
+
+    /// `eeh_handle_normal_event` on `dev`'s PE ([`Pe::eeh_recover`]), then, on a hard
+    /// fail, each of the PE's devices marked removed and hot-removed
+    /// (`eeh_report_failure` → `pci_hp_remove_devices`), traced.
+    pub fn eeh_recover(
+        &self,
+        dev: DeviceId,
+        results: &[crate::DriverResult],
+    ) -> Result<crate::Recovery, Errno> {
+        let pe = self.pe_of(dev).ok_or(Errno::Enodev)?;
+        let r = pe.eeh_recover(results);
+        if let Ok(crate::Recovery::Failed { .. }) = r {
+            for name in pe.device_names() {
+                if let Some(d) = self.device(&name) {
+                    let _ = self.remove_device(d);
+                }
+            }
+        }
+        self.flush();
+        r
     }
 
     /// The PE a device belongs to.

@@ -232,7 +232,8 @@ pub struct Pe {
     /// Third in the crate's lock order (core → group → PE → table, see the crate docs):
     /// never held while a group's state is locked.
     state: Mutex<PeState>,
-    /// The PE's EEH state: a leaf (nothing is locked while it is held).
+    /// The PE's EEH state: first in the EEH chain (PE EEH → PHB PE EEH → EEH flags,
+    /// injection list → note buffer), never held with `state`.
     eeh: Mutex<crate::eeh::EehState>,
     /// The PHB PE's EEH state, shared with the PHB: taken last (after `eeh` when both
     /// are held), nothing taken under it.
@@ -873,15 +874,25 @@ impl Pe {
     /// - With EEH on: no DMA served while the PE was frozen, and a frozen PE's devices
     ///   reach nothing (`NoDmaWhileFrozen`).
     pub fn check(&self, owner: Option<(OwnerCookie, u64)>) -> Vec<Finding> {
-        let (mut out, probes) = self.check_ownership(owner);
-        out.extend(self.eeh_check(&probes));
+        let (mut out, probes, devices) = self.check_ownership(owner);
+        out.extend(self.eeh_check(&probes, &devices));
         out
     }
 
-    /// The ownership rules of [`Pe::check`], and the bus addresses an EEH probe tries
-    /// (each window's first mapped entry, the bypass base).
-    fn check_ownership(&self, owner: Option<(OwnerCookie, u64)>) -> (Vec<Finding>, Vec<u64>) {
+    /// The ownership rules of [`Pe::check`], the bus addresses an EEH probe tries (each
+    /// window's first mapped entry, the bypass base) and each device with the PE its DMA
+    /// goes through.
+    #[allow(clippy::type_complexity)]
+    fn check_ownership(
+        &self,
+        owner: Option<(OwnerCookie, u64)>,
+    ) -> (Vec<Finding>, Vec<u64>, Vec<(String, Option<Arc<Pe>>)>) {
         let st = self.lock();
+        let devices = st
+            .devices
+            .iter()
+            .map(|d| (d.name.clone(), d.pe()))
+            .collect();
         let mut probes: Vec<u64> = st
             .tables
             .iter()
@@ -1063,7 +1074,7 @@ impl Pe {
             }
         }
         drop(st);
-        (out, probes)
+        (out, probes, devices)
     }
 }
 

@@ -153,7 +153,8 @@ fn a_bad_dma_freezes_the_pe_and_the_owner_thaws_it() {
     let _ = dma(&v, start, Access::Write);
     assert_eq!(op(&v, c, 3), Ok(0));
     assert_eq!(op(&v, c, GET_STATE), Ok(5));
-    // Case 11: thawing what is not frozen does nothing and succeeds.
+    // Case 11 (its setup S, not frozen, below): thawing what is not frozen succeeds
+    // without a firmware call. Here, a thaw of the DMA that is already thawed.
     assert_eq!(op(&v, c, 3), Ok(0));
     // Case 16 then 17: DISABLE and CONFIGURE change nothing; ENABLE thaws.
     let _ = op(&v, c, 2);
@@ -280,26 +281,44 @@ fn the_host_recovers_its_pes_and_disables_one_that_keeps_failing() {
     }
     freeze();
     assert_eq!(
-        p.eeh_recover(&[DriverResult::CanRecover]),
+        m.eeh_recover(nic, &[DriverResult::CanRecover]),
         Ok(Recovery::Failed { freeze_count: 6 })
     );
-    assert!(p.eeh().removed);
-    assert_eq!(m.device_mmio_read(nic, 7), Ok(u64::MAX), "stays frozen");
+    let e = p.eeh();
+    assert!(
+        e.removed && e.mmio_frozen && e.dma_stopped,
+        "REMOVED, stays frozen"
+    );
+    assert!(m.device("nic0").is_none(), "its devices are hot-removed");
     assert_eq!(p.eeh_recover(&[]), Err(Errno::Enodev));
     // (b) on another host-owned PE.
     let nvme = m.device("nvme0").unwrap();
     let q = m.pe_of(nvme).unwrap();
-    for _ in 0..2 {
+    for answer in [DriverResult::CanRecover, DriverResult::NeedReset] {
         assert!(m
             .device_translate(nvme, 0x1_0000_0000_0000, Access::Read)
             .is_err());
         let _ = m.device_mmio_read(nvme, 0);
         assert_eq!(
-            q.eeh_recover(&[DriverResult::NeedReset]),
-            Ok(Recovery::Recovered { freeze_count: 1 })
+            q.eeh_recover(&[answer]),
+            Ok(Recovery::Recovered { freeze_count: 1 }),
+            "case 26(b), {answer:?}"
         );
+        assert_eq!(m.device_mmio_read(nvme, 5), Ok(5));
         m.env().advance_clock(3601);
     }
+    // A driver that answers RECOVERED at once gets no thaw (only CAN_RECOVER thaws).
+    assert!(m
+        .device_translate(nvme, 0x1_0000_0000_0000, Access::Read)
+        .is_err());
+    let _ = m.device_mmio_read(nvme, 0);
+    assert_eq!(
+        q.eeh_recover(&[DriverResult::Recovered]),
+        Ok(Recovery::Recovered { freeze_count: 1 })
+    );
+    assert!(q.eeh().mmio_frozen && q.eeh().dma_stopped);
+    // Thawed and its isolation cleared by hand (ENABLE) for what follows.
+    q.eeh_set_option(1).unwrap();
     // Not isolated: nothing to recover.
     assert_eq!(q.eeh_recover(&[]), Err(Errno::Einval));
     // A driver that disconnects is a hard fail at once.
@@ -427,7 +446,15 @@ fn a_vf_pe_without_flr_cannot_be_reset() {
             assert_eq!(op(&v, c, reset), want, "case 15, {how:?}");
             let e = pe(&v).eeh();
             assert!(e.mmio_frozen && e.dma_stopped && e.cfg_blocked);
-            assert_eq!(op(&v, c, 5), Ok(0));
+            // The deassert is refused alike, config space unblocked all the same.
+            assert_eq!(op(&v, c, 5), want);
+            let e = pe(&v).eeh();
+            assert!(!e.cfg_blocked);
+            assert_eq!(
+                e.dma_stopped,
+                want.is_err(),
+                "thawed only by a working reset"
+            );
         }
     }
 }
@@ -589,4 +616,72 @@ fn a_failed_eeh_dev_open_fails_the_open_only_in_the_old_reading() {
         // Closing what did not open is EBADF; closing what did opens nothing up.
         assert_eq!(v.close_device(g[0]).is_ok(), !old);
     }
+}
+
+/// Case 11 on setup S: UNFREEZE_IO on a PE that is not frozen succeeds and makes no OPAL
+/// call (an armed thaw failure is left unused); case 10: UNFREEZE_DMA on a fully frozen
+/// PE the host has not looked at marks it isolated (the state read before the thaw).
+#[test]
+fn a_thaw_of_what_is_not_frozen_calls_no_firmware() {
+    let (v, c, start) = setup();
+    let p = pe(&v);
+    v.machine().env().inject(
+        spapr_platform::FaultPoint::Thaw,
+        Some((p.phb, p.number)),
+        0,
+        spapr_platform::OpalError::Hardware,
+    );
+    assert_eq!(op(&v, c, 2), Ok(0), "case 11");
+    assert_eq!(
+        v.machine().env().pending_injections(),
+        1,
+        "no firmware call"
+    );
+    let _ = v
+        .machine()
+        .env()
+        .take_fault(spapr_platform::FaultPoint::Thaw, (p.phb, p.number));
+    let _ = dma(&v, start, Access::Write);
+    assert!(!p.eeh().isolated);
+    assert_eq!(op(&v, c, 3), Ok(0));
+    assert_eq!(op(&v, c, GET_STATE), Ok(5), "case 10");
+    assert!(
+        p.eeh().isolated,
+        "the state read before the thaw saw the full freeze"
+    );
+}
+
+/// Case 13's config read: all-ones while a reset keeps config space blocked.
+#[test]
+fn config_space_reads_all_ones_while_blocked() {
+    let (v, c, _) = setup();
+    let gpu = v.machine().device("gpu0").unwrap();
+    assert_eq!(v.machine().device_config_read(gpu, 0x10de), Ok(0x10de));
+    assert_eq!(op(&v, c, 6), Ok(0));
+    assert_eq!(
+        v.machine().device_config_read(gpu, 0x10de),
+        Ok(u32::MAX),
+        "case 13"
+    );
+    assert_eq!(op(&v, c, 5), Ok(0));
+    assert_eq!(
+        v.machine().device_config_read(gpu, 0x10de),
+        Ok(0x10de),
+        "case 14"
+    );
+}
+
+/// With EEH turned off after a freeze (`eeh_enable` = 0), the hardware still stops the
+/// PE's DMA and MMIO; only the kernel stops looking.
+#[test]
+fn turning_eeh_off_does_not_thaw_the_hardware() {
+    let (v, c, start) = setup();
+    let _ = dma(&v, start, Access::Write);
+    v.machine().env().set_eeh(false);
+    assert!(dma(&v, start + 8, Access::Read).is_err());
+    assert_eq!(mmio(&v), u64::MAX);
+    assert!(v.machine().check().is_empty(), "{:?}", v.machine().check());
+    v.machine().env().set_eeh(true);
+    assert_eq!(op(&v, c, 1), Ok(0));
+    assert!(dma(&v, start + 8, Access::Read).is_ok());
 }

@@ -239,6 +239,21 @@ impl Engine {
                 m.env().inject(point, pe, skip, opal);
                 Outcome::Ok(String::new())
             }
+            "config_read" => {
+                let v = m
+                    .device_config_read(Self::device(&m, step)?, 0)
+                    .map_err(|e| e.to_string())?;
+                self.name_value(step, u64::from(v));
+                match Self::node(step, "value") {
+                    Some(_) if self.num(step, "value", iter)? != u64::from(v) => {
+                        Outcome::Mismatch(format!(
+                            "read {v:#x}, the file expects {:#x}",
+                            self.num(step, "value", iter)?
+                        ))
+                    }
+                    _ => Outcome::Ok(format!("read {v:#x}")),
+                }
+            }
             "mmio_read" => {
                 let v = m
                     .device_mmio_read(Self::device(&m, step)?, 0)
@@ -266,12 +281,8 @@ impl Engine {
                         .collect::<Result<_, _>>()?,
                     _ => Vec::new(),
                 };
-                let pe = m
-                    .pe_of(Self::device(&m, step)?)
-                    .ok_or("the device is in no PE")?;
-                let r = pe.eeh_recover(&results);
-                m.flush();
-                recovery(r, "recovered", "permanently disabled")
+                let r = m.eeh_recover(Self::device(&m, step)?, &results);
+                recovery(r, "recovered", "permanently disabled, devices removed")
             }
             "phb_fence" | "phb_recover" => {
                 let i = self.num(step, "phb", iter)?;

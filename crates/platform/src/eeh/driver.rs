@@ -67,6 +67,9 @@ pub(crate) fn count_freeze(freeze_count: &mut u32, tstamp: &mut u64, now: u64) -
 /// `eeh_clear_pe_frozen_state` tries `eeh_unfreeze_pe` this many times.
 const UNFREEZE_TRIES: u32 = 3;
 
+/// `eeh_pe_reset_full` tries a reset this many times.
+const RESET_TRIES: u32 = 3;
+
 impl Pe {
     /// `eeh_handle_normal_event` for a host-owned PE the host has isolated: freeze
     /// counting (`eeh_pe_update_time_stamp` on the virtual clock), each device's driver
@@ -109,7 +112,10 @@ impl Pe {
             DriverResult::Disconnect => {
                 return Ok(self.eeh_hard_fail(count, "a driver disconnected"))
             }
-            DriverResult::CanRecover | DriverResult::Recovered => {
+            // Drivers that answer RECOVERED at once get no thaw: the kernel thaws only
+            // on CAN_RECOVER and goes straight to resume otherwise.
+            DriverResult::Recovered => {}
+            DriverResult::CanRecover => {
                 if self.eeh_thaw(true).is_err() {
                     return Ok(self.eeh_hard_fail(count, "MMIO would not thaw"));
                 }
@@ -130,9 +136,17 @@ impl Pe {
                         ""
                     }
                 ));
-                // The deassert's own thaw may fail; `eeh_clear_pe_frozen_state` tries again.
-                let _ = self.eeh_reset(1);
-                let _ = self.eeh_reset(0);
+                // `eeh_pe_reset_full`: up to three tries of assert and deassert; a reset
+                // that keeps failing (a VF without FLR) is the hard fail.
+                let reset = (0..RESET_TRIES).any(|_| {
+                    let assert = self.eeh_reset(1);
+                    let deassert = self.eeh_reset(0);
+                    assert.is_ok() && deassert.is_ok()
+                });
+                if !reset && self.eeh_lock().vf == Some(super::VfReset::None) {
+                    return Ok(self.eeh_hard_fail(count, "the PE cannot be reset"));
+                }
+                // A deassert's own thaw may fail; `eeh_clear_pe_frozen_state` tries again.
                 let thawed = (0..UNFREEZE_TRIES).any(|_| self.eeh_unfreeze().is_ok());
                 if !thawed {
                     return Ok(self.eeh_hard_fail(count, "still frozen after the reset"));
@@ -159,7 +173,7 @@ impl Pe {
             self.eeh_note(format!("EEH: {name}: error_detected(io_perm_failure)"));
         }
         self.eeh_note(format!(
-            "EEH: PE permanently disabled ({why}); it stays frozen"
+            "EEH: PE permanently disabled ({why}); it stays frozen and its devices are removed"
         ));
         Recovery::Failed {
             freeze_count: count,

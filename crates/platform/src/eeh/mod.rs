@@ -192,10 +192,11 @@ impl Pe {
     /// The DMA gate: `Err` if a DMA is refused because the PE's DMA is stopped (an armed
     /// DMA injection strikes here), else the freeze generation the DMA passed in, for
     /// [`Pe::eeh_dma_served`].
+    ///
+    /// The gate is the hardware's: it holds whether or not the kernel has EEH enabled
+    /// (`eeh=off` only stops the kernel looking), though with EEH off nothing freezes a
+    /// PE on a fault.
     pub(crate) fn eeh_dma_gate(&self) -> Result<u64, ()> {
-        if !self.env.eeh_enabled() {
-            return Ok(0);
-        }
         let armed = {
             let mut e = self.eeh_lock();
             if self.eeh_stopped(&e) {
@@ -217,9 +218,6 @@ impl Pe {
     /// served on a frozen PE (evidence for `NoDmaWhileFrozen`). A freeze that came while
     /// the DMA was in flight is not the DMA's fault.
     pub(crate) fn eeh_dma_served(&self, gen: u64) {
-        if !self.env.eeh_enabled() {
-            return;
-        }
         let mut e = self.eeh_lock();
         if self.eeh_stopped(&e) && e.freeze_gen == gen {
             e.served_while_stopped += 1;
@@ -228,7 +226,7 @@ impl Pe {
 
     /// Whether an observation of a device access must find the PE frozen.
     pub(crate) fn eeh_blocks_now(&self) -> bool {
-        self.env.eeh_enabled() && self.eeh_stopped(&self.eeh_lock())
+        self.eeh_stopped(&self.eeh_lock())
     }
 
     /// An MMIO load from one of the PE's BARs: all-ones while MMIO is frozen or the PHB
@@ -237,9 +235,13 @@ impl Pe {
     /// isolated, passed PEs or not: `eeh_phb_check_failure`); then a PE passed to user
     /// space is not looked at; one already isolated counts the check; otherwise the host
     /// marks it isolated and queues the event its recovery runs from.
+    ///
+    /// With EEH off the hardware still returns all-ones for a frozen PE, but the host does
+    /// not look.
     pub fn eeh_mmio_load(&self, value: u64) -> u64 {
         if !self.env.eeh_enabled() {
-            return value;
+            let frozen = self.eeh_lock().mmio_frozen || self.phb_eeh().fenced;
+            return if frozen { u64::MAX } else { value };
         }
         if self.eeh_phb_check_failure() {
             return u64::MAX;
@@ -252,8 +254,9 @@ impl Pe {
         if armed {
             self.eeh_freeze("an injected MMIO error");
         }
+        let fenced = self.phb_eeh().fenced;
         let mut e = self.eeh_lock();
-        if !e.mmio_frozen {
+        if !e.mmio_frozen && !fenced {
             return value;
         }
         if e.pass_dev_cnt > 0 {
@@ -305,6 +308,11 @@ impl Pe {
         if !frozen || !pest_visible(&e, self.env.eeh_flags()) {
             return Ok(());
         }
+        // The state read before the thaw (`pnv_eeh_get_state`) marks a fully frozen PE
+        // isolated, as GET_STATE does.
+        if e.mmio_frozen && e.dma_stopped {
+            e.isolated = true;
+        }
         if self
             .env
             .take_fault(FaultPoint::Thaw, (self.phb, self.number))
@@ -355,13 +363,22 @@ impl Pe {
     pub(crate) fn eeh_change_owner(&self) -> Result<(), Errno> {
         let thaw = {
             let e = self.eeh_lock();
-            (e.mmio_frozen || e.dma_stopped || self.phb_eeh().fenced) && !e.removed
+            e.mmio_frozen || e.dma_stopped || self.phb_eeh().fenced
         };
         if thaw {
             self.eeh_unfreeze()?;
-            self.eeh_lock().isolated = false;
+            self.eeh_clear_isolated();
         }
         Ok(())
+    }
+
+    /// `eeh_pe_state_clear(pe, EEH_PE_ISOLATED, true)`: a permanently disabled (REMOVED)
+    /// PE keeps its flags.
+    fn eeh_clear_isolated(&self) {
+        let mut e = self.eeh_lock();
+        if !e.removed {
+            e.isolated = false;
+        }
     }
 
     /// `eeh_pe_reset(pe, option, include_passed = true)`: 0 DEACTIVATE (config space
@@ -373,15 +390,22 @@ impl Pe {
     pub fn eeh_reset(&self, option: u32) -> Result<(), Errno> {
         match option {
             0 => {
-                let removed = {
+                let vf = {
                     let mut e = self.eeh_lock();
                     e.cfg_blocked = false;
-                    e.removed
+                    e.vf
                 };
-                if !removed {
-                    self.eeh_unfreeze()?;
-                    self.eeh_lock().isolated = false;
+                // `pnv_eeh_reset_vf_pe` refuses every option without FLR or AF FLR;
+                // `eeh_pe_reset` then returns before re-enabling anything.
+                if vf == Some(VfReset::None) {
+                    self.eeh_note(
+                        "EEH: reset deassert of a VF PE without FLR or AF FLR (-ENOTTY); still frozen"
+                            .into(),
+                    );
+                    return Err(Errno::Enotty);
                 }
+                self.eeh_unfreeze()?;
+                self.eeh_clear_isolated();
                 self.eeh_note("EEH: reset deasserted; windows and TCEs kept".into());
                 Ok(())
             }
@@ -426,12 +450,18 @@ impl Pe {
     /// `eeh_pe_inject_err` → `pnv_eeh_err_inject` (v6.4): type 0 or 1, func 0..=19; the
     /// I/O-space funcs 2, 3, 8 and 9 are refused by OPAL (-EIO). The next access of the
     /// func's class (MMIO/config, or DMA) freezes the PE.
+    /// Under `linux-6.12` the type is checked by the platform, after the core's func
+    /// check, and a bad one is -ERANGE.
     pub fn eeh_inject(&self, kind: u32, func: u32) -> Result<(), Errno> {
-        if kind > 1 && self.env.eeh_flags().inject_type_erange {
-            return Err(Errno::Erange);
-        }
-        if kind > 1 || func > 19 {
+        if func > 19 {
             return Err(Errno::Einval);
+        }
+        if kind > 1 {
+            return Err(if self.env.eeh_flags().inject_type_erange {
+                Errno::Erange
+            } else {
+                Errno::Einval
+            });
         }
         if matches!(func, 2 | 3 | 8 | 9) {
             return Err(Errno::Eio);
@@ -486,13 +516,15 @@ impl Pe {
 
     /// The checker's EEH rule (`NoDmaWhileFrozen`): no DMA was served on this PE while
     /// its DMA stayed stopped since the DMA's gate (the DMA path's own record), and while
-    /// the PE is frozen no device access reaches memory, probed by translation at the
-    /// first mapped entry of each window and at the bypass base.
-    pub(crate) fn eeh_check(&self, probes: &[u64]) -> Vec<iommu_core::Finding> {
+    /// the PE is frozen none of its devices reaches memory through the path its DMA takes
+    /// (`devices`: each device's name and the PE its translations go through), probed at
+    /// the first mapped entry of each window and at the bypass base.
+    pub(crate) fn eeh_check(
+        &self,
+        probes: &[u64],
+        devices: &[(String, Option<std::sync::Arc<Pe>>)],
+    ) -> Vec<iommu_core::Finding> {
         let mut out = Vec::new();
-        if !self.env.eeh_enabled() {
-            return out;
-        }
         let served = self.eeh_lock().served_while_stopped;
         if served > 0 {
             out.push(iommu_core::Finding {
@@ -505,14 +537,21 @@ impl Pe {
                 },
             });
         }
+        // Each device's DMA goes through the PE its `pci_dn` points at: a device of a
+        // frozen PE whose path leads anywhere else reaches memory past the freeze.
         if self.eeh_blocks_now() {
-            for &iova in probes {
-                if let Ok(hpa) = self.reaches(iova, spapr_tce::Access::Read) {
-                    out.push(iommu_core::Finding {
-                        rule: iommu_core::Rule::NoDmaWhileFrozen,
-                        device: None,
-                        evidence: iommu_core::Evidence::Reach { iova, hpa: hpa.0 },
-                    });
+            for (name, path) in devices {
+                for &iova in probes {
+                    let reached = path
+                        .as_ref()
+                        .and_then(|pe| pe.reaches(iova, spapr_tce::Access::Read).ok());
+                    if let Some(hpa) = reached {
+                        out.push(iommu_core::Finding {
+                            rule: iommu_core::Rule::NoDmaWhileFrozen,
+                            device: Some(name.clone()),
+                            evidence: iommu_core::Evidence::Reach { iova, hpa: hpa.0 },
+                        });
+                    }
                 }
             }
         }

@@ -35,14 +35,17 @@ impl Pe {
         self.phb_eeh_lock().clone()
     }
 
-    /// `eeh_phb_check_failure`, on an all-ones read: if the PHB is fenced, the read is
-    /// all-ones and the PHB PE isolated (once), whoever owns this PE.
+    /// `eeh_phb_check_failure`, on an all-ones read: if the PHB is fenced and its PE not
+    /// yet isolated, the PHB PE is isolated (whoever owns this PE) and the read handled.
+    ///
+    /// Once the PHB PE is isolated this answers false and the PE's own check goes on
+    /// (a fenced PHB reads every PE frozen).
     pub(crate) fn eeh_phb_check_failure(&self) -> bool {
         let mut p = self.phb_eeh_lock();
-        if !p.fenced {
+        if !p.fenced || p.isolated {
             return false;
         }
-        if !p.isolated {
+        {
             p.isolated = true;
             drop(p);
             self.env.note(
@@ -60,7 +63,7 @@ impl Pe {
 
     /// This PE's part of a PHB complete reset: PEST cleared, TCE cache killed; a PE passed
     /// to user space is re-frozen for its owner unless `include_passed`; a host-owned PE
-    /// is usable again (its isolation cleared). A permanently disabled PE stays frozen.
+    /// is usable again (its isolation cleared, unless it is permanently disabled).
     fn eeh_phb_reset(&self, include_passed: bool) {
         self.counters.pe_kill();
         let refreeze = {
@@ -69,8 +72,8 @@ impl Pe {
             e.dma_stopped = false;
             e.cfg_blocked = false;
             e.peev = false;
-            let refreeze = e.removed || (e.pass_dev_cnt > 0 && !include_passed);
-            if !refreeze {
+            let refreeze = e.pass_dev_cnt > 0 && !include_passed;
+            if !refreeze && !e.removed {
                 e.isolated = false;
             }
             refreeze
