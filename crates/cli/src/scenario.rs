@@ -146,10 +146,12 @@ ops! {
     "ram_read" PowerNv ["addr", "data"] [] "read host RAM and compare";
     "fail_next_set_window" PowerNv ["opal"] [] "make the next OPAL set-window call fail (error injection)";
     // EEH.
+    "stray_tce" PowerNv ["device", "window", "entry", "tce"] ["kill"] "fault injection for a kernel bug: a raw 64-bit TCE stored into entry `entry` of the table in window 0 or 1 of the device's PE by no kernel path (not VFIO, not the DMA API), with a PE-wide kill after it if `kill = true`; the checker judges it by provenance";
     "config_read" PowerNv ["device"] ["value"] "a config-space read of the device (a register reading 0; `value` is the expected read): all-ones while an EEH reset keeps its PE's config space blocked";
     "mmio_read" PowerNv ["device"] ["value"] "an MMIO load from the device's BAR: all-ones while its PE is frozen (an all-ones read on a host-owned PE isolates it); `value` compares";
     "eeh_recover" PowerNv ["device"] ["results"] "the host's eeh_handle_normal_event on the device's isolated PE; `results` scripts each device driver's error_detected answer (none, can_recover, need_reset, recovered, disconnect)";
     "clock_advance" PowerNv ["seconds"] [] "advance the virtual clock EEH counts freezes on";
+    "vfio_ioctl" PowerNv ["container", "nr"] ["arg", "bytes", "u32", "u64", "process"] "a raw ioctl on a container fd: `nr` by name (GET_API_VERSION, CHECK_EXTENSION, SET_IOMMU, SPAPR_TCE_GET_INFO, MAP_DMA, UNMAP_DMA, ENABLE, DISABLE, REGISTER_MEMORY, UNREGISTER_MEMORY, TCE_CREATE, TCE_REMOVE, EEH_PE_OP) or number, with an integer `arg` or a buffer given as `bytes`, `u32` or `u64` (little-endian, as on ppc64le); `as` names the result and the buffer's first 64-bit words after the call (.w0, .w1 ...)";
     "vfio_eeh_pe_op" PowerNv ["container", "eeh_op"] ["argsz", "flags", "type", "func", "process"] "VFIO_EEH_PE_OP: disable, enable, unfreeze_io, unfreeze_dma, get_state, reset_deactivate, reset_hot, reset_fundamental, configure, inject_err (or a number)";
     "fail" PowerNv ["call"] ["device", "nth", "opal"] "make the nth (default 1st) call of a kernel operation fail, on the device's PE or any: set_window (OPAL), create_table, user_table, tce_store (a level allocation during MAP), pin, region_lookup, eeh_thaw (the freeze sticks: the thaw is -EIO)";
     "phb_fence" PowerNv ["phb"] [] "the PHB fences (an error it cannot pin on one PE): every PE under it stops; the first all-ones read isolates the PHB PE";
@@ -848,7 +850,7 @@ const TEXT_FIELDS: [&str; 8] = [
     "device", "driver", "dir", "data", "call", "kernel", "papr", "opal",
 ];
 /// Fields that hold arrays of numbers.
-const ARRAY_FIELDS: [&str; 4] = ["args", "rets", "u64be", "u32be"];
+const ARRAY_FIELDS: [&str; 7] = ["args", "rets", "u64be", "u32be", "bytes", "u32", "u64"];
 
 /// The width of the field a step's number feeds: a value that does not fit is an error,
 /// never truncated (checked on the file's literals, and again on `$` results and `vary`
@@ -860,6 +862,8 @@ pub fn field_bits(op: &str, field: &str) -> u32 {
         ("vfio_eeh_pe_op", "type" | "func" | "eeh_op") => 32,
         ("rtas_eeh", "addr" | "option" | "function" | "severity" | "nret" | "rets") => 32,
         ("config_read", "value") => 32,
+        ("vfio_ioctl", "bytes") => 8,
+        ("vfio_ioctl", "u32" | "nr") => 32,
         (_, "u32be") => 32,
         (
             _,
@@ -908,6 +912,12 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
         }
         return Ok(());
     }
+    // An ioctl by name: `check_raw_ioctl` knows the names.
+    if let (true, Val::Str(s)) = (key == "nr", &n.val) {
+        if !s.starts_with('$') && parse_num(s).is_err() {
+            return Ok(());
+        }
+    }
     if let (true, Val::Str(s)) = (key == "eeh_op", &n.val) {
         if !s.starts_with('$') && parse_num(s).is_err() {
             if eeh_op_number(s).is_none() {
@@ -925,7 +935,7 @@ fn check_field(ctx: &Ctx<'_>, op: &str, key: &str, n: &Node) -> Result<(), FileE
             return Ok(());
         }
     }
-    if key == "problem_state" || key == "tables" {
+    if key == "problem_state" || key == "tables" || key == "kill" {
         return ctx.boolean(n, &what).map(drop);
     }
     if TEXT_FIELDS.contains(&key) {
@@ -1016,6 +1026,72 @@ fn check_fail(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
     Ok(())
 }
 
+/// The container ioctls a `vfio_ioctl` step names (`VFIO_` and `VFIO_IOMMU_` dropped).
+pub const CONTAINER_IOCTLS: [(&str, u32); 13] = {
+    use spapr_vfio::uapi::ioctl as i;
+    [
+        ("GET_API_VERSION", i::GET_API_VERSION),
+        ("CHECK_EXTENSION", i::CHECK_EXTENSION),
+        ("SET_IOMMU", i::SET_IOMMU),
+        ("SPAPR_TCE_GET_INFO", i::SPAPR_TCE_GET_INFO),
+        ("MAP_DMA", i::MAP_DMA),
+        ("UNMAP_DMA", i::UNMAP_DMA),
+        ("ENABLE", i::ENABLE),
+        ("DISABLE", i::DISABLE),
+        ("REGISTER_MEMORY", i::REGISTER_MEMORY),
+        ("UNREGISTER_MEMORY", i::UNREGISTER_MEMORY),
+        ("TCE_CREATE", i::TCE_CREATE),
+        ("TCE_REMOVE", i::TCE_REMOVE),
+        ("EEH_PE_OP", i::EEH_PE_OP),
+    ]
+};
+
+/// Most bytes a `vfio_ioctl` buffer holds.
+pub const IOCTL_BUFFER_MAX: usize = 4096;
+
+/// A `vfio_ioctl` step: a known ioctl name (or a number), one way to give its argument,
+/// a buffer of at most [`IOCTL_BUFFER_MAX`] bytes.
+fn check_raw_ioctl(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
+    if let Some(n) = f.get("nr") {
+        if let Val::Str(s) = &n.val {
+            if !s.starts_with('$')
+                && parse_num(s).is_err()
+                && !CONTAINER_IOCTLS.iter().any(|c| c.0 == s)
+            {
+                let hint = closest(s, CONTAINER_IOCTLS.iter().map(|c| c.0))
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                return Err(ctx.err(n, format!("unknown container ioctl {}{hint}", echo(s))));
+            }
+        }
+    }
+    let given: Vec<(&str, &Node)> = ["arg", "bytes", "u32", "u64"]
+        .into_iter()
+        .filter_map(|k| f.get(k).map(|n| (k, n)))
+        .collect();
+    if let [(a, _), (b, n), ..] = given.as_slice() {
+        return Err(ctx.err(
+            n,
+            format!("give one of arg, bytes, u32, u64; found {a} and {b}"),
+        ));
+    }
+    for (k, width) in [("bytes", 1), ("u32", 4), ("u64", 8)] {
+        if let Some(
+            n @ Node {
+                val: Val::Arr(a), ..
+            },
+        ) = f.get(k)
+        {
+            if a.len() * width > IOCTL_BUFFER_MAX {
+                return Err(ctx.err(
+                    n,
+                    format!("the buffer holds at most {IOCTL_BUFFER_MAX} bytes"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An `rtas_eeh` step names one of the six EEH calls QEMU registers.
 fn check_eeh_call(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
     if let Some(c) = f.get("call") {
@@ -1045,7 +1121,7 @@ fn result_fields(op: &str) -> &'static [&'static str] {
         "vfio_get_info" => &["flags", "start", "size", "pgsizes", "max_windows", "levels"],
         "rtas" | "rtas_buffer" => &["status", "r1", "r2", "r3", "r4", "r5", "liobn", "start"],
         "rtas_eeh" => &["status", "r1", "r2", "r3", "r4"],
-        "guest_read" => &crate::engine::WORD_NAMES,
+        "guest_read" | "vfio_ioctl" => &crate::engine::WORD_NAMES,
         "linux_dma_map" => &["dma"],
         "linux_enable_ddw" => &[
             "liobn",
@@ -1292,6 +1368,9 @@ pub fn parse(src: Source) -> Result<Scenario, FileError> {
         }
         if op.name == "rtas_eeh" {
             check_eeh_call(&ctx, &f)?;
+        }
+        if op.name == "vfio_ioctl" {
+            check_raw_ioctl(&ctx, &f)?;
         }
         let checks_device = match kind {
             Needs::PowerNv => op.name != "hot_add",

@@ -849,6 +849,41 @@ impl PowerNv {
         r
     }
 
+    /// Writes `tce` into entry `entry` (counted from the window's first page) of the
+    /// table programmed in window `window` of `dev`'s PE, by no path the kernel has: not
+    /// VFIO, not the DMA API, not the allocator. This is fault injection for a kernel bug
+    /// (a stray store into a TCE table), so that the checker can be seen judging the
+    /// entry by its provenance; with `kill` the PE's TCE cache is killed after it, else
+    /// the PHB may go on serving the old entry. Traced. The old entry, or -ENODEV without
+    /// a PE, -ENOENT without a table in that window, -EINVAL for an entry past its end.
+    pub fn inject_stray_tce(
+        &self,
+        dev: DeviceId,
+        window: usize,
+        entry: u64,
+        tce: u64,
+        kill: bool,
+    ) -> Result<u64, Errno> {
+        let pe = self.pe_of(dev).ok_or(Errno::Enodev)?;
+        let old = pe.stray_tce_write(window, entry, tce, kill)?;
+        let name = self.core.device_info(dev).map(|i| i.name).ok();
+        self.note(
+            EventKind::Injected,
+            name.as_deref(),
+            format!(
+                "stray TCE store outside VFIO and the DMA API: window {window} entry {entry:#x} \
+                 {old:#x} -> {tce:#x}{}",
+                if kill {
+                    ", then a PE-wide kill"
+                } else {
+                    ", no kill"
+                }
+            ),
+        );
+        self.flush();
+        Ok(old)
+    }
+
     /// A config-space read of `dev` (a register reading `value`): all-ones while its PE's
     /// config space is blocked by a reset (`EEH_PE_CFG_BLOCKED`: `pnv_eeh_read_config`
     /// answers all-ones, `PCIBIOS_SET_FAILED`). -ENODEV without a PE.

@@ -846,6 +846,37 @@ impl Pe {
         IommuTable::new(geometry, self.liobn(0), Some(reserved)).map_err(|_| Errno::Enomem)
     }
 
+    /// The store behind [`crate::PowerNv::inject_stray_tce`]: entry `entry` of the table
+    /// in window `window`, swapped for `tce`; a PE-wide kill after it with `kill`.
+    pub(crate) fn stray_tce_write(
+        &self,
+        window: usize,
+        entry: u64,
+        tce: u64,
+        kill: bool,
+    ) -> Result<u64, Errno> {
+        let st = self.lock();
+        let t = st
+            .tables
+            .get(window)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::Enoent)?;
+        let g = *t.tces.geometry();
+        if entry >= g.entries() {
+            return Err(Errno::Einval);
+        }
+        let index = spapr_tce::TceIndex(g.first_index().0 + entry);
+        let old = t
+            .tces
+            .exchange_no_kill(index, spapr_tce::Tce(tce))
+            .map_err(|_| Errno::Enomem)?;
+        drop(st);
+        if kill {
+            self.counters.pe_kill();
+        }
+        Ok(old.0)
+    }
+
     /// Gives up every window and the group reference (`pnv_ioda_release_pe`).
     pub(crate) fn release(&self) -> Option<Group> {
         let mut st = self.lock();

@@ -239,6 +239,23 @@ impl Engine {
                 m.env().inject(point, pe, skip, opal);
                 Outcome::Ok(String::new())
             }
+            "stray_tce" => {
+                let window = self.num(step, "window", iter)?;
+                if window > 1 {
+                    return Err(format!("window {window}: a PE has windows 0 and 1"));
+                }
+                let r = m.inject_stray_tce(
+                    Self::device(&m, step)?,
+                    window as usize,
+                    self.num(step, "entry", iter)?,
+                    self.num(step, "tce", iter)?,
+                    Self::flag(step, "kill")?,
+                );
+                match r {
+                    Ok(old) => Outcome::Ok(format!("was {old:#x}")),
+                    Err(e) => Outcome::Status(e.to_string(), String::new()),
+                }
+            }
             "config_read" => {
                 let v = m
                     .device_config_read(Self::device(&m, step)?, 0)

@@ -164,6 +164,7 @@ impl Engine {
                 }
                 ioctl_outcome(vfio.ioctl(mm, cfd(self)?, ioctl::MAP_DMA, &mut arg))
             }
+            "vfio_ioctl" => self.raw_ioctl(step, iter, &vfio, mm, cfd(self)?)?,
             "vfio_eeh_pe_op" => {
                 let o = match Self::node(step, "eeh_op").map(|n| &n.val) {
                     Some(Val::Str(s)) if crate::scenario::eeh_op_number(s).is_some() => {
@@ -199,5 +200,80 @@ impl Engine {
             other => return Err(format!("{other} is not a VFIO operation")),
         };
         Ok(out)
+    }
+}
+
+impl Engine {
+    /// `vfio_ioctl`: the ioctl by name or number on a container fd, with an integer or the
+    /// buffer the file spells out; the result named with the buffer's words after it.
+    fn raw_ioctl(
+        &mut self,
+        step: &Step,
+        iter: u64,
+        vfio: &Vfio,
+        mm: Mm,
+        fd: ContainerFd,
+    ) -> Result<Outcome, String> {
+        let nr = match Self::node(step, "nr").map(|n| &n.val) {
+            Some(Val::Str(s)) if crate::scenario::CONTAINER_IOCTLS.iter().any(|c| c.0 == s) => {
+                crate::scenario::CONTAINER_IOCTLS
+                    .iter()
+                    .find(|c| c.0 == s)
+                    .map_or(0, |c| c.1)
+            }
+            _ => u32::try_from(self.num(step, "nr", iter)?)
+                .map_err(|_| "nr fits in 32 bits".to_string())?,
+        };
+        let mut buf: Option<Vec<u8>> = None;
+        for (k, width) in [("bytes", 1usize), ("u32", 4), ("u64", 8)] {
+            if Self::node(step, k).is_some() {
+                let words = self.nums(step, k)?;
+                let mut b = Vec::with_capacity(words.len() * width);
+                for w in words {
+                    b.extend_from_slice(&w.to_le_bytes()[..width]);
+                }
+                buf = Some(b);
+            }
+        }
+        let r = match &mut buf {
+            Some(b) => vfio.ioctl(mm, fd, nr, b),
+            None => vfio.ioctl_int(mm, fd, nr, self.opt_num(step, "arg", iter, 0)?),
+        };
+        let mut named = Named {
+            primary: match r {
+                Ok(v) => v as u64,
+                Err(e) => e.code() as u64,
+            },
+            ..Named::default()
+        };
+        let words: Vec<u64> = buf
+            .as_deref()
+            .unwrap_or_default()
+            .chunks(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        for (k, w) in crate::engine::WORD_NAMES.iter().zip(&words) {
+            named.fields.insert(k, *w);
+        }
+        self.name_result(step, named);
+        let shown: Vec<String> = words.iter().take(8).map(|w| format!("{w:#x}")).collect();
+        let after = if shown.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "buffer after: [{}{}]",
+                shown.join(", "),
+                if words.len() > 8 { ", ..." } else { "" }
+            )
+        };
+        Ok(match r {
+            Ok(0) => Outcome::Ok(after),
+            Ok(n) => Outcome::Status(n.to_string(), after),
+            Err(e) => Outcome::Status(e.to_string(), after),
+        })
     }
 }
