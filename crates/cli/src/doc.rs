@@ -99,11 +99,47 @@ pub struct FileError {
     pub col: usize,
     /// What was wrong and what was expected.
     pub msg: String,
+    /// The line it is on, for [`FileError::render`] (not in JSON, which has line and
+    /// column).
+    #[serde(skip)]
+    pub source_line: Option<ErrorLine>,
 }
+
+/// The source line of an error and the part of it to point at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorLine {
+    /// The line (its first [`SNIPPET_BYTES`]).
+    pub text: String,
+    /// What to underline, as byte offsets into `text`.
+    pub span: Range<usize>,
+}
+
+/// Most bytes of a line an error shows (a long line is cut around the error).
+pub const SNIPPET_BYTES: usize = 240;
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+    }
+}
+
+impl FileError {
+    /// The error as rustc shows one, by annotate-snippets: the message, the file, line
+    /// and column, and the offending line with a caret under what is wrong.
+    pub fn render(&self) -> String {
+        use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+        let Some(l) = &self.source_line else {
+            return format!("error: {self}");
+        };
+        // annotate-snippets adds the line and column to the path itself.
+        let path = self.file.as_str();
+        let report = &[Level::ERROR.primary_title(self.msg.as_str()).element(
+            Snippet::source(l.text.as_str())
+                .line_start(self.line)
+                .path(path)
+                .annotation(AnnotationKind::Primary.span(l.span.clone())),
+        )];
+        Renderer::plain().render(report).to_string()
     }
 }
 
@@ -141,7 +177,37 @@ impl Source {
             line,
             col,
             msg: msg.into(),
+            source_line: self.error_line(span),
         }
+    }
+
+    /// The line holding `span.start`, cut after [`SNIPPET_BYTES`], with the part of the
+    /// span on that line.
+    fn error_line(&self, span: &Range<usize>) -> Option<ErrorLine> {
+        let t = &self.text;
+        let at = span.start.min(t.len());
+        let start = t[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = t[at..].find('\n').map_or(t.len(), |i| at + i);
+        // The line from its start (so that the column shown is the line's own), cut after
+        // SNIPPET_BYTES; an error past that shows no snippet, only line and column.
+        if at - start > SNIPPET_BYTES {
+            return None;
+        }
+        let lo = start;
+        let mut hi = (lo + SNIPPET_BYTES).min(end);
+        while !t.is_char_boundary(hi) {
+            hi -= 1;
+        }
+        let text = t.get(lo..hi)?.trim_end_matches('\r').to_string();
+        let s = (at - lo).min(text.len());
+        let e = (span.end.clamp(at, hi) - lo).min(text.len());
+        // At least the character at the error, when there is one.
+        let e = if e > s && text.is_char_boundary(e) {
+            e
+        } else {
+            text[s..].chars().next().map_or(s, |c| s + c.len_utf8())
+        };
+        Some(ErrorLine { text, span: s..e })
     }
     /// The whole document as a table.
     pub fn parse(&self) -> Result<Vec<(String, Node)>, FileError> {
@@ -245,5 +311,51 @@ mod tests {
         };
         let t = s.parse().unwrap();
         assert_eq!(s.line_col(t[1].1.span.start), (2, 7));
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    fn src(text: &str) -> Source {
+        Source {
+            name: "f.toml".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn an_error_shows_its_line_with_a_caret_under_the_span() {
+        let s = src("a = 1\nop = \"vfio_open_grup\"\n");
+        let e = s.err(&(11..27), "unknown operation");
+        let shown = e.render();
+        assert!(shown.contains("error: unknown operation"), "{shown}");
+        assert!(shown.contains("--> f.toml:2:6"), "{shown}");
+        assert!(shown.contains("2 | op = \"vfio_open_grup\""), "{shown}");
+        assert!(shown.contains("^^^^^^^^^^^^^^^^"), "{shown}");
+        assert_eq!(e.to_string(), "f.toml:2:6: unknown operation");
+    }
+
+    #[test]
+    fn multibyte_text_long_lines_and_line_ends_are_handled() {
+        let s = src("naïve = \"é\"\r\nx = 1");
+        let e = s.err(&(9..13), "bad");
+        let l = e.source_line.clone().unwrap();
+        assert_eq!(l.text, "naïve = \"é\"");
+        assert!(e.render().contains("^^^"), "{}", e.render());
+        // A caret at the very end of a line points at nothing, without panicking.
+        let e = s.err(&(14..14), "end");
+        assert!(e.render().contains("end"));
+        let long = format!("k = \"{}\" # x", "y".repeat(400));
+        let s = src(&long);
+        let e = s.err(&(long.len() - 1..long.len()), "far right");
+        assert!(
+            e.source_line.is_none(),
+            "no snippet past {SNIPPET_BYTES} bytes"
+        );
+        assert!(e.render().starts_with("error: f.toml:1:"));
+        let e = s.err(&(0..1), "near");
+        assert_eq!(e.source_line.unwrap().text.len(), SNIPPET_BYTES);
     }
 }

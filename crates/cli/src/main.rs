@@ -77,6 +77,16 @@ enum LoadError {
     Invalid(doc::FileError),
 }
 
+impl LoadError {
+    /// For a terminal: a file error with its source line and a caret.
+    fn render(&self) -> String {
+        match self {
+            LoadError::Read { .. } => format!("error: {self}"),
+            LoadError::Invalid(e) => e.render(),
+        }
+    }
+}
+
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -174,7 +184,7 @@ fn main() -> ExitCode {
                 let doc = serde_json::json!({ "error": e });
                 emit(&format!("{doc:#}\n"));
             } else {
-                eprintln!("error: {e}");
+                eprintln!("{}", e.render());
             }
             return ExitCode::from(2);
         }

@@ -343,8 +343,16 @@ impl Ctx<'_> {
     }
     fn num(&self, n: &Node, what: &str) -> Result<u64, FileError> {
         match &n.val {
-            Val::Int(i) => u64::try_from(*i)
-                .map_err(|_| self.err(n, format!("{what} must be 0 or more, found {i}"))),
+            Val::Int(i) => u64::try_from(*i).map_err(|_| {
+                self.err(
+                    n,
+                    if *i < 0 {
+                        format!("{what} must be 0 or more, found {i}")
+                    } else {
+                        format!("{what}: {i:#x} does not fit in 64 bits")
+                    },
+                )
+            }),
             Val::Str(s) => parse_num(s).map_err(|e| self.err(n, format!("{what}: {e}"))),
             v => Err(self.err(n, format!("{what} must be a number, found {}", v.kind()))),
         }

@@ -21,6 +21,12 @@ fn check(text: String) -> Result<(), TestCaseError> {
         Err(e) => {
             prop_assert!(e.line >= 1 && e.line <= lines + 1, "{e}");
             prop_assert!(e.col >= 1, "{e}");
+            let shown = e.render();
+            prop_assert!(shown.contains(&e.msg), "{shown}");
+            if let Some(l) = &e.source_line {
+                prop_assert!(shown.contains(&format!("{} |", e.line)), "{shown}");
+                prop_assert!(l.span.start <= l.span.end && l.span.end <= l.text.len());
+            }
         }
     }
     Ok(())

@@ -870,7 +870,17 @@ pub fn fuzz_one(data: &[u8]) -> Result<(), String> {
             }
             Ok(())
         }
-        Err(e) if e.line >= 1 && e.line <= lines + 1 && e.col >= 1 => Ok(()),
+        Err(e) if e.line >= 1 && e.line <= lines + 1 && e.col >= 1 => {
+            // The rendered error quotes the file's own line, numbered, with its message.
+            let shown = e.render();
+            let numbered = format!("{} |", e.line);
+            match &e.source_line {
+                Some(_) if !shown.contains(&numbered) || !shown.contains(&e.msg) => {
+                    Err(format!("the rendered error lost its line: {shown}"))
+                }
+                _ => Ok(()),
+            }
+        }
         Err(e) => Err(format!("error outside the file: {e}")),
     }
 }
