@@ -250,6 +250,9 @@ fields! {
     "[[machine.phb]]" PowerNv "m32_base" "a number" "0x80000000" "base of the 32-bit MMIO window (the 32-bit DMA window stops below it)";
     "[[machine.phb]]" PowerNv "pes" "[{ number, bus[, devfn] }, ...]" "none" "partitionable endpoints: a whole bus, or one function";
     "[[machine.phb]]" PowerNv "device_group" "true or false" "true" "false models a controller without the device_group callback (-ENOENT at probe)";
+    "[[machine.phb]]" PowerNv "tce32_size" "a size, at most 4G" "m32_base" "the 32-bit DMA window VFIO sees (0: none, so v1 ENABLE is -EPERM and v2's default window cannot be made)";
+    "[[machine.phb]]" PowerNv "xchg_no_kill" "true or false" "true" "false: the kernel's tables lack xchg_no_kill, so iommu_take_ownership refuses an IODA1 PE's tables (-EINVAL) and nobody can claim its group";
+    "[[machine.phb]]" PowerNv "create_table" "\"ioda2\" or \"npu\"" "\"ioda2\"" "the PEs' create_table op; VFIO puts only groups with the same ops in one container (-EPERM)";
     "pes" PowerNv "number" "0..4095" "required" "the PE number (its TVEs are 2n and 2n+1)";
     "pes" PowerNv "bus" "0..255" "required" "the bus the PE covers";
     "pes" PowerNv "devfn" "0..255" "the whole bus" "one function only";
@@ -562,6 +565,25 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
         }
         if let Some(v) = pf.get("device_group") {
             pc.device_group_callback = ctx.boolean(v, "device_group")?;
+        }
+        if let Some(v) = pf.get("tce32_size") {
+            let size = ctx.num(v, "tce32_size")?;
+            if size > 1 << 32 {
+                return Err(ctx.err(v, format!("tce32_size {size:#x} is past 4G")));
+            }
+            pc.tce32_size = Some(size);
+        }
+        if let Some(v) = pf.get("xchg_no_kill") {
+            pc.xchg_no_kill = ctx.boolean(v, "xchg_no_kill")?;
+        }
+        if let Some(v) = pf.get("create_table") {
+            let name = ctx.string(v, "create_table")?;
+            pc.create_table = spapr_platform::CreateTable::from_name(name).ok_or_else(|| {
+                ctx.err(
+                    v,
+                    format!("create_table {}: expected ioda2 or npu", echo(name)),
+                )
+            })?;
         }
         if let Some(v) = pf.get("pes") {
             let Val::Arr(pes) = &v.val else {

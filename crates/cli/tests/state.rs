@@ -565,3 +565,146 @@ expect = \"EINVAL\"
     ));
     assert!(err.contains("true or false"), "{err}");
 }
+
+/// The PHB knobs kernel.md's tables need: a 32-bit window of size 0, tables without
+/// xchg_no_kill, a second PHB whose create_table differs; each refusal as the kernel's.
+#[test]
+fn phb_knobs_reach_the_kernels_refusals() {
+    let text = r#"
+[machine]
+kind = "powernv"
+ram = "8G"
+
+[[machine.phb]]
+model = "ioda1"
+tce32_size = 0
+pes = [{ number = 1, bus = 1 }]
+
+[[machine.phb]]
+model = "ioda1"
+xchg_no_kill = false
+pes = [{ number = 1, bus = 1 }]
+
+[[machine.phb]]
+model = "phb4"
+pes = [{ number = 1, bus = 1 }]
+
+[[machine.phb]]
+model = "phb4"
+create_table = "npu"
+pes = [{ number = 1, bus = 1 }]
+
+[[machine.device]]
+name = "a"
+phb = 0
+bus = 1
+
+[[machine.device]]
+name = "b"
+phb = 1
+bus = 1
+
+[[machine.device]]
+name = "c"
+phb = 2
+bus = 1
+
+[[machine.device]]
+name = "d"
+phb = 3
+bus = 1
+
+[[step]]
+op = "vfio_register_device"
+device = "a"
+
+[[step]]
+op = "vfio_open_container"
+as = "ca"
+
+[[step]]
+op = "vfio_open_group"
+device = "a"
+as = "ga"
+
+[[step]]
+op = "vfio_set_container"
+group = "$ga"
+container = "$ca"
+
+[[step]]
+op = "vfio_set_iommu"
+container = "$ca"
+type = 2
+
+[[step]]
+op = "vfio_enable"
+container = "$ca"
+expect = "EPERM"
+
+[[step]]
+op = "vfio_register_device"
+device = "b"
+
+[[step]]
+op = "vfio_open_container"
+as = "cb"
+
+[[step]]
+op = "vfio_open_group"
+device = "b"
+as = "gb"
+
+[[step]]
+op = "vfio_set_container"
+group = "$gb"
+container = "$cb"
+expect = "EINVAL"
+state = { group.b.owner = "none" }
+
+[[step]]
+op = "vfio_register_device"
+device = "c"
+
+[[step]]
+op = "vfio_register_device"
+device = "d"
+
+[[step]]
+op = "vfio_open_container"
+as = "cc"
+
+[[step]]
+op = "vfio_open_group"
+device = "c"
+as = "gc"
+
+[[step]]
+op = "vfio_open_group"
+device = "d"
+as = "gd"
+
+[[step]]
+op = "vfio_set_container"
+group = "$gc"
+container = "$cc"
+
+[[step]]
+op = "vfio_set_iommu"
+container = "$cc"
+type = 7
+
+[[step]]
+op = "vfio_set_container"
+group = "$gd"
+container = "$cc"
+expect = "EPERM"
+state = { group.d.owner = "none" }
+"#;
+    let r = run(text);
+    assert!(r.all_held(), "{:?}", r.stopped);
+    let err = refused(&text.replace("create_table = \"npu\"", "create_table = \"np\""));
+    assert!(err.contains("expected ioda2 or npu"), "{err}");
+    let err = refused(&text.replace("tce32_size = 0", "tce32_size = \"8G\""));
+    assert!(err.contains("past 4G"), "{err}");
+}

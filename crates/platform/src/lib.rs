@@ -85,7 +85,7 @@ pub use pe::{
     DmaFault, OpalError, PciDev, Pe, PeScope, TableGroupOps, Tve1, WindowError, WindowToken,
     BYPASS_BASE,
 };
-pub use phb::{Phb, PhbConfig, PhbModel};
+pub use phb::{CreateTable, Phb, PhbConfig, PhbModel};
 pub use ram::Ram;
 pub use table::{IommuTable, PeCounters, UserTable};
 

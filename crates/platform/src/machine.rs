@@ -306,15 +306,18 @@ impl PowerNv {
                     .pes
                     .iter()
                     .map(|(n, scope)| {
-                        Arc::new(Pe::new(
+                        let mut pe = Pe::new(
                             *n,
                             *scope,
                             i,
                             pc.model,
-                            pc.m32_pci_base,
+                            pc.tce32_size.unwrap_or(pc.m32_pci_base),
                             env.clone(),
                             eeh.clone(),
-                        ))
+                        );
+                        pe.xchg_no_kill = pc.xchg_no_kill;
+                        pe.create_table = pc.create_table;
+                        Arc::new(pe)
                     })
                     .collect();
                 Arc::new(Phb {

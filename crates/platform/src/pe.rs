@@ -228,6 +228,10 @@ pub struct Pe {
     pub tce32_size: u64,
     /// Kills received.
     pub counters: Arc<PeCounters>,
+    /// Whether its kernel tables implement `xchg_no_kill` (borrowing ownership needs it).
+    pub xchg_no_kill: bool,
+    /// Its ops' `create_table` (VFIO compares it between groups of one container).
+    pub create_table: crate::phb::CreateTable,
     pub(crate) env: Arc<Env>,
     /// Third in the crate's lock order (core → group → PE → table, see the crate docs):
     /// never held while a group's state is locked.
@@ -260,6 +264,8 @@ impl Pe {
             tce32_start: 0,
             tce32_size,
             counters: Arc::new(PeCounters::default()),
+            xchg_no_kill: true,
+            create_table: crate::phb::CreateTable::Ioda2,
             env,
             state: Mutex::new(PeState::default()),
             eeh: Mutex::new(crate::eeh::EehState::default()),
@@ -712,6 +718,13 @@ impl Pe {
                 Ok(())
             }
             TableGroupOps::Borrowing => {
+                if !self.xchg_no_kill {
+                    self.note(
+                        EventKind::Ownership,
+                        "iommu_take_ownership: the table has no xchg_no_kill (-EINVAL)".into(),
+                    );
+                    return Err(Errno::Einval);
+                }
                 let mut taken: Vec<usize> = Vec::new();
                 for (i, t) in st.tables.iter().enumerate() {
                     let Some(t) = t else { continue };

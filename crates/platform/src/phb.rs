@@ -54,6 +54,38 @@ pub struct PhbConfig {
     pub pes: Vec<(u32, PeScope)>,
     /// Whether `controller_ops.device_group` is set (absent → -ENOENT at probe).
     pub device_group_callback: bool,
+    /// `tce32_size` when it is not `m32_pci_base` (0: a PHB whose 32-bit DMA window is
+    /// empty; VFIO v1 ENABLE is then -EPERM).
+    pub tce32_size: Option<u64>,
+    /// Whether the kernel's tables implement `xchg_no_kill`; without it
+    /// `iommu_take_ownership` refuses a borrowing PE's tables (-EINVAL), so no user can
+    /// claim its group.
+    pub xchg_no_kill: bool,
+    /// Which `create_table` the PEs' table-group ops carry: VFIO refuses to put groups
+    /// whose ops differ in one container (-EPERM).
+    pub create_table: CreateTable,
+}
+
+/// A `table_group->ops->create_table` implementation, as VFIO compares them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CreateTable {
+    /// `pnv_pci_ioda2_create_table_userspace`.
+    #[default]
+    Ioda2,
+    /// The NVLink NPU's (`pnv_npu_peers_create_table_userspace`, v4.19..v5.12): IODA2
+    /// tables, another function.
+    NpuPeers,
+}
+
+impl CreateTable {
+    /// The name in scenario files.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "ioda2" => Some(CreateTable::Ioda2),
+            "npu" => Some(CreateTable::NpuPeers),
+            _ => None,
+        }
+    }
 }
 
 impl PhbConfig {
@@ -64,6 +96,9 @@ impl PhbConfig {
             m32_pci_base: 0x8000_0000,
             pes,
             device_group_callback: true,
+            tce32_size: None,
+            xchg_no_kill: true,
+            create_table: CreateTable::Ioda2,
         }
     }
 }

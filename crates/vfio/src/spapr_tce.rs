@@ -167,7 +167,7 @@ impl Vfio {
             .groups
             .first()
             .and_then(|g| st.groups.get(&g.0))
-            .map(|g| g.pe.ops);
+            .map(|g| (g.pe.ops, g.pe.create_table));
         let ngroups = c.groups.len();
         let t = c.tce.as_ref().ok_or(Errno::Einval)?;
         if t.v2 && pe.max_dynamic_windows() == 0 {
@@ -176,7 +176,7 @@ impl Vfio {
         if !t.v2 && ngroups > 0 {
             return Err(Errno::Ebusy);
         }
-        if first_ops.is_some_and(|o| o != pe.ops) {
+        if first_ops.is_some_and(|o| o != (pe.ops, pe.create_table)) {
             return Err(Errno::Eperm);
         }
         let token = pe.window_token(claim)?;

@@ -647,3 +647,88 @@ fn a_region_mapped_by_another_container_goes_with_its_last_mapping() {
         assert!(v.audit().is_empty(), "{profile:?}: {:?}", v.audit());
     }
 }
+
+fn machine_with(phbs: Vec<PhbConfig>, devices: Vec<DeviceConfig>) -> Vfio {
+    let cfg = PowerNvConfig {
+        phbs,
+        devices,
+        ..PowerNvConfig::seed()
+    };
+    Vfio::new(
+        Arc::new(PowerNv::booted(cfg).unwrap()),
+        VfioConfig {
+            profile: KernelProfile::Strict,
+            ..VfioConfig::default()
+        },
+    )
+}
+
+/// The machine knobs of kernel.md's tables. A 32-bit window of size 0: v1 ENABLE is
+/// -EPERM and nothing is charged.
+#[test]
+fn a_32_bit_window_of_size_0_cannot_be_enabled() {
+    let mut phb = PhbConfig::new(PhbModel::Ioda1, vec![(1, PeScope::Bus(1))]);
+    phb.tce32_size = Some(0);
+    let v = machine_with(vec![phb], vec![DeviceConfig::new("nic0", 0, 1, 0, 64)]);
+    let (c, _) = container(&v, &["nic0"]);
+    assert_eq!(v.ioctl_int(QEMU, c, ioctl::SET_IOMMU, 2), Ok(0));
+    assert_eq!(v.ioctl_int(QEMU, c, ioctl::ENABLE, 0), Err(Errno::Eperm));
+    assert_eq!(v.locked_pages(QEMU), 0);
+    assert!(v.audit().is_empty());
+}
+
+/// Tables without `xchg_no_kill`: `iommu_take_ownership` refuses an IODA1 PE's tables,
+/// so SET_CONTAINER's claim fails with -EINVAL and the group stays the kernel's, its DMA
+/// untouched.
+#[test]
+fn a_table_without_xchg_no_kill_cannot_be_taken() {
+    let mut phb = PhbConfig::new(PhbModel::Ioda1, vec![(1, PeScope::Bus(1))]);
+    phb.xchg_no_kill = false;
+    let v = machine_with(vec![phb], vec![DeviceConfig::new("nic0", 0, 1, 0, 64)]);
+    let m = v.machine().clone();
+    let nic = m.device("nic0").unwrap();
+    m.bind_driver(nic, "e1000").unwrap();
+    let buf = m
+        .driver_dma_alloc(nic, 4096, spapr_tce::DmaDirection::Bidirectional)
+        .unwrap();
+    m.unbind_driver(nic).unwrap();
+    v.register_device(nic).unwrap();
+    let g = v.open_group(nic).unwrap();
+    let c = v.open_container();
+    assert_eq!(v.set_container(g, c), Err(Errno::Einval));
+    let pe = m.pe_of(nic).unwrap();
+    let gv = m
+        .core()
+        .group_view(&m.core().device_group(nic).unwrap().unwrap());
+    assert!(gv.owner.is_none(), "the claim was unwound");
+    assert!(pe.take_ownership().is_err());
+    assert!(m.check().is_empty(), "{:?}", m.check());
+    let _ = buf;
+}
+
+/// Two DDW-capable groups whose table ops differ (an NPU's create_table beside IODA2's)
+/// cannot share a container: -EPERM, and the refused group is released.
+#[test]
+fn groups_whose_table_ops_differ_cannot_share_a_container() {
+    let a = PhbConfig::new(PhbModel::Phb4, vec![(1, PeScope::Bus(1))]);
+    let mut b = PhbConfig::new(PhbModel::Phb4, vec![(1, PeScope::Bus(1))]);
+    b.create_table = spapr_platform::CreateTable::NpuPeers;
+    let v = machine_with(
+        vec![a, b],
+        vec![
+            DeviceConfig::new("gpu0", 0, 1, 0, 64),
+            DeviceConfig::new("npu0", 1, 1, 0, 64),
+        ],
+    );
+    let (c, _) = v2(&v, &["gpu0"]);
+    let m = v.machine().clone();
+    let npu = m.device("npu0").unwrap();
+    v.register_device(npu).unwrap();
+    let g = v.open_group(npu).unwrap();
+    assert_eq!(v.set_container(g, c), Err(Errno::Eperm));
+    let gv = m
+        .core()
+        .group_view(&m.core().device_group(npu).unwrap().unwrap());
+    assert!(gv.owner.is_none());
+    assert!(m.check().is_empty(), "{:?}", m.check());
+}
