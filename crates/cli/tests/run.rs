@@ -12,7 +12,7 @@ fn default_run_exits_zero_with_every_expectation_held() {
     let out = bin().args(["run", "--trace"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("39/39 expectations held"), "{text}");
+    assert!(text.contains("49/49 expectations held"), "{text}");
     assert!(text.contains("vfio_set_container group=\"$g\" container=\"$c\" -> ok"));
     assert!(text.contains("device_read device=\"gpu0\" addr=\"$gpubuf.dma\" -> fault"));
     // The trace has one line per core event, including TCE kills and faults.
