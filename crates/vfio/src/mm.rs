@@ -67,6 +67,12 @@ impl Charge {
     /// Keeps the pages charged for good (a `linux` quirk: the kernel never returns them).
     /// Returns how many.
     pub(crate) fn leak(mut self) -> u64 {
+        self.leak_in_place()
+    }
+    /// [`Charge::leak`] for a charge whose owner lives on (a region the kernel keeps
+    /// until the process exits): the pages stay charged for good, nothing is given back
+    /// when it drops.
+    pub(crate) fn leak_in_place(&mut self) -> u64 {
         let pages = std::mem::take(&mut self.pages);
         self.vm.leaked.fetch_add(pages, Ordering::Relaxed);
         pages

@@ -257,6 +257,25 @@ impl Vfio {
         }
         if let Some(mm) = t.mm {
             for id in std::mem::take(&mut t.prereg) {
+                let kept = procs
+                    .get_mut(&mm)
+                    .and_then(|p| p.regions.get_mut(id))
+                    .and_then(Option::as_mut)
+                    .filter(|r| !strict && r.mapped > 0);
+                if let Some(r) = kept {
+                    // `tce_iommu_prereg_free` → `mm_iommu_put`: -EBUSY while another
+                    // container of the mm maps the region; the release WARNs and goes on,
+                    // and the region is never put: it lives until the mm does.
+                    let pages = r._charge.leak_in_place();
+                    let (ua, size) = (r.ua, r.size);
+                    self.quirk(&format!(
+                        "container released while another container maps region \
+                         {ua:#x}+{size:#x}: mm_iommu_put is -EBUSY (WARN); the region stays \
+                         registered and pinned, {pages} charged pages stay charged until the \
+                         process exits"
+                    ));
+                    continue;
+                }
                 put_region(procs, mm, id, imbalances);
             }
         }

@@ -512,7 +512,8 @@ proptest! {
 }
 
 /// The pages a `linux` quirk says it keeps charged: "... after N pages were charged; the
-/// charge is not returned" and "borrowed table released: N charged pages ...".
+/// charge is not returned", "borrowed table released: N charged pages ..." and "... N
+/// charged pages stay charged until the process exits".
 fn leaked_in(detail: &str) -> u64 {
     let number_before = |marker: &str| -> Option<u64> {
         let at = detail.find(marker)?;
@@ -521,7 +522,7 @@ fn leaked_in(detail: &str) -> u64 {
     if detail.contains("the charge is not returned") {
         return number_before(" pages were charged").unwrap_or(0);
     }
-    if detail.contains("borrowed table released") {
+    if detail.contains("borrowed table released") || detail.contains("until the process exits") {
         return number_before(" charged pages").unwrap_or(0);
     }
     0
