@@ -632,6 +632,77 @@ mod tests {
         assert!(!a.word_summary(1));
     }
 
+    /// The size limits: the whole table in one allocation, a range freed exactly to the
+    /// table's end, `is_set` past the end (cargo-mutants survivors, MUTANTS.md).
+    #[test]
+    fn the_edges_of_the_table_are_in_and_past_them_out() {
+        let a = TceAllocator::new(1024, 12, 1 << 20, (0, 0));
+        assert_eq!(a.alloc(1025, 0, None).err(), Some(Errno::Einval));
+        // The whole table is a legal request no single pool can hold (the kernel's
+        // DMA_MAPPING_ERROR), not a bad argument.
+        assert_eq!(a.alloc(1024, 0, None).err(), Some(Errno::Enomem));
+        assert!(a.update(0, 1024, true, true));
+        assert_eq!(a.free(1000, 24), Ok(()), "up to the last entry");
+        assert_eq!(a.free(1000, 25), Err(Errno::Einval));
+        assert!(a.is_set(999) && !a.is_set(1000));
+        assert!(!a.is_set(1024), "past the end");
+        let empty = TceAllocator::new(0, 12, 0, (0, 0));
+        assert!(!empty.in_use());
+    }
+
+    /// `iommu_area_alloc`'s span rules: a run may be exactly one segment long and may
+    /// end exactly at the limit; a run that would cross a boundary starts again at it.
+    #[test]
+    fn areas_fill_whole_segments_and_restart_at_the_next_boundary() {
+        let a = TceAllocator::new(256, 12, 1 << 20, (0, 0));
+        assert_eq!(a.area(0, 128, 64, 64), Some(0), "exactly one segment");
+        assert_eq!(
+            a.area(64, 128, 64, 64),
+            Some(64),
+            "ending exactly at the limit"
+        );
+        assert_eq!(
+            a.area(138, 256, 64, 64),
+            Some(192),
+            "restarted at the next boundary"
+        );
+        assert_eq!(a.area(0, 256, 65, 64), None, "longer than a segment");
+    }
+
+    /// Where a masked allocation starts (`iommu_range_alloc`'s limit handling): its CPU's
+    /// pool hint when inside the mask, else the hint folded into the mask (`start &=
+    /// mask`) on the first pass.
+    #[test]
+    fn a_masked_allocation_starts_in_its_pool_or_falls_back_to_pool_0() {
+        // 4 pools of 3072 entries (the top quarter is the large pool); the mask leaves
+        // the first 8192 entries. CPU 1 hashes to pool 1 (start 3072), CPU 2 to pool 3
+        // (start 9216).
+        let limits = DmaLimits {
+            mask: 0x1fff_ffff,
+            seg_boundary: u64::MAX,
+        };
+        let a = TceAllocator::new(1 << 14, 16, 0, (0, 0));
+        assert_eq!(a.poolsize(), 3072);
+        let in_pool = a.alloc_for(1, 1, None, limits).unwrap();
+        assert_eq!(in_pool.entry, 3072, "pool 1's hint is inside the mask");
+        let folded = a.alloc_for(1, 2, None, limits).unwrap();
+        assert_eq!(
+            folded.entry, 1024,
+            "pool 3's hint, 9216, folded into the mask"
+        );
+    }
+
+    /// Taking a table saturates every bit, so the kernel's allocator sees it full.
+    #[test]
+    fn take_ownership_sets_every_bit() {
+        let a = TceAllocator::new(200, 12, 1 << 20, (0, 0));
+        a.take_ownership().unwrap();
+        assert!((0..200).all(|i| a.is_set(i)));
+        assert_eq!(a.allocated(), 200);
+        a.release_ownership();
+        assert_eq!(a.allocated(), 0);
+    }
+
     /// The full-word summary marks exactly the words that are full, at every position
     /// (word 65 is bit 1 of summary word 1).
     #[test]
@@ -641,6 +712,12 @@ mod tests {
         assert!(a.update(3 * 64, 63, true, true));
         let marked: Vec<usize> = (0..(1 << 14) / 64).filter(|&w| a.word_summary(w)).collect();
         assert_eq!(marked, vec![65]);
+        // A search for set bits never skips full words: a table whose only mapping
+        // fills one word is in use.
+        let b = TceAllocator::new(1 << 14, 16, 1 << 20, (0, 0));
+        assert!(b.update(5 * 64, 64, true, true));
+        assert!(b.in_use());
+        assert_eq!(b.find(0, b.size(), true), Some(5 * 64));
         // Every remaining entry can still be found and claimed one by one.
         let mut n = 0u64;
         while let Some(z) = a.find(0, a.size(), false) {
