@@ -162,6 +162,7 @@ ops! {
     "vfio_register_device" PowerNv ["device"] [] "bind vfio-pci to the device (driver_managed_dma)";
     "vfio_open_container" PowerNv [] [] "open /dev/vfio/vfio";
     "vfio_open_group" PowerNv ["device"] [] "open /dev/vfio/GROUP";
+    "vfio_open_emulated_group" PowerNv [] [] "open the group of an emulated-IOMMU (mdev) device: no PE behind it; the SPAPR TCE driver refuses it at attach (-EINVAL)";
     "vfio_set_container" PowerNv ["group", "container"] [] "VFIO_GROUP_SET_CONTAINER: claims DMA ownership, isolates the PE";
     "vfio_unset_container" PowerNv ["group"] [] "VFIO_GROUP_UNSET_CONTAINER: clears TCEs, gives the PE back";
     "vfio_open_device" PowerNv ["group", "device"] [] "VFIO_GROUP_GET_DEVICE_FD";

@@ -708,3 +708,24 @@ state = { group.d.owner = "none" }
     let err = refused(&text.replace("tce32_size = 0", "tce32_size = \"8G\""));
     assert!(err.contains("past 4G"), "{err}");
 }
+
+/// An emulated (mdev) group reaches the attach row of kernel.md's table: -EINVAL.
+#[test]
+fn an_emulated_group_is_refused_at_attach() {
+    let text = format!(
+        "{MACHINE}{STEPS}
+[[step]]
+op = \"vfio_open_emulated_group\"
+as = \"e\"
+expect = \"ok\"
+
+[[step]]
+op = \"vfio_set_container\"
+group = \"$e\"
+container = \"$c\"
+expect = \"EINVAL\"
+"
+    );
+    let r = run(&text);
+    assert!(r.all_held(), "{:?}", r.stopped);
+}

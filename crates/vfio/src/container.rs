@@ -17,6 +17,8 @@ pub struct ContainerFd(pub u32);
 /// One container: its groups and, once `SET_IOMMU` chose it, its driver's state.
 pub(crate) struct Container {
     pub(crate) groups: Vec<GroupFd>,
+    /// Emulated-IOMMU groups in it (they never get past the SPAPR TCE driver).
+    pub(crate) emulated: Vec<GroupFd>,
     pub(crate) tce: Option<TceContainer>,
 }
 
@@ -35,6 +37,7 @@ impl Vfio {
             fd,
             Container {
                 groups: Vec::new(),
+                emulated: Vec::new(),
                 tce: None,
             },
         );
@@ -44,12 +47,14 @@ impl Vfio {
     /// Closes a container fd (`vfio_container_release` → `tce_iommu_release`): every
     /// group detached, every table and region freed, every charge returned.
     pub fn close_container(&self, container: ContainerFd) -> Result<(), Errno> {
-        let groups = lock(&self.state)
-            .containers
-            .get(&container.0)
-            .ok_or(Errno::Ebadf)?
-            .groups
-            .clone();
+        let (groups, emulated) = {
+            let st = lock(&self.state);
+            let c = st.containers.get(&container.0).ok_or(Errno::Ebadf)?;
+            (c.groups.clone(), c.emulated.clone())
+        };
+        for g in emulated {
+            self.unset_container(g)?;
+        }
         for g in groups {
             if let Some(g) = lock(&self.state).groups.get_mut(&g.0) {
                 g.device_fds = 0;
@@ -104,7 +109,20 @@ impl Vfio {
                     // No driver claims the type.
                     return Err(Errno::Enodev);
                 }
-                if c.groups.is_empty() || c.tce.is_some() {
+                if (c.groups.is_empty() && c.emulated.is_empty()) || c.tce.is_some() {
+                    return Err(Errno::Einval);
+                }
+                if !c.emulated.is_empty() {
+                    // `__vfio_container_attach_groups`: the emulated group's attach fails,
+                    // those attached before it are detached again, nothing is kept.
+                    drop(st);
+                    self.note(
+                        iommu_core::EventKind::Attach,
+                        None,
+                        "SET_IOMMU: tce_iommu_attach_group refuses an emulated-IOMMU group \
+                         (-EINVAL); nothing attached"
+                            .into(),
+                    );
                     return Err(Errno::Einval);
                 }
                 self.set_iommu(&mut st, fd, int == 7).map(|()| 0)

@@ -57,6 +57,9 @@ impl Vfio {
     /// `VFIO_GROUP_SET_CONTAINER`: claims DMA ownership (the PE is isolated from now on),
     /// then attaches to the container's driver if it has one.
     pub fn set_container(&self, group: GroupFd, container: ContainerFd) -> Result<(), Errno> {
+        if lock(&self.state).emulated.contains_key(&group.0) {
+            return self.set_container_emulated(group, container);
+        }
         let mut st = lock(&self.state);
         let g = st.groups.get(&group.0).ok_or(Errno::Ebadf)?;
         if g.container.is_some() {
@@ -108,6 +111,9 @@ impl Vfio {
     /// claim is released (the kernel gets its windows back), and the last group's
     /// departure releases the driver.
     pub fn unset_container(&self, group: GroupFd) -> Result<(), Errno> {
+        if lock(&self.state).emulated.contains_key(&group.0) {
+            return self.unset_container_emulated(group, false);
+        }
         let mut st = lock(&self.state);
         let g = st.groups.get(&group.0).ok_or(Errno::Ebadf)?;
         let cfd = g.container.ok_or(Errno::Einval)?;
@@ -177,6 +183,9 @@ impl Vfio {
 
     /// Closes a group fd (its device fds, then leaving its container).
     pub fn close_group(&self, group: GroupFd) -> Result<(), Errno> {
+        if lock(&self.state).emulated.contains_key(&group.0) {
+            return self.unset_container_emulated(group, true);
+        }
         let has_container = {
             let mut st = lock(&self.state);
             let g = st.groups.get_mut(&group.0).ok_or(Errno::Ebadf)?;

@@ -58,6 +58,7 @@
 mod audit;
 mod container;
 mod eeh;
+mod emulated;
 mod group;
 mod mm;
 mod spapr_tce;

@@ -44,6 +44,8 @@ pub(crate) struct State {
     pub(crate) next_fd: u32,
     pub(crate) containers: HashMap<u32, Container>,
     pub(crate) groups: HashMap<u32, VfioGroup>,
+    /// Emulated-IOMMU groups' files (no PE behind them).
+    pub(crate) emulated: HashMap<u32, crate::emulated::EmulatedGroup>,
     pub(crate) procs: HashMap<Mm, Process>,
     pub(crate) next_user_hpa: u64,
     /// Counts that would have gone below zero (see [`crate::mm::decrement`]).

@@ -747,3 +747,63 @@ fn groups_whose_table_ops_differ_cannot_share_a_container() {
     assert!(gv.owner.is_none());
     assert!(m.check().is_empty(), "{:?}", m.check());
 }
+
+/// An emulated-IOMMU (mdev) group: SET_CONTAINER on a container with the SPAPR TCE
+/// driver is -EINVAL; put in a container first, its SET_IOMMU is -EINVAL and nothing is
+/// attached (the real group beside it gets the driver once the emulated one is gone); it
+/// leaves with UNSET_CONTAINER, its close or the container's close.
+#[test]
+fn an_emulated_group_is_refused_by_the_spapr_driver() {
+    let v = vfio(KernelProfile::Strict);
+    let (c, _) = v2(&v, &["gpu0"]);
+    let e = v.open_emulated_group();
+    assert_eq!(
+        v.set_container(e, c),
+        Err(Errno::Einval),
+        "driver already set"
+    );
+    assert_eq!(
+        v.unset_container(e),
+        Err(Errno::Einval),
+        "it is in no container"
+    );
+    let d = v.open_container();
+    let nvme = v.machine().device("nvme0").unwrap();
+    v.register_device(nvme).unwrap();
+    let g = v.open_group(nvme).unwrap();
+    assert_eq!(v.set_container(g, d), Ok(()));
+    assert_eq!(
+        v.set_container(e, d),
+        Ok(()),
+        "the core takes it, no ownership to claim"
+    );
+    assert_eq!(v.set_container(e, d), Err(Errno::Einval), "already in one");
+    assert_eq!(
+        v.ioctl_int(QEMU, d, ioctl::SET_IOMMU, 7),
+        Err(Errno::Einval)
+    );
+    assert_eq!(
+        v.ioctl_int(QEMU, d, ioctl::CHECK_EXTENSION, 7),
+        Ok(1),
+        "the container still has no driver"
+    );
+    assert_eq!(v.unset_container(e), Ok(()));
+    assert_eq!(v.set_container(e, d), Ok(()));
+    assert_eq!(v.close_group(e), Ok(()));
+    assert_eq!(
+        v.ioctl_int(QEMU, d, ioctl::SET_IOMMU, 7),
+        Ok(0),
+        "the real group alone"
+    );
+    let f = v.open_emulated_group();
+    let d2 = v.open_container();
+    assert_eq!(v.set_container(f, d2), Ok(()));
+    assert_eq!(v.close_container(d2), Ok(()));
+    assert_eq!(
+        v.unset_container(f),
+        Err(Errno::Einval),
+        "the close took it out"
+    );
+    assert!(v.audit().is_empty(), "{:?}", v.audit());
+    assert!(v.machine().check().is_empty());
+}

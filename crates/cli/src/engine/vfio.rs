@@ -45,6 +45,11 @@ impl Engine {
                 }
                 Err(e) => Outcome::Status(e.to_string(), String::new()),
             },
+            "vfio_open_emulated_group" => {
+                let g = vfio.open_emulated_group();
+                self.name_value(step, u64::from(g.0));
+                Outcome::Ok(format!("fd {}", g.0))
+            }
             "vfio_set_container" => {
                 let (g, c) = (gfd(self)?, cfd(self)?);
                 errno(vfio.set_container(g, c))
