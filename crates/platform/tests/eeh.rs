@@ -363,3 +363,53 @@ fn flags_peev_sticky_and_eeh_off() {
     assert!(!p.eeh().dma_stopped, "no freeze with EEH off");
     assert_eq!(m.device_mmio_read(nic, 2), Ok(2));
 }
+
+#[test]
+fn names_traces_reach_and_the_freeze_generation() {
+    assert_eq!(VfReset::from_name("flr"), Some(VfReset::Flr));
+    assert_eq!(VfReset::from_name("af_flr"), Some(VfReset::AfFlr));
+    assert_eq!(VfReset::from_name("none"), Some(VfReset::None));
+    assert_eq!(VfReset::from_name("FLR"), None);
+    let (m, nic, buf) = machine();
+    let p = pe(&m, nic);
+    let _ = m.core().take_trace();
+    assert!(
+        p.reaches(buf, Access::Read).is_ok(),
+        "a normal PE reaches its mapping"
+    );
+    let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+    let trace = m.core().take_trace();
+    assert!(
+        trace
+            .iter()
+            .any(|e| e.detail.contains("EEH: PE frozen (MMIO and DMA)")),
+        "{trace:?}"
+    );
+    assert!(
+        p.reaches(buf, Access::Read).is_err(),
+        "a frozen PE reaches nothing"
+    );
+    assert_eq!(p.eeh().freeze_gen, 1);
+    assert_eq!(p.eeh_reset(1), Ok(()));
+    assert_eq!(p.eeh().freeze_gen, 1, "already frozen: not a new freeze");
+    p.eeh_reset(0).unwrap();
+    assert_eq!(p.eeh_reset(1), Ok(()));
+    assert_eq!(p.eeh().freeze_gen, 2);
+    p.eeh_reset(0).unwrap();
+    // A PE with only its DMA stopped is frozen again by an MMIO error.
+    let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+    p.eeh_set_option(2).unwrap();
+    assert_eq!(p.eeh_state_value(), 4);
+    p.eeh_inject(0, 0).unwrap();
+    assert_eq!(m.device_mmio_read(nic, 5), Ok(u64::MAX));
+    assert_eq!(p.eeh_state_value(), 2);
+    // Under peev-sticky a hardware error is reported (its PEEV bit is set).
+    p.eeh_set_option(1).unwrap();
+    m.env().set_eeh_flags(EehFlags {
+        peev_sticky: true,
+        ..EehFlags::default()
+    });
+    let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+    assert!(p.eeh().peev);
+    assert_eq!(p.eeh_get_state(), 2);
+}
