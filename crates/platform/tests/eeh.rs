@@ -413,3 +413,38 @@ fn names_traces_reach_and_the_freeze_generation() {
     assert!(p.eeh().peev);
     assert_eq!(p.eeh_get_state(), 2);
 }
+
+#[test]
+fn edges_of_injection_funcs_and_a_reset_of_a_partial_freeze() {
+    let (m, nic, _) = machine();
+    let p = pe(&m, nic);
+    assert_eq!(p.eeh_inject(1, 19), Ok(()), "func 19 is the last DMA func");
+    assert_eq!(
+        p.eeh().injected,
+        Some(spapr_platform::eeh::InjectClass::Dma)
+    );
+    assert_eq!(p.eeh_inject(0, 12), Ok(()));
+    assert_eq!(p.eeh_inject(0, 11), Ok(()));
+    assert_eq!(
+        p.eeh().injected,
+        Some(spapr_platform::eeh::InjectClass::Mmio)
+    );
+    p.eeh().injected.take();
+    // A reset of a PE with one bit frozen is a new freeze.
+    let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+    p.eeh_set_option(2).unwrap();
+    let gen = p.eeh().freeze_gen;
+    p.eeh_reset(1).unwrap();
+    assert_eq!(p.eeh().freeze_gen, gen + 1);
+    m.flush();
+    let trace = m.core().take_trace();
+    assert!(trace
+        .iter()
+        .any(|e| e.detail.contains("hot reset asserted")));
+    p.eeh_reset(3).unwrap();
+    m.flush();
+    let trace = m.core().take_trace();
+    assert!(trace
+        .iter()
+        .any(|e| e.detail.contains("fundamental reset asserted")));
+}
