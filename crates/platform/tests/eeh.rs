@@ -298,28 +298,48 @@ fn a_fenced_phb_stops_every_pe_until_its_complete_reset() {
     assert!(!q.eeh().isolated && !q.eeh().mmio_frozen);
     assert!(m.device_translate(nic, buf, Access::Read).is_ok());
     assert_eq!(m.device_mmio_read(nvme, 4), Ok(4));
-    // Passed PEs are re-frozen unless included.
+    // Passed PEs are re-frozen unless included, and keep their isolation.
     p.eeh_dev_open().unwrap();
     phb.eeh_fence();
+    let _ = p.eeh_get_state();
+    let _ = m.device_mmio_read(nvme, 0);
+    let _ = m.device_mmio_read(nvme, 0);
+    assert!(q.eeh().isolated);
+    let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+    let _ = p.eeh_set_option(2);
     assert_eq!(phb.eeh_reset_full(false), Ok(()));
     assert!(p.eeh().dma_stopped && !q.eeh().dma_stopped);
+    assert!(
+        p.eeh().isolated,
+        "a passed PE keeps its flags (include_passed = false)"
+    );
+    assert!(!q.eeh().isolated, "the host's PE is usable again");
     assert!(!p.eeh().peev, "a software freeze leaves PEEV alone");
     phb.eeh_fence();
     assert_eq!(phb.eeh_reset_full(true), Ok(()));
     assert!(!p.eeh().dma_stopped);
-    // Past the most freezes the PHB stays fenced.
-    for _ in 0..6 {
+    // The sixth counted freeze within the hour fails the PHB: it stays fenced.
+    for k in 2..=5 {
         phb.eeh_fence();
         let _ = m.device_mmio_read(nvme, 0);
+        assert_eq!(
+            phb.eeh_recover(),
+            Ok(Recovery::Recovered { freeze_count: k })
+        );
     }
-    let mut last = None;
-    for _ in 0..6 {
-        phb.eeh_fence();
-        let _ = m.device_mmio_read(nvme, 0);
-        last = Some(phb.eeh_recover());
-    }
-    assert_eq!(last, Some(Ok(Recovery::Failed { freeze_count: 7 })));
+    phb.eeh_fence();
+    let _ = m.device_mmio_read(nvme, 0);
+    assert_eq!(phb.eeh_recover(), Ok(Recovery::Failed { freeze_count: 6 }));
     assert!(phb.eeh().fenced);
+    m.flush();
+    let trace = m.core().take_trace();
+    for said in [
+        "fenced: every PE under it stops",
+        "complete reset",
+        "permanently failed",
+    ] {
+        assert!(trace.iter().any(|e| e.detail.contains(said)), "{said}");
+    }
 }
 
 #[test]
@@ -447,4 +467,51 @@ fn edges_of_injection_funcs_and_a_reset_of_a_partial_freeze() {
     assert!(trace
         .iter()
         .any(|e| e.detail.contains("fundamental reset asserted")));
+}
+
+#[test]
+fn the_reset_path_retries_and_says_what_it_did() {
+    for (name, r) in [
+        ("none", DriverResult::None),
+        ("recovered", DriverResult::Recovered),
+        ("can_recover", DriverResult::CanRecover),
+        ("disconnect", DriverResult::Disconnect),
+        ("need_reset", DriverResult::NeedReset),
+    ] {
+        assert_eq!(DriverResult::from_name(name), Some(r));
+    }
+    let (m, nic, _) = machine();
+    let p = pe(&m, nic);
+    let isolate = || {
+        let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+        let _ = m.device_mmio_read(nic, 0);
+    };
+    // Three deasserts whose thaw sticks: the reset keeps failing, the thaw after it
+    // works: recovered, after three tries.
+    isolate();
+    for _ in 0..3 {
+        m.env().inject(
+            FaultPoint::Thaw,
+            Some((p.phb, p.number)),
+            0,
+            OpalError::Hardware,
+        );
+    }
+    assert_eq!(
+        p.eeh_recover(&[DriverResult::NeedReset]),
+        Ok(Recovery::Recovered { freeze_count: 1 })
+    );
+    assert_eq!(m.env().pending_injections(), 0);
+    m.flush();
+    let trace = m.core().take_trace();
+    assert!(trace
+        .iter()
+        .any(|e| e.detail.contains("nic0: slot_reset()")));
+    assert!(!trace.iter().any(|e| e.detail.contains("hotplug")));
+    isolate();
+    assert!(p.eeh_recover(&[DriverResult::None]).is_ok());
+    m.flush();
+    let trace = m.core().take_trace();
+    assert!(trace.iter().any(|e| e.detail.contains("hotplug")));
+    assert!(!trace.iter().any(|e| e.detail.contains("slot_reset()")));
 }
