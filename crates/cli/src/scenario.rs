@@ -252,6 +252,7 @@ fields! {
     "[[machine.phb]]" PowerNv "pes" "[{ number, bus[, devfn] }, ...]" "none" "partitionable endpoints: a whole bus, or one function";
     "[[machine.phb]]" PowerNv "device_group" "true or false" "true" "false models a controller without the device_group callback (-ENOENT at probe)";
     "[[machine.phb]]" PowerNv "tce32_size" "a size, at most 4G" "m32_base" "the 32-bit DMA window VFIO sees (0: none, so v1 ENABLE is -EPERM and v2's default window cannot be made)";
+    "[[machine.phb]]" PowerNv "ddw_table" "true or false" "false" "ioda1 only: each PE also gets a second kernel table over RAM at the 64-bit base (pSeries' table-backed DDW), which its 64-bit devices map through; taking ownership takes both";
     "[[machine.phb]]" PowerNv "xchg_no_kill" "true or false" "true" "false: the kernel's tables lack xchg_no_kill, so iommu_take_ownership refuses an IODA1 PE's tables (-EINVAL) and nobody can claim its group";
     "[[machine.phb]]" PowerNv "create_table" "\"ioda2\" or \"npu\"" "\"ioda2\"" "the PEs' create_table op; VFIO puts only groups with the same ops in one container (-EPERM)";
     "pes" PowerNv "number" "0..4095" "required" "the PE number (its TVEs are 2n and 2n+1)";
@@ -573,6 +574,12 @@ fn powernv(ctx: &Ctx<'_>, n: &Node, t: &[(String, Node)]) -> Result<(Machine, bo
                 return Err(ctx.err(v, format!("tce32_size {size:#x} is past 4G")));
             }
             pc.tce32_size = Some(size);
+        }
+        if let Some(v) = pf.get("ddw_table") {
+            pc.ddw_table = ctx.boolean(v, "ddw_table")?;
+            if pc.ddw_table && model != PhbModel::Ioda1 {
+                return Err(ctx.err(v, "ddw_table is for ioda1 PHBs (PEs that borrow tables)"));
+            }
         }
         if let Some(v) = pf.get("xchg_no_kill") {
             pc.xchg_no_kill = ctx.boolean(v, "xchg_no_kill")?;

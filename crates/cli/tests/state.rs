@@ -729,3 +729,43 @@ expect = \"EINVAL\"
     let r = run(&text);
     assert!(r.all_held(), "{:?}", r.stopped);
 }
+
+/// `ddw_table` on an IODA1 PHB: a 64-bit device's kernel DMA goes through the second
+/// table at the 64-bit base; refused on other PHB models.
+#[test]
+fn a_borrowing_pe_with_a_second_table() {
+    let text = r#"
+[machine]
+kind = "powernv"
+ram = "8G"
+
+[[machine.phb]]
+model = "ioda1"
+ddw_table = true
+pes = [{ number = 1, bus = 1 }]
+
+[[machine.device]]
+name = "nic0"
+phb = 0
+bus = 1
+dma_mask = 64
+driver = "ixgbe"
+
+[[step]]
+op = "dma_alloc"
+device = "nic0"
+size = "4K"
+as = "b"
+state = { window.nic0.1.kernel = true, window.nic0.1.mapped = 1, window.nic0.0.mapped = 0 }
+
+[[step]]
+op = "device_read"
+device = "nic0"
+addr = "$b.dma"
+expect = "ok"
+"#;
+    let r = run(text);
+    assert!(r.all_held(), "{:?}", r.stopped);
+    let err = refused(&text.replace("model = \"ioda1\"", "model = \"phb4\""));
+    assert!(err.contains("ddw_table is for ioda1 PHBs"), "{err}");
+}

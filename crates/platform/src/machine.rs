@@ -317,6 +317,7 @@ impl PowerNv {
                         );
                         pe.xchg_no_kill = pc.xchg_no_kill;
                         pe.create_table = pc.create_table;
+                        pe.ddw_table = pc.ddw_table;
                         Arc::new(pe)
                     })
                     .collect();
@@ -523,7 +524,7 @@ impl PowerNv {
             }
             // `set_iommu_table_base`: the kernel's table only; a user's table in slot 0 (a
             // PE handed to user space) is never a kernel DMA table.
-            dev.set_table_base(st.tables[0].clone().filter(|t| t.map.is_some()));
+            dev.set_table_base(Pe::kernel_table_for(&st, dev.dma_mask_bits));
             st.devices.push(dev.clone());
         }
         lock(&self.devs).insert(id, dev);

@@ -232,6 +232,9 @@ pub struct Pe {
     pub xchg_no_kill: bool,
     /// Its ops' `create_table` (VFIO compares it between groups of one container).
     pub create_table: crate::phb::CreateTable,
+    /// A borrowing PE with a second kernel table in `tables[1]` (pSeries' table-backed
+    /// dynamic window), which its 64-bit devices map through.
+    pub ddw_table: bool,
     pub(crate) env: Arc<Env>,
     /// Third in the crate's lock order (core → group → PE → table, see the crate docs):
     /// never held while a group's state is locked.
@@ -266,6 +269,7 @@ impl Pe {
             counters: Arc::new(PeCounters::default()),
             xchg_no_kill: true,
             create_table: crate::phb::CreateTable::Ioda2,
+            ddw_table: false,
             env,
             state: Mutex::new(PeState::default()),
             eeh: Mutex::new(crate::eeh::EehState::default()),
@@ -807,10 +811,15 @@ impl Pe {
             // reach the PE's TCE cache like any other's.
             table.links().link(&self.counters);
             st.tables[0] = Some(table.clone());
+            if self.ddw_table {
+                let ddw = Arc::new(self.build_ddw_table()?);
+                ddw.links().link(&self.counters);
+                st.tables[1] = Some(ddw);
+            }
         }
         st.bypass_enabled = self.ops == TableGroupOps::Ioda2 && !self.env.bypass_disabled;
         for d in &st.devices {
-            d.set_table_base(Some(table.clone()));
+            d.set_table_base(Self::kernel_table_for(st, d.dma_mask_bits));
         }
         st.dma_setup_done = true;
         self.note(
@@ -822,6 +831,25 @@ impl Pe {
             ),
         );
         Ok(())
+    }
+
+    /// The kernel table a device of `mask_bits` maps through: the second (DDW) table of a
+    /// borrowing PE for a 64-bit device, else window 0's; none when window 0 holds a
+    /// user's table.
+    pub(crate) fn kernel_table_for(st: &PeState, mask_bits: u32) -> Option<Arc<IommuTable>> {
+        let ddw = st.tables[1]
+            .clone()
+            .filter(|t| mask_bits > 32 && t.map.is_some() && t.start() == BYPASS_BASE);
+        ddw.or_else(|| st.tables[0].clone().filter(|t| t.map.is_some()))
+    }
+
+    /// A borrowing PE's second kernel table: a flat table of host pages over all RAM at
+    /// the 64-bit window base, as pSeries makes a table-backed dynamic window.
+    fn build_ddw_table(&self) -> Result<IommuTable, Errno> {
+        let ps = PageShift::new(self.env.host_page_shift).map_err(|_| Errno::Einval)?;
+        let entries = (self.env.ram_size >> ps.shift()).max(1);
+        let g = TableGeometry::flat(Iova(BYPASS_BASE), ps, entries).map_err(|_| Errno::Einval)?;
+        IommuTable::new(g, self.liobn(1), Some((0, 0))).map_err(|_| Errno::Enomem)
     }
 
     fn build_default_table(&self) -> Result<IommuTable, Errno> {

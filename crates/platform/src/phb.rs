@@ -64,6 +64,10 @@ pub struct PhbConfig {
     /// Which `create_table` the PEs' table-group ops carry: VFIO refuses to put groups
     /// whose ops differ in one container (-EPERM).
     pub create_table: CreateTable,
+    /// IODA1 only: each PE also gets a second kernel table in `tables[1]`, a flat table
+    /// over RAM at the 64-bit base that its 64-bit devices map through (pSeries'
+    /// table-backed DDW); taking ownership takes both.
+    pub ddw_table: bool,
 }
 
 /// A `table_group->ops->create_table` implementation, as VFIO compares them.
@@ -99,6 +103,7 @@ impl PhbConfig {
             tce32_size: None,
             xchg_no_kill: true,
             create_table: CreateTable::Ioda2,
+            ddw_table: false,
         }
     }
 }
