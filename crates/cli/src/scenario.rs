@@ -155,6 +155,7 @@ ops! {
     "vfio_eeh_pe_op" PowerNv ["container", "eeh_op"] ["argsz", "flags", "type", "func", "process"] "VFIO_EEH_PE_OP: disable, enable, unfreeze_io, unfreeze_dma, get_state, reset_deactivate, reset_hot, reset_fundamental, configure, inject_err (or a number)";
     "fail" PowerNv ["call"] ["device", "nth", "opal"] "make the nth (default 1st) call of a kernel operation fail, on the device's PE or any: set_window (OPAL), create_table, user_table, tce_store (a level allocation during MAP), pin, region_lookup, eeh_thaw (the freeze sticks: the thaw is -EIO)";
     "phb_fence" PowerNv ["phb"] [] "the PHB fences (an error it cannot pin on one PE): every PE under it stops; the first all-ones read isolates the PHB PE";
+    "phb_kill" PowerNv ["phb"] [] "the PHB dies (OPAL_HARDWARE): its PEs read NOT_SUPPORT (GET_STATE 2), thaws return 0 and change nothing, no reset brings it back";
     "phb_recover" PowerNv ["phb"] [] "the host's recovery of an isolated PHB PE: the PHB's complete reset (eeh_pe_reset_full), windows kept, TCE cache killed, passed PEs re-frozen for their owners";
     // VFIO.
     "profile" Any [] ["kernel", "papr"] "switch the kernel (linux/strict) or PAPR (qemu/kvm/lopar) profile";

@@ -515,3 +515,26 @@ fn the_reset_path_retries_and_says_what_it_did() {
     assert!(trace.iter().any(|e| e.detail.contains("hotplug")));
     assert!(!trace.iter().any(|e| e.detail.contains("slot_reset()")));
 }
+
+/// eeh.md decision 9: a dead PHB reads NOT_SUPPORT; a thaw returns 0 and changes
+/// nothing; nothing brings it back.
+#[test]
+fn a_dead_phb_answers_thaws_with_0_and_stays_dead() {
+    let (m, nic, buf) = machine();
+    let p = pe(&m, nic);
+    let phb = m.phbs()[0].clone();
+    phb.eeh_kill();
+    phb.eeh_kill();
+    assert!(phb.eeh().dead && phb.eeh().stopped());
+    assert_eq!(p.eeh_state_value(), 2);
+    assert!(m.device_translate(nic, buf, Access::Read).is_err());
+    assert_eq!(p.eeh_set_option(2), Ok(()), "0, and nothing changes");
+    assert_eq!(p.eeh_set_option(1), Ok(()));
+    assert!(m.device_translate(nic, buf, Access::Read).is_err());
+    assert_eq!(m.device_mmio_read(nic, 3), Ok(u64::MAX));
+    assert!(phb.eeh().isolated);
+    assert_eq!(phb.eeh_reset_full(false), Err(Errno::Eio));
+    assert_eq!(phb.eeh_recover(), Err(Errno::Eio));
+    assert!(phb.eeh().dead);
+    assert!(m.check().is_empty(), "{:?}", m.check());
+}

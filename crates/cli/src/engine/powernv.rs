@@ -301,7 +301,7 @@ impl Engine {
                 let r = m.eeh_recover(Self::device(&m, step)?, &results);
                 recovery(r, "recovered", "permanently disabled, devices removed")
             }
-            "phb_fence" | "phb_recover" => {
+            "phb_fence" | "phb_kill" | "phb_recover" => {
                 let i = self.num(step, "phb", iter)?;
                 let phb = usize::try_from(i)
                     .ok()
@@ -310,6 +310,10 @@ impl Engine {
                     .clone();
                 if step.op.name == "phb_fence" {
                     phb.eeh_fence();
+                    m.flush();
+                    Outcome::Ok(String::new())
+                } else if step.op.name == "phb_kill" {
+                    phb.eeh_kill();
                     m.flush();
                     Outcome::Ok(String::new())
                 } else {

@@ -126,7 +126,7 @@ fn state_of(e: &EehState, phb: &PhbEehState, flags: crate::EehFlags) -> i64 {
     if phb.isolated && !e.removed {
         return state::UNAVAIL;
     }
-    if phb.fenced {
+    if phb.fenced || phb.dead {
         return state::STOPPED_IO_DMA;
     }
     if !pest_visible(e, flags) {
@@ -186,7 +186,7 @@ impl Pe {
 
     /// Whether the PE's DMA is stopped now: its PESTB bit, or its PHB fenced.
     fn eeh_stopped(&self, e: &EehState) -> bool {
-        e.dma_stopped || self.phb_eeh().fenced
+        e.dma_stopped || self.phb_eeh().stopped()
     }
 
     /// The DMA gate: `Err` if a DMA is refused because the PE's DMA is stopped (an armed
@@ -240,7 +240,7 @@ impl Pe {
     /// not look.
     pub fn eeh_mmio_load(&self, value: u64) -> u64 {
         if !self.env.eeh_enabled() {
-            let frozen = self.eeh_lock().mmio_frozen || self.phb_eeh().fenced;
+            let frozen = self.eeh_lock().mmio_frozen || self.phb_eeh().stopped();
             return if frozen { u64::MAX } else { value };
         }
         if self.eeh_phb_check_failure() {
@@ -254,7 +254,7 @@ impl Pe {
         if armed {
             self.eeh_freeze("an injected MMIO error");
         }
-        let fenced = self.phb_eeh().fenced;
+        let fenced = self.phb_eeh().stopped();
         let mut e = self.eeh_lock();
         if !e.mmio_frozen && !fenced {
             return value;
@@ -295,6 +295,14 @@ impl Pe {
     /// freeze stuck, or the PHB is fenced and refuses the clear) is -EIO.
     fn eeh_thaw(&self, mmio: bool) -> Result<(), Errno> {
         let what = if mmio { "MMIO" } else { "DMA" };
+        // A dead PHB reads NOT_SUPPORT: `eeh_pci_enable` returns 0 and changes nothing
+        // (eeh.md decision 9).
+        if self.phb_eeh().dead {
+            self.eeh_note(format!(
+                "EEH: {what} thaw on a dead PHB: 0, nothing changes"
+            ));
+            return Ok(());
+        }
         // A fenced PHB reads "not active" for every PE: the firmware refuses the clear.
         if self.phb_eeh().fenced {
             self.eeh_note(format!(
@@ -363,7 +371,9 @@ impl Pe {
     pub(crate) fn eeh_change_owner(&self) -> Result<(), Errno> {
         let thaw = {
             let e = self.eeh_lock();
-            e.mmio_frozen || e.dma_stopped || self.phb_eeh().fenced
+            let phb = self.phb_eeh();
+            // A dead PHB reads NOT_SUPPORT: the change of owner does nothing.
+            !phb.dead && (e.mmio_frozen || e.dma_stopped || phb.fenced)
         };
         if thaw {
             self.eeh_unfreeze()?;

@@ -19,6 +19,9 @@ use iommu_core::{Errno, EventKind};
 pub struct PhbEehState {
     /// The PHB is fenced (`OPAL_EEH_PHB_ERROR`, severity PHB_FENCED).
     pub fenced: bool,
+    /// The PHB is dead (`OPAL_HARDWARE`, severity PHB_DEAD): its PEs read NOT_SUPPORT
+    /// (GET_STATE 2), a thaw returns 0 and changes nothing, and nothing recovers it.
+    pub dead: bool,
     /// `EEH_PE_ISOLATED` on the PHB PE: the kernel has seen the fence.
     pub isolated: bool,
     /// Complete resets so far.
@@ -27,6 +30,13 @@ pub struct PhbEehState {
     pub freeze_count: u32,
     /// When that window began.
     pub tstamp: u64,
+}
+
+impl PhbEehState {
+    /// Whether the PHB stops every PE under it (fenced or dead).
+    pub fn stopped(&self) -> bool {
+        self.fenced || self.dead
+    }
 }
 
 impl Pe {
@@ -42,7 +52,7 @@ impl Pe {
     /// (a fenced PHB reads every PE frozen).
     pub(crate) fn eeh_phb_check_failure(&self) -> bool {
         let mut p = self.phb_eeh_lock();
-        if !p.fenced || p.isolated {
+        if !p.stopped() || p.isolated {
             return false;
         }
         {
@@ -111,9 +121,28 @@ impl Phb {
         ));
     }
 
+    /// The PHB dies (a broken PHB: `opal_pci_eeh_freeze_status` returns `OPAL_HARDWARE`).
+    /// For good: no reset brings it back.
+    pub fn eeh_kill(&self) {
+        let mut p = self.eeh_lock();
+        if p.dead {
+            return;
+        }
+        p.dead = true;
+        drop(p);
+        self.eeh_note(format!(
+            "EEH: PHB#{} dead: its PEs read NOT_SUPPORT",
+            self.index
+        ));
+    }
+
     /// `eeh_pe_reset_full(phb_pe, include_passed)`: the PHB complete reset (see the module
     /// docs). The windows and the TCE tables are kept; every PE's TCE cache is killed.
+    /// -EIO on a dead PHB (the firmware's reset fails).
     pub fn eeh_reset_full(&self, include_passed: bool) -> Result<(), Errno> {
+        if self.eeh().dead {
+            return Err(Errno::Eio);
+        }
         {
             let mut p = self.eeh_lock();
             p.fenced = false;
