@@ -2,7 +2,8 @@
 //! tree. Each PHB is a box; each PE a row with its group, owner and EEH state; each
 //! window an address bar scaled to its own size, with its mapped runs filled in, the
 //! bypass window drawn as one bar over RAM, and every DMA fault of the run marked where
-//! it struck (a fault outside every window is listed under the PE).
+//! it struck (a fault outside every window is listed under the PE). A pSeries guest is
+//! drawn the same way, PHB by PHB, one bar per enabled LIOBN window.
 
 use spapr_platform::{PhbView, Tve1, BYPASS_BASE};
 use std::fmt::Write as _;
@@ -250,20 +251,65 @@ pub fn powernv(title: &str, phbs: &[PhbView], extras: &dyn Fn(u32, u32) -> PeExt
         );
         c.y += 10;
     }
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{}" viewBox="0 0 {WIDTH} {}">"#,
-        c.y + 10,
-        c.y + 10
-    );
-    out.push_str(
-        "<style>text{font:12px monospace}.title{font-weight:bold;font-size:14px}\
+    c.finish()
+}
+
+/// One guest PHB for [`pseries`]: its label and its windows (label, bus start, size,
+/// mapped runs as (bus address, bytes)).
+pub struct GuestPhb {
+    /// "PHB 0 BUID ...".
+    pub label: String,
+    /// Its LIOBN windows.
+    pub windows: Vec<(String, u64, u64, Vec<(u64, u64)>)>,
+}
+
+/// Draws a pSeries guest: each PHB a box, each enabled LIOBN window an address bar with
+/// its mapped runs.
+pub fn pseries(title: &str, phbs: &[GuestPhb]) -> String {
+    let mut c = Canvas {
+        body: String::new(),
+        y: 10,
+    };
+    c.text(10, "title", title);
+    c.y += ROW + 6;
+    for phb in phbs {
+        let top = c.y;
+        c.y += 4;
+        c.text(10, "phb", &phb.label);
+        c.y += ROW;
+        for (label, start, size, runs) in &phb.windows {
+            c.bar(label, "window kernel", *start, *size, runs, &[]);
+        }
+        let _ = writeln!(
+            c.body,
+            r#"<rect x="4" y="{top}" width="{}" height="{}" class="phb-box"/>"#,
+            WIDTH - 8,
+            c.y - top
+        );
+        c.y += 10;
+    }
+    c.finish()
+}
+
+impl Canvas {
+    /// The whole document.
+    fn finish(self) -> String {
+        let c = self;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{}" viewBox="0 0 {WIDTH} {}">"#,
+            c.y + 10,
+            c.y + 10
+        );
+        out.push_str(
+            "<style>text{font:12px monospace}.title{font-weight:bold;font-size:14px}\
          .phb{font-weight:bold}.frozen{fill:#b00}.window{stroke:#555;fill:#eee}\
          .user{fill:#e6eefc}.kernel{fill:#eef7e6}.mapped{fill:#3a7}.bypass{fill:#9bd;stroke:#555}\
          .fault{fill:#d00}.fault-text{fill:#d00}.phb-box{fill:none;stroke:#999}</style>\n",
-    );
-    out.push_str(&c.body);
-    out.push_str("</svg>\n");
-    out
+        );
+        out.push_str(&c.body);
+        out.push_str("</svg>\n");
+        out
+    }
 }

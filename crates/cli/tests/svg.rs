@@ -166,3 +166,28 @@ fn every_example_draws_a_well_formed_picture() {
         roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     }
 }
+
+#[test]
+fn a_pseries_guest_is_drawn_with_its_liobn_windows_and_mappings() {
+    let text = r#"
+[machine]
+kind = "pseries"
+
+[[step]]
+op = "h_put_tce"
+liobn = 0x80000000
+ioba = 0x10000
+tce = 0x2003
+expect = "H_SUCCESS"
+"#;
+    let svg = svg_of(text);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(
+        count(&doc, "rect", "window"),
+        1,
+        "the default window; the DDW slot is off"
+    );
+    assert_eq!(count(&doc, "rect", "mapped"), 1);
+    assert!(svg.contains("LIOBN 0x80000000"));
+    assert!(svg.contains("mapped 0x10000..0x11000"), "{svg}");
+}

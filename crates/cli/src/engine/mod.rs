@@ -758,19 +758,13 @@ impl Engine {
 }
 
 impl Engine {
-    /// The machine as an SVG ([`crate::svg`]): PowerNV only; a pSeries guest is drawn as
-    /// its host's machine when it has one, else as a note.
+    /// The machine as an SVG ([`crate::svg`]): a PowerNV host with its PEs; a pSeries
+    /// guest with host devices as its host, else its own PHBs and LIOBN windows.
     fn svg(&self, title: &str, trace: &[TraceEvent]) -> String {
         let m = match &self.world {
             World::PowerNv { m, .. } => m.clone(),
             World::PSeries { host: Some(h), .. } => h.machine().clone(),
-            World::PSeries { .. } => {
-                return crate::svg::powernv(
-                    &format!("{title} (a pSeries guest without host devices: nothing to draw)"),
-                    &[],
-                    &|_, _| crate::svg::PeExtras::default(),
-                )
-            }
+            World::PSeries { s, .. } => return pseries_svg(title, s),
         };
         // Faults by device, from the trace: "Read: 0x1000: ...".
         let mut faults: HashMap<String, Vec<u64>> = HashMap::new();
@@ -803,6 +797,38 @@ impl Engine {
         };
         crate::svg::powernv(title, &snap, &extras)
     }
+}
+
+/// A pSeries guest's PHBs and enabled LIOBN windows as a picture.
+fn pseries_svg(title: &str, s: &Spapr) -> String {
+    let phbs: Vec<crate::svg::GuestPhb> = s
+        .phbs()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::svg::GuestPhb {
+            label: format!("PHB {i} BUID {:#x}", p.buid()),
+            windows: p
+                .windows()
+                .iter()
+                .filter_map(|sl| {
+                    let t = sl.table.as_ref()?;
+                    let ps = 1u64 << t.page_shift();
+                    let runs = t
+                        .mapped_runs()
+                        .iter()
+                        .map(|r| (r.first.0 * ps, r.count * ps))
+                        .collect();
+                    Some((
+                        format!("LIOBN {:#x}", sl.liobn),
+                        t.bus_offset(),
+                        t.nb_table() * ps,
+                        runs,
+                    ))
+                })
+                .collect(),
+        })
+        .collect();
+    crate::svg::pseries(title, &phbs)
 }
 
 /// One report per kernel rule on `m`, named with `prefix`; `holds` says what a rule that
