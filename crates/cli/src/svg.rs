@@ -254,13 +254,24 @@ pub fn powernv(title: &str, phbs: &[PhbView], extras: &dyn Fn(u32, u32) -> PeExt
     c.finish()
 }
 
-/// One guest PHB for [`pseries`]: its label and its windows (label, bus start, size,
-/// mapped runs as (bus address, bytes)).
+/// One guest PHB for [`pseries`]: its label and its enabled windows.
 pub struct GuestPhb {
     /// "PHB 0 BUID ...".
     pub label: String,
     /// Its LIOBN windows.
-    pub windows: Vec<(String, u64, u64, Vec<(u64, u64)>)>,
+    pub windows: Vec<GuestWindow>,
+}
+
+/// One enabled LIOBN window.
+pub struct GuestWindow {
+    /// "LIOBN 0x...".
+    pub label: String,
+    /// First bus address.
+    pub start: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Mapped runs: (bus address, bytes).
+    pub runs: Vec<(u64, u64)>,
 }
 
 /// Draws a pSeries guest: each PHB a box, each enabled LIOBN window an address bar with
@@ -277,8 +288,8 @@ pub fn pseries(title: &str, phbs: &[GuestPhb]) -> String {
         c.y += 4;
         c.text(10, "phb", &phb.label);
         c.y += ROW;
-        for (label, start, size, runs) in &phb.windows {
-            c.bar(label, "window kernel", *start, *size, runs, &[]);
+        for w in &phb.windows {
+            c.bar(&w.label, "window kernel", w.start, w.size, &w.runs, &[]);
         }
         let _ = writeln!(
             c.body,

@@ -818,12 +818,12 @@ fn pseries_svg(title: &str, s: &Spapr) -> String {
                         .iter()
                         .map(|r| (r.first.0 * ps, r.count * ps))
                         .collect();
-                    Some((
-                        format!("LIOBN {:#x}", sl.liobn),
-                        t.bus_offset(),
-                        t.nb_table() * ps,
+                    Some(crate::svg::GuestWindow {
+                        label: format!("LIOBN {:#x}", sl.liobn),
+                        start: t.bus_offset(),
+                        size: t.nb_table() * ps,
                         runs,
-                    ))
+                    })
                 })
                 .collect(),
         })
