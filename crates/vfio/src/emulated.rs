@@ -39,7 +39,14 @@ impl Vfio {
         if g.container.is_some() {
             return Err(Errno::Einval);
         }
-        let c = st.containers.get_mut(&container.0).ok_or(Errno::Ebadf)?;
+        let is_group =
+            st.groups.contains_key(&container.0) || st.emulated.contains_key(&container.0);
+        let c = st.containers.get_mut(&container.0).ok_or(if is_group {
+            // A descriptor, but not a container's (as for a real group).
+            Errno::Ebadfd
+        } else {
+            Errno::Ebadf
+        })?;
         if c.tce.is_some() {
             drop(st);
             self.note(

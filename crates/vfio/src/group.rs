@@ -66,11 +66,13 @@ impl Vfio {
             return Err(Errno::Einval);
         }
         if !st.containers.contains_key(&container.0) {
-            return Err(if st.groups.contains_key(&container.0) {
-                Errno::Ebadfd
-            } else {
-                Errno::Ebadf
-            });
+            return Err(
+                if st.groups.contains_key(&container.0) || st.emulated.contains_key(&container.0) {
+                    Errno::Ebadfd
+                } else {
+                    Errno::Ebadf
+                },
+            );
         }
         let cookie = OwnerCookie(0x7f10_0000 + u64::from(group.0));
         let claim = self.machine.core().claim_group(&g.group, cookie);

@@ -767,6 +767,15 @@ fn an_emulated_group_is_refused_by_the_spapr_driver() {
         Err(Errno::Einval),
         "it is in no container"
     );
+    assert_eq!(
+        v.set_container(e, spapr_vfio::ContainerFd(e.0)),
+        Err(Errno::Ebadfd),
+        "a group fd is not a container"
+    );
+    assert_eq!(
+        v.set_container(e, spapr_vfio::ContainerFd(999)),
+        Err(Errno::Ebadf)
+    );
     let d = v.open_container();
     let nvme = v.machine().device("nvme0").unwrap();
     v.register_device(nvme).unwrap();
