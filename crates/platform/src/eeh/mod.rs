@@ -184,9 +184,12 @@ impl Pe {
         self.eeh_note(format!("EEH: PE frozen (MMIO and DMA) by {why}"));
     }
 
-    /// Whether the PE's DMA is stopped now: its PESTB bit, or its PHB fenced.
-    fn eeh_stopped(&self, e: &EehState) -> bool {
-        e.dma_stopped || self.phb_eeh().stopped()
+    /// Whether the PE's DMA is stopped now (its PESTB bit, or its PHB fenced or dead),
+    /// and the stop generation: the PE's freezes plus its PHB's stops, so that a stop of
+    /// either kind while a DMA is in flight is seen by [`Pe::eeh_dma_served`].
+    fn eeh_stopped(&self, e: &EehState) -> (bool, u64) {
+        let phb = self.phb_eeh();
+        (e.dma_stopped || phb.stopped(), e.freeze_gen + phb.stops)
     }
 
     /// The DMA gate: `Err` if a DMA is refused because the PE's DMA is stopped (an armed
@@ -199,11 +202,12 @@ impl Pe {
     pub(crate) fn eeh_dma_gate(&self) -> Result<u64, ()> {
         let armed = {
             let mut e = self.eeh_lock();
-            if self.eeh_stopped(&e) {
+            let (stopped, gen) = self.eeh_stopped(&e);
+            if stopped {
                 return Err(());
             }
             if e.injected.take_if(|c| *c == InjectClass::Dma).is_none() {
-                return Ok(e.freeze_gen);
+                return Ok(gen);
             }
             true
         };
@@ -213,20 +217,20 @@ impl Pe {
         Err(())
     }
 
-    /// Records a DMA that was served after passing the gate in freeze generation `gen`:
-    /// if the PE's DMA is stopped now and no freeze happened since the gate, the DMA was
-    /// served on a frozen PE (evidence for `NoDmaWhileFrozen`). A freeze that came while
-    /// the DMA was in flight is not the DMA's fault.
+    /// Records a DMA that was served after passing the gate in stop generation `gen`:
+    /// if the PE's DMA is stopped now and nothing stopped it since the gate, the DMA was
+    /// served on a frozen PE (evidence for `NoDmaWhileFrozen`). A freeze or fence that
+    /// came while the DMA was in flight is not the DMA's fault.
     pub(crate) fn eeh_dma_served(&self, gen: u64) {
         let mut e = self.eeh_lock();
-        if self.eeh_stopped(&e) && e.freeze_gen == gen {
+        if self.eeh_stopped(&e) == (true, gen) {
             e.served_while_stopped += 1;
         }
     }
 
     /// Whether an observation of a device access must find the PE frozen.
     pub(crate) fn eeh_blocks_now(&self) -> bool {
-        self.eeh_stopped(&self.eeh_lock())
+        self.eeh_stopped(&self.eeh_lock()).0
     }
 
     /// An MMIO load from one of the PE's BARs: all-ones while MMIO is frozen or the PHB
@@ -591,5 +595,18 @@ mod tests {
         let v = m.check();
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].rule, Rule::NoDmaWhileFrozen);
+    }
+
+    /// A PHB fence while a DMA is in flight is not the DMA's fault either.
+    #[test]
+    fn a_fence_during_a_dma_is_no_evidence() {
+        let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
+        m.env().set_eeh(true);
+        let pe = m.pe_of(m.device("nic0").unwrap()).unwrap();
+        let gen = pe.eeh_dma_gate().unwrap();
+        m.phbs()[0].eeh_fence();
+        pe.eeh_dma_served(gen);
+        assert_eq!(pe.eeh().served_while_stopped, 0);
+        assert!(pe.eeh_dma_gate().is_err());
     }
 }

@@ -26,6 +26,8 @@ pub struct PhbEehState {
     pub isolated: bool,
     /// Complete resets so far.
     pub resets: u32,
+    /// Fences and deaths so far (part of the stop generation a DMA passes its gate in).
+    pub stops: u64,
     /// The PHB PE's `freeze_count` within its window.
     pub freeze_count: u32,
     /// When that window began.
@@ -114,6 +116,7 @@ impl Phb {
             return;
         }
         p.fenced = true;
+        p.stops += 1;
         drop(p);
         self.eeh_note(format!(
             "EEH: PHB#{} fenced: every PE under it stops",
@@ -129,6 +132,7 @@ impl Phb {
             return;
         }
         p.dead = true;
+        p.stops += 1;
         drop(p);
         self.eeh_note(format!(
             "EEH: PHB#{} dead: its PEs read NOT_SUPPORT",
