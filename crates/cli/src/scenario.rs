@@ -1085,6 +1085,11 @@ pub const CONTAINER_IOCTLS: [(&str, u32); 13] = {
     ]
 };
 
+/// The number of the container ioctl named `name`.
+pub fn container_ioctl(name: &str) -> Option<u32> {
+    CONTAINER_IOCTLS.iter().find(|c| c.0 == name).map(|c| c.1)
+}
+
 /// Most bytes a `vfio_ioctl` buffer holds.
 pub const IOCTL_BUFFER_MAX: usize = 4096;
 
@@ -1093,10 +1098,7 @@ pub const IOCTL_BUFFER_MAX: usize = 4096;
 fn check_raw_ioctl(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<(), FileError> {
     if let Some(n) = f.get("nr") {
         if let Val::Str(s) = &n.val {
-            if !s.starts_with('$')
-                && parse_num(s).is_err()
-                && !CONTAINER_IOCTLS.iter().any(|c| c.0 == s)
-            {
+            if !s.starts_with('$') && parse_num(s).is_err() && container_ioctl(s).is_none() {
                 let hint = closest(s, CONTAINER_IOCTLS.iter().map(|c| c.0))
                     .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
                 return Err(ctx.err(n, format!("unknown container ioctl {}{hint}", echo(s))));

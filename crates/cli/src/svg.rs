@@ -53,6 +53,37 @@ struct Canvas {
 }
 
 impl Canvas {
+    /// An empty drawing with its title.
+    fn new(title: &str) -> Self {
+        let mut c = Canvas {
+            body: String::new(),
+            y: 10,
+        };
+        c.text(10, "title", title);
+        c.y += ROW + 6;
+        c
+    }
+
+    /// Starts a PHB's box with its heading; where it starts, for [`Canvas::close_box`].
+    fn open_box(&mut self, heading: &str) -> u32 {
+        let top = self.y;
+        self.y += 4;
+        self.text(10, "phb", heading);
+        self.y += ROW;
+        top
+    }
+
+    /// Draws the box begun at `top` around what was drawn since.
+    fn close_box(&mut self, top: u32) {
+        let _ = writeln!(
+            self.body,
+            r#"<rect x="4" y="{top}" width="{}" height="{}" class="phb-box"/>"#,
+            WIDTH - 8,
+            self.y - top
+        );
+        self.y += 10;
+    }
+
     fn text(&mut self, x: u32, class: &str, s: &str) {
         let _ = writeln!(
             self.body,
@@ -125,21 +156,12 @@ impl Canvas {
 /// Draws a PowerNV machine: `phbs` from `PowerNv::snapshot`, `extras(phb, pe)` for each
 /// PE's EEH state and faults.
 pub fn powernv(title: &str, phbs: &[PhbView], extras: &dyn Fn(u32, u32) -> PeExtras) -> String {
-    let mut c = Canvas {
-        body: String::new(),
-        y: 10,
-    };
-    c.text(10, "title", title);
-    c.y += ROW + 6;
+    let mut c = Canvas::new(title);
     for phb in phbs {
-        let top = c.y;
-        c.y += 4;
-        c.text(
-            10,
-            "phb",
-            &format!("PHB {} ({:?}, {})", phb.index, phb.model, phb.iommu),
-        );
-        c.y += ROW;
+        let top = c.open_box(&format!(
+            "PHB {} ({:?}, {})",
+            phb.index, phb.model, phb.iommu
+        ));
         for pe in &phb.pes {
             let x = extras(phb.index, pe.number);
             let owner = match pe.owner {
@@ -243,13 +265,7 @@ pub fn powernv(title: &str, phbs: &[PhbView], extras: &dyn Fn(u32, u32) -> PeExt
                 c.y += ROW;
             }
         }
-        let _ = writeln!(
-            c.body,
-            r#"<rect x="4" y="{top}" width="{}" height="{}" class="phb-box"/>"#,
-            WIDTH - 8,
-            c.y - top
-        );
-        c.y += 10;
+        c.close_box(top);
     }
     c.finish()
 }
@@ -277,27 +293,13 @@ pub struct GuestWindow {
 /// Draws a pSeries guest: each PHB a box, each enabled LIOBN window an address bar with
 /// its mapped runs.
 pub fn pseries(title: &str, phbs: &[GuestPhb]) -> String {
-    let mut c = Canvas {
-        body: String::new(),
-        y: 10,
-    };
-    c.text(10, "title", title);
-    c.y += ROW + 6;
+    let mut c = Canvas::new(title);
     for phb in phbs {
-        let top = c.y;
-        c.y += 4;
-        c.text(10, "phb", &phb.label);
-        c.y += ROW;
+        let top = c.open_box(&phb.label);
         for w in &phb.windows {
             c.bar(&w.label, "window kernel", w.start, w.size, &w.runs, &[]);
         }
-        let _ = writeln!(
-            c.body,
-            r#"<rect x="4" y="{top}" width="{}" height="{}" class="phb-box"/>"#,
-            WIDTH - 8,
-            c.y - top
-        );
-        c.y += 10;
+        c.close_box(top);
     }
     c.finish()
 }

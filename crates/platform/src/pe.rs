@@ -839,7 +839,7 @@ impl Pe {
     pub(crate) fn kernel_table_for(st: &PeState, mask_bits: u32) -> Option<Arc<IommuTable>> {
         let ddw = st.tables[1]
             .clone()
-            .filter(|t| mask_bits > 32 && t.map.is_some() && t.start() == BYPASS_BASE);
+            .filter(|t| mask_bits > 32 && t.map.is_some());
         ddw.or_else(|| st.tables[0].clone().filter(|t| t.map.is_some()))
     }
 

@@ -761,74 +761,12 @@ impl Engine {
     /// The machine as an SVG ([`crate::svg`]): a PowerNV host with its PEs; a pSeries
     /// guest with host devices as its host, else its own PHBs and LIOBN windows.
     fn svg(&self, title: &str, trace: &[TraceEvent]) -> String {
-        let m = match &self.world {
-            World::PowerNv { m, .. } => m.clone(),
-            World::PSeries { host: Some(h), .. } => h.machine().clone(),
-            World::PSeries { s, .. } => return pseries_svg(title, s),
-        };
-        // Faults by device, from the trace: "Read: 0x1000: ...".
-        let mut faults: HashMap<String, Vec<u64>> = HashMap::new();
-        for e in trace.iter().filter(|e| e.kind.ends_with("Fault")) {
-            let (Some(dev), Some(at)) = (&e.device, e.detail.find("0x")) else {
-                continue;
-            };
-            let hex: String = e.detail[at + 2..]
-                .chars()
-                .take_while(char::is_ascii_hexdigit)
-                .collect();
-            if let Ok(a) = u64::from_str_radix(&hex, 16) {
-                faults.entry(dev.clone()).or_default().push(a);
-            }
+        match &self.world {
+            World::PowerNv { m, .. } => powernv_svg(title, m, trace),
+            World::PSeries { host: Some(h), .. } => powernv_svg(title, h.machine(), trace),
+            World::PSeries { s, .. } => pseries_svg(title, s),
         }
-        let snap = m.snapshot();
-        let extras = |phb: u32, pe: u32| {
-            let mut x = crate::svg::PeExtras::default();
-            if let Some(p) = m
-                .phbs()
-                .get(phb as usize)
-                .and_then(|p| p.pes.iter().find(|q| q.number == pe))
-            {
-                x.eeh_state = p.eeh_state_value();
-                for d in p.device_names() {
-                    x.faults.extend(faults.get(&d).into_iter().flatten());
-                }
-            }
-            x
-        };
-        crate::svg::powernv(title, &snap, &extras)
     }
-}
-
-/// A pSeries guest's PHBs and enabled LIOBN windows as a picture.
-fn pseries_svg(title: &str, s: &Spapr) -> String {
-    let phbs: Vec<crate::svg::GuestPhb> = s
-        .phbs()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| crate::svg::GuestPhb {
-            label: format!("PHB {i} BUID {:#x}", p.buid()),
-            windows: p
-                .windows()
-                .iter()
-                .filter_map(|sl| {
-                    let t = sl.table.as_ref()?;
-                    let ps = 1u64 << t.page_shift();
-                    let runs = t
-                        .mapped_runs()
-                        .iter()
-                        .map(|r| (r.first.0 * ps, r.count * ps))
-                        .collect();
-                    Some(crate::svg::GuestWindow {
-                        label: format!("LIOBN {:#x}", sl.liobn),
-                        start: t.bus_offset(),
-                        size: t.nb_table() * ps,
-                        runs,
-                    })
-                })
-                .collect(),
-        })
-        .collect();
-    crate::svg::pseries(title, &phbs)
 }
 
 /// One report per kernel rule on `m`, named with `prefix`; `holds` says what a rule that

@@ -88,20 +88,18 @@ impl Host {
         let mut backends = Vec::new();
         for (phb, names, bus) in passthrough {
             let container = vfio.open_container();
-            let mut groups = Vec::new();
-            for name in names {
+            // Each device's group (one per PE on these machines) joins the container;
+            // the first one lets SET_IOMMU choose the v2 driver.
+            for (k, name) in names.iter().enumerate() {
                 let d = m
                     .device(name)
                     .ok_or_else(|| format!("the host has no device {name:?}"))?;
                 vfio.register_device(d)
                     .map_err(|e| format!("{name}: {e}"))?;
                 let g = vfio.open_group(d).map_err(|e| format!("{name}: {e}"))?;
-                if !groups.contains(&g) {
-                    vfio.set_container(g, container)
-                        .map_err(|e| format!("{name}: {e}"))?;
-                    groups.push(g);
-                }
-                if groups.len() == 1 && names.first() == Some(name) {
+                vfio.set_container(g, container)
+                    .map_err(|e| format!("{name}: {e}"))?;
+                if k == 0 {
                     vfio.ioctl_int(VMM, container, ioctl::SET_IOMMU, 7)
                         .map_err(|e| format!("SET_IOMMU: {e}"))?;
                 }
@@ -112,7 +110,7 @@ impl Host {
                 Arc::new(VfioEehBackend {
                     vfio: vfio.clone(),
                     container,
-                    groups: groups.len(),
+                    groups: names.len(),
                     bus: *bus,
                     devices: names.clone(),
                 }),

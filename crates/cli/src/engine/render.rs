@@ -1,4 +1,4 @@
-//! The state trees `show` prints, one per machine kind.
+//! The state trees `show` prints, one per machine kind, and the pictures `--svg` draws.
 
 use super::*;
 
@@ -265,4 +265,70 @@ pub(super) fn pseries_tree(s: &Spapr, guest: &LinuxGuestDdw) -> Node {
         ),
         kids,
     )
+}
+
+/// A PowerNV machine as a picture, with the DMA faults of the run's `trace`.
+pub(super) fn powernv_svg(title: &str, m: &PowerNv, trace: &[TraceEvent]) -> String {
+    // Faults by device, from the trace: "Read: 0x1000: ...".
+    let mut faults: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in trace.iter().filter(|e| e.kind.ends_with("Fault")) {
+        let (Some(dev), Some(at)) = (&e.device, e.detail.find("0x")) else {
+            continue;
+        };
+        let hex: String = e.detail[at + 2..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        if let Ok(a) = u64::from_str_radix(&hex, 16) {
+            faults.entry(dev.clone()).or_default().push(a);
+        }
+    }
+    let snap = m.snapshot();
+    let extras = |phb: u32, pe: u32| {
+        let mut x = crate::svg::PeExtras::default();
+        if let Some(p) = m
+            .phbs()
+            .get(phb as usize)
+            .and_then(|p| p.pes.iter().find(|q| q.number == pe))
+        {
+            x.eeh_state = p.eeh_state_value();
+            for d in p.device_names() {
+                x.faults.extend(faults.get(&d).into_iter().flatten());
+            }
+        }
+        x
+    };
+    crate::svg::powernv(title, &snap, &extras)
+}
+
+/// A pSeries guest's PHBs and enabled LIOBN windows as a picture.
+pub(super) fn pseries_svg(title: &str, s: &Spapr) -> String {
+    let phbs: Vec<crate::svg::GuestPhb> = s
+        .phbs()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::svg::GuestPhb {
+            label: format!("PHB {i} BUID {:#x}", p.buid()),
+            windows: p
+                .windows()
+                .iter()
+                .filter_map(|sl| {
+                    let t = sl.table.as_ref()?;
+                    let ps = 1u64 << t.page_shift();
+                    let runs = t
+                        .mapped_runs()
+                        .iter()
+                        .map(|r| (r.first.0 * ps, r.count * ps))
+                        .collect();
+                    Some(crate::svg::GuestWindow {
+                        label: format!("LIOBN {:#x}", sl.liobn),
+                        start: t.bus_offset(),
+                        size: t.nb_table() * ps,
+                        runs,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    crate::svg::pseries(title, &phbs)
 }

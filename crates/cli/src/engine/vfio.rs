@@ -219,14 +219,13 @@ impl Engine {
         mm: Mm,
         fd: ContainerFd,
     ) -> Result<Outcome, String> {
-        let nr = match Self::node(step, "nr").map(|n| &n.val) {
-            Some(Val::Str(s)) if crate::scenario::CONTAINER_IOCTLS.iter().any(|c| c.0 == s) => {
-                crate::scenario::CONTAINER_IOCTLS
-                    .iter()
-                    .find(|c| c.0 == s)
-                    .map_or(0, |c| c.1)
-            }
-            _ => u32::try_from(self.num(step, "nr", iter)?)
+        let named = match Self::node(step, "nr").map(|n| &n.val) {
+            Some(Val::Str(s)) => crate::scenario::container_ioctl(s),
+            _ => None,
+        };
+        let nr = match named {
+            Some(nr) => nr,
+            None => u32::try_from(self.num(step, "nr", iter)?)
                 .map_err(|_| "nr fits in 32 bits".to_string())?,
         };
         let mut buf: Option<Vec<u8>> = None;
