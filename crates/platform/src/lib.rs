@@ -158,7 +158,7 @@ pub struct Env {
     strict: std::sync::atomic::AtomicBool,
     /// `eeh_enabled()`: PEs freeze on errors (off: a fault is recorded and DMA goes on).
     eeh: std::sync::atomic::AtomicBool,
-    /// The readings eeh.md 5 offers as flags.
+    /// The readings eeh.md 5 offers as flags. A leaf lock (read under a PE's EEH lock).
     eeh_flags: Mutex<EehFlags>,
     /// The virtual clock EEH counts freezes on, in seconds.
     clock: std::sync::atomic::AtomicU64,

@@ -119,7 +119,8 @@ pub struct Phb {
     pub config: PhbConfig,
     /// Its PEs.
     pub pes: Vec<Arc<Pe>>,
-    /// The PHB PE's EEH state, shared with each PE (a leaf lock).
+    /// The PHB PE's EEH state, shared with each PE: taken after a PE's EEH lock when both
+    /// are held, nothing but the leaves (EEH flags, injection list, notes) under it.
     pub(crate) eeh: Arc<std::sync::Mutex<crate::eeh::PhbEehState>>,
 }
 

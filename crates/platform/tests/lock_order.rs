@@ -1,8 +1,11 @@
 //! One lock order (core → group → PE → table), obeyed by every path: `snapshot` and
 //! `check` run on one thread while others claim and release groups and devices, bind and
-//! unbind drivers and map through the DMA API. A no-progress detector fails the test if a
-//! thread stops finishing iterations (the old `snapshot` took the PE, then the group,
-//! against a claim's group, then PE).
+//! unbind drivers and map through the DMA API, and, with EEH on, faults, MMIO reads,
+//! fences, state reads, thaws and resets run on the EEH chain (PE EEH → PHB PE EEH). A
+//! no-progress detector fails the test if a thread stops finishing iterations (the old
+//! `snapshot` took the PE, then the group, against a claim's group, then PE; a complete
+//! reset holding the PHB PE's lock while it takes each PE's deadlocks against the DMA
+//! gate).
 
 use iommu_core::OwnerCookie;
 use spapr_platform::{PowerNv, PowerNvConfig};
@@ -15,11 +18,14 @@ use std::time::{Duration, Instant};
 fn views_and_ownership_changes_never_deadlock() {
     let m = Arc::new(PowerNv::booted(PowerNvConfig::seed()).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
+    m.env().set_eeh(true);
     let names = [
         "show+check",
         "claim gpu0",
         "driver nic0",
         "device claims nvme0",
+        "eeh: faults and reads on PHB 0",
+        "eeh: fence, reset, ops",
     ];
     let progress: Arc<Vec<AtomicU64>> = Arc::new(names.iter().map(|_| AtomicU64::new(0)).collect());
     let start = Arc::new(Barrier::new(names.len() + 1));
@@ -54,6 +60,25 @@ fn views_and_ownership_changes_never_deadlock() {
                             }
                             m.unbind_driver(nic).unwrap();
                         }
+                    }
+                    4 => {
+                        // The DMA gate and its record, a fault's freeze, MMIO checks.
+                        let _ = m.device_translate(nvme, 0x1_0000_0000, spapr_tce::Access::Read);
+                        let _ = m.device_translate(nvme, 0, spapr_tce::Access::Read);
+                        let _ = m.device_mmio_read(nvme, 1);
+                    }
+                    5 => {
+                        // The PHB side against the PE side: fence, state reads, thaws,
+                        // the complete reset.
+                        let phb = m.phbs()[0].clone();
+                        let pe = m.pe_of(nvme).unwrap();
+                        phb.eeh_fence();
+                        let _ = pe.eeh_get_state();
+                        let _ = pe.eeh_set_option(2);
+                        let _ = phb.eeh_reset_full(false);
+                        let _ = pe.eeh_set_option(1);
+                        let _ = pe.eeh_reset(1);
+                        let _ = pe.eeh_reset(0);
                     }
                     _ => {
                         if let Ok(a) = m.claim_device(nvme, OwnerCookie(0xB)) {
