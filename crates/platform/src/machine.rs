@@ -301,7 +301,7 @@ impl PowerNv {
             .enumerate()
             .map(|(i, pc)| {
                 let i = i as u32;
-                let eeh = Arc::new(Mutex::new(crate::eeh::PhbEehState::default()));
+                let eeh = Arc::new(crate::eeh::EehMutex::new(crate::eeh::PhbEehState::default()));
                 let pes = pc
                     .pes
                     .iter()

@@ -241,10 +241,10 @@ pub struct Pe {
     state: Mutex<PeState>,
     /// The PE's EEH state: first in the EEH chain (PE EEH → PHB PE EEH → EEH flags,
     /// injection list → note buffer), never held with `state`.
-    eeh: Mutex<crate::eeh::EehState>,
+    eeh: crate::eeh::EehMutex<crate::eeh::EehState>,
     /// The PHB PE's EEH state, shared with the PHB: taken last (after `eeh` when both
     /// are held), nothing taken under it.
-    phb_eeh: Arc<Mutex<crate::eeh::PhbEehState>>,
+    phb_eeh: Arc<crate::eeh::EehMutex<crate::eeh::PhbEehState>>,
 }
 
 impl Pe {
@@ -255,7 +255,7 @@ impl Pe {
         model: crate::phb::PhbModel,
         tce32_size: u64,
         env: Arc<Env>,
-        phb_eeh: Arc<Mutex<crate::eeh::PhbEehState>>,
+        phb_eeh: Arc<crate::eeh::EehMutex<crate::eeh::PhbEehState>>,
     ) -> Self {
         Self {
             number,
@@ -272,18 +272,18 @@ impl Pe {
             ddw_table: false,
             env,
             state: Mutex::new(PeState::default()),
-            eeh: Mutex::new(crate::eeh::EehState::default()),
+            eeh: crate::eeh::EehMutex::new(crate::eeh::EehState::default()),
             phb_eeh,
         }
     }
 
     /// Locks the PHB PE's EEH state (a leaf lock).
-    pub(crate) fn phb_eeh_lock(&self) -> MutexGuard<'_, crate::eeh::PhbEehState> {
+    pub(crate) fn phb_eeh_lock(&self) -> crate::eeh::EehGuard<'_, crate::eeh::PhbEehState> {
         self.phb_eeh.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks the EEH state (a leaf lock).
-    pub(crate) fn eeh_lock(&self) -> MutexGuard<'_, crate::eeh::EehState> {
+    pub(crate) fn eeh_lock(&self) -> crate::eeh::EehGuard<'_, crate::eeh::EehState> {
         self.eeh.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -121,12 +121,12 @@ pub struct Phb {
     pub pes: Vec<Arc<Pe>>,
     /// The PHB PE's EEH state, shared with each PE: taken after a PE's EEH lock when both
     /// are held, nothing but the leaves (EEH flags, injection list, notes) under it.
-    pub(crate) eeh: Arc<std::sync::Mutex<crate::eeh::PhbEehState>>,
+    pub(crate) eeh: Arc<crate::eeh::EehMutex<crate::eeh::PhbEehState>>,
 }
 
 impl Phb {
     /// Locks the PHB PE's EEH state.
-    pub(crate) fn eeh_lock(&self) -> std::sync::MutexGuard<'_, crate::eeh::PhbEehState> {
+    pub(crate) fn eeh_lock(&self) -> crate::eeh::EehGuard<'_, crate::eeh::PhbEehState> {
         self.eeh.lock().unwrap_or_else(|p| p.into_inner())
     }
     /// The PE of `bdfn`: a device PE first, else the bus PE.

@@ -1,6 +1,8 @@
-//! Loom model of the allocator's hand-over (kernel.md 2.9): `iommu_take_ownership` on one
+//! Loom models of the allocator's hand-over (kernel.md 2.9): `iommu_take_ownership` on one
 //! CPU against `iommu_range_alloc` on another. They must not both miss each other: either
-//! the allocation fails (or is given back), or the take sees it and fails with -EBUSY. Run
+//! the allocation fails (or is given back), or the take sees it and fails with -EBUSY.
+//! And of the EEH DMA gate against a freeze or a PHB fence (the EEH chain's locks are
+//! loom's under `cfg(loom)`): no false evidence, and a stop is seen by the next DMA. Run
 //! with `RUSTFLAGS="--cfg loom" cargo test -p spapr-platform --test loom --release`.
 #![cfg(loom)]
 
@@ -47,4 +49,46 @@ fn take_ownership_and_a_concurrent_free_leave_the_table_consistent() {
             Err(_) => assert!(!a.saturated() && a.alloc(1, 1, None).is_ok()),
         }
     });
+}
+
+/// The EEH gate against a freeze or a PHB fence on another CPU: a DMA either is refused
+/// or is served, and one served never counts as served on a frozen PE (a stop while it
+/// was in flight is not its fault); once the stop is in, the next DMA is refused. The
+/// machine is booted inside the model so that the EEH chain's locks are loom's.
+#[test]
+fn the_dma_gate_against_a_freeze_and_a_fence() {
+    use spapr_platform::{PowerNv, PowerNvConfig};
+    use spapr_tce::{Access, DmaDirection};
+    for fence in [false, true] {
+        // Booting touches the allocator's loom atomics too: bound the preemptions (the
+        // gate against the stop is two locks deep) and allow the boot's branches.
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.max_branches = 1 << 20;
+        b.check(move || {
+            let m = Arc::new(PowerNv::booted(PowerNvConfig::seed()).unwrap());
+            m.env().set_eeh(true);
+            let nic = m.device("nic0").unwrap();
+            m.bind_driver(nic, "ixgbe").unwrap();
+            let buf = m
+                .driver_dma_alloc(nic, 4096, DmaDirection::Bidirectional)
+                .unwrap()
+                .dma;
+            let other = {
+                let m = m.clone();
+                thread::spawn(move || {
+                    if fence {
+                        m.phbs()[0].eeh_fence();
+                    } else {
+                        let _ = m.device_translate(nic, 0xfff0_0000, Access::Read);
+                    }
+                })
+            };
+            let _ = m.device_translate(nic, buf, Access::Read);
+            other.join().unwrap();
+            let pe = m.pe_of(nic).unwrap();
+            assert_eq!(pe.eeh().served_while_stopped, 0, "a false positive");
+            assert!(m.device_translate(nic, buf, Access::Read).is_err());
+        });
+    }
 }

@@ -29,6 +29,13 @@ use crate::FaultPoint;
 use iommu_core::{Errno, EventKind};
 pub use phb::PhbEehState;
 
+/// The EEH chain's locks: loom's under `cfg(loom)`, so that its model
+/// (`tests/loom.rs`) explores every interleaving of the DMA gate against freezes and fences.
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex as EehMutex, MutexGuard as EehGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex as EehMutex, MutexGuard as EehGuard};
+
 /// `eeh_max_freezes`: the sixth freeze within an hour of the first counted one disables
 /// the PE for good.
 pub const EEH_MAX_FREEZES: u32 = 5;
