@@ -86,6 +86,11 @@ pub fn unmap_stores(tces: &[AtomicU64], uas: &[AtomicU64]) -> u64 {
     sum
 }
 
+/// `it_blocksize` on PowerNV.
+const BLOCK_SIZE: usize = 16;
+/// Allocations of more pages than this do not bump the hint to a new block.
+const LARGE_ALLOC_PAGES: usize = 15;
+
 /// One pool of [`SpinPools`]: its range and next-fit hint, under its spinlock.
 struct Pool {
     start: usize,
@@ -188,7 +193,14 @@ impl SpinPools {
                     for k in z..z + n {
                         bits[k / 64] |= 1 << (k % 64);
                     }
-                    pool.hint = base + z + n;
+                    // `it_blocksize` (16 on PowerNV): a small allocation bumps the
+                    // hint to the next block, as `iommu_range_alloc` does.
+                    let end = base + z + n;
+                    pool.hint = if n > LARGE_ALLOC_PAGES {
+                        end
+                    } else {
+                        (end + BLOCK_SIZE - 1) & !(BLOCK_SIZE - 1)
+                    };
                     found = Some(base + z);
                     break;
                 }

@@ -402,6 +402,70 @@ impl TceAllocator {
         handle: Option<&mut u64>,
         limits: EntryLimits,
     ) -> Result<Allocation, Errno> {
+        self.range_alloc(npages, cpu, handle, limits)
+    }
+
+    /// [`Self::alloc_within`] of one page (`dma_map_page` of a buffer inside one IOMMU
+    /// page, or such a segment of a scatter list): the same search, with the constant folded in so that a one-page
+    /// map pays for no multi-page branch.
+    ///
+    /// The first step of the search (the CPU's pool from the handle or its hint) is done here when the
+    /// pool lies wholly below the device's mask and the hint's bitmap word has a clear bit
+    /// at or above the hint: the entry the full search would pick first, taken with one
+    /// `lock or`. Anything else (a full word, a lost race, a pool past the mask, the
+    /// hint past the pool) goes to the full search, which starts from the same hint.
+    #[inline]
+    pub fn alloc_one(
+        &self,
+        cpu: u32,
+        handle: Option<&mut u64>,
+        limits: EntryLimits,
+    ) -> Result<u64, Errno> {
+        if self.owned.load(Ordering::SeqCst) {
+            return Err(Errno::Enomem);
+        }
+        let pool = &self.pools[pool_hash(cpu) & (self.nr_pools - 1)].0;
+        let start = match handle.as_deref() {
+            Some(&h) if h != 0 && (pool.start..pool.end).contains(&h) => h,
+            _ => pool.hint.load(Ordering::Relaxed),
+        };
+        if start < pool.end && pool.end <= limits.mask_limit {
+            let w = (start / 64) as usize;
+            let free = !self.bits[w].load(Ordering::Relaxed) & (!0u64 << (start % 64));
+            let z = (w as u64) * 64 + u64::from(free.trailing_zeros());
+            if free != 0 && z < pool.end {
+                let bit = 1u64 << (z % 64);
+                let old = self.bits[w].fetch_or(bit, Ordering::SeqCst);
+                if old & bit == 0 {
+                    if old | bit == !0 {
+                        self.word_full(w);
+                    }
+                    if self.owned.load(Ordering::SeqCst) {
+                        // Taken by a user meanwhile: never hand it out.
+                        self.free_one_unchecked(z);
+                        return Err(Errno::Enomem);
+                    }
+                    pool.hint
+                        .store((z + BLOCK_SIZE) & !(BLOCK_SIZE - 1), Ordering::Relaxed);
+                    if let Some(h) = handle {
+                        *h = z + 1;
+                    }
+                    return Ok(z);
+                }
+            }
+        }
+        self.range_alloc(1, cpu, handle, limits).map(|a| a.entry)
+    }
+
+    /// `iommu_range_alloc` itself, inlined into both callers above.
+    #[inline(always)]
+    fn range_alloc(
+        &self,
+        npages: u64,
+        cpu: u32,
+        handle: Option<&mut u64>,
+        limits: EntryLimits,
+    ) -> Result<Allocation, Errno> {
         if npages == 0 || npages > self.size {
             return Err(Errno::Einval);
         }
@@ -489,14 +553,30 @@ impl TceAllocator {
             return Err(Errno::Einval);
         }
         if npages == 1 {
-            // One bit: a single `lock and`.
-            let (w, bit) = ((entry / 64) as usize, 1u64 << (entry % 64));
-            self.bits[w].fetch_and(!bit, Ordering::SeqCst);
-            self.word_not_full(w);
+            self.free_one_unchecked(entry);
             return Ok(());
         }
         self.update(entry, npages, false, false);
         Ok(())
+    }
+
+    /// [`Self::free`] of one entry: -EINVAL outside the table.
+    #[inline]
+    pub fn free_one(&self, entry: u64) -> Result<(), Errno> {
+        if entry >= self.size {
+            return Err(Errno::Einval);
+        }
+        self.free_one_unchecked(entry);
+        Ok(())
+    }
+
+    /// One bit given back with a single `lock and`; `entry < size` (checked by callers:
+    /// the index below would panic otherwise, never touch another table's bits).
+    #[inline]
+    fn free_one_unchecked(&self, entry: u64) {
+        let (w, bit) = ((entry / 64) as usize, 1u64 << (entry % 64));
+        self.bits[w].fetch_and(!bit, Ordering::SeqCst);
+        self.word_not_full(w);
     }
 
     /// Whether entry `i` is allocated (or reserved).

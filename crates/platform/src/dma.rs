@@ -226,6 +226,23 @@ fn map_one(
     let mask = g.page_shift().offset_mask();
     let npages = pages_spanned((phys & mask) + len, shift);
     let limits = session.limits.ok_or(DmaMapError::TableUnavailable)?;
+    if npages == 1 {
+        // A buffer inside one IOMMU page, the common case: one bit, one store, one kill.
+        let entry = map
+            .alloc_one(cpu, handle.as_mut(), limits)
+            .map_err(|_| DmaMapError::NoSpace)?;
+        let tce = Tce::new(phys & !mask, perm);
+        if table
+            .tces
+            .store_no_kill(TceIndex(g.first_index().0 + entry), tce)
+            .is_err()
+        {
+            let _ = map.free_one(entry);
+            return Err(DmaMapError::NoMemory);
+        }
+        counters.range_kill(cpu);
+        return Ok(g.bus_offset().raw() + (entry << shift) + (phys & mask));
+    }
     let got = map
         .alloc_within(npages, cpu, handle.as_mut(), limits)
         .map_err(|_| DmaMapError::NoSpace)?;
@@ -268,6 +285,11 @@ fn unmap_one(
         return Err(DmaMapError::Invalid);
     }
     let first = g.first_index().0 + rel;
+    if npages == 1 {
+        let _ = table.tces.store_no_kill(TceIndex(first), Tce::EMPTY);
+        counters.range_kill(cpu);
+        return map.free_one(rel).map_err(|_| DmaMapError::Invalid);
+    }
     for i in 0..npages {
         let _ = table.tces.store_no_kill(TceIndex(first + i), Tce::EMPTY);
     }

@@ -1,9 +1,10 @@
-//! The allocator's hand-over under load: two CPUs map and unmap while a third keeps
+//! The allocator's hand-over under load: two CPUs map and unmap (one by the one-page fast
+//! path, one by the full search) while a third keeps
 //! taking and releasing the table for a user. Whenever a take succeeds, no kernel
 //! allocation may be live; while the table is the user's, no allocation may succeed.
 //! A no-progress detector fails the test if any thread stops finishing iterations.
 
-use spapr_platform::TceAllocator;
+use spapr_platform::{Allocation, DmaLimits, TceAllocator};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -31,7 +32,19 @@ fn a_take_never_succeeds_over_a_live_allocation() {
         handles.push(std::thread::spawn(move || {
             start.wait();
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(x) = a.alloc(1 + u64::from(cpu), cpu, None) {
+                // CPU 0 maps one page by the fast path (`dma_map_page`'s), CPU 1 two
+                // pages by the full search.
+                let got = if cpu == 0 {
+                    a.alloc_one(cpu, None, a.entry_limits(DmaLimits::NONE))
+                        .map(|entry| Allocation {
+                            entry,
+                            npages: 1,
+                            pool: 0,
+                        })
+                } else {
+                    a.alloc(2, cpu, None)
+                };
+                if let Ok(x) = got {
                     live.fetch_add(1, Ordering::SeqCst);
                     if owned.load(Ordering::SeqCst) {
                         // The table was the user's for the whole time (the taker clears
@@ -65,7 +78,10 @@ fn a_take_never_succeeds_over_a_live_allocation() {
                     if live.load(Ordering::SeqCst) != 0 {
                         bad.fetch_add(1, Ordering::Relaxed);
                     }
-                    if a.alloc(1, 2, None).is_ok() {
+                    if a.alloc(1, 2, None).is_ok()
+                        || a.alloc_one(2, None, a.entry_limits(DmaLimits::NONE))
+                            .is_ok()
+                    {
                         bad.fetch_add(1, Ordering::Relaxed);
                     }
                     owned.store(false, Ordering::SeqCst);

@@ -7,7 +7,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use spapr_platform::TceAllocator;
+use spapr_platform::{DmaLimits, TceAllocator};
 use std::sync::Arc;
 
 #[test]
@@ -28,6 +28,47 @@ fn take_ownership_and_a_concurrent_alloc_never_both_succeed() {
             // The take saw the mapping (or lost to nothing): the kernel keeps its table.
             assert!(!a.saturated());
         }
+    });
+}
+
+/// The one-page fast path (`alloc_one`, what `dma_map_page` of one page takes) against the
+/// take: the same two-sided check of `owned` around its single `lock or`.
+#[test]
+fn take_ownership_and_a_concurrent_one_page_alloc_never_both_succeed() {
+    loom::model(|| {
+        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
+        let limits = a.entry_limits(DmaLimits::NONE);
+        let cpu = {
+            let a = a.clone();
+            thread::spawn(move || a.alloc_one(0, None, limits))
+        };
+        let took = a.take_ownership();
+        let got = cpu.join().unwrap();
+        assert!(
+            !(took.is_ok() && got.is_ok()),
+            "the user took the table while the kernel mapped entry {got:?}"
+        );
+        if took.is_err() {
+            assert!(!a.saturated());
+        }
+    });
+}
+
+/// Two CPUs of one pool take one page each by the fast path from the same hint: never the
+/// same entry (a lost `lock or` race falls back to the full search).
+#[test]
+fn two_one_page_allocs_from_one_hint_get_two_entries() {
+    loom::model(|| {
+        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
+        let limits = a.entry_limits(DmaLimits::NONE);
+        let other = {
+            let a = a.clone();
+            thread::spawn(move || a.alloc_one(0, None, limits))
+        };
+        let mine = a.alloc_one(0, None, limits).unwrap();
+        let theirs = other.join().unwrap().unwrap();
+        assert_ne!(mine, theirs, "one entry handed out twice");
+        assert!(a.is_set(mine) && a.is_set(theirs));
     });
 }
 

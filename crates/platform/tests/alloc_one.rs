@@ -1,0 +1,108 @@
+//! The one-page fast path of the kernel allocator (`TceAllocator::alloc_one`, taken by
+//! `dma_map_page` and by one-page scatter segments) picks exactly the entry the full
+//! `iommu_range_alloc` search picks, and leaves the same pool hints and handle behind:
+//! two allocators built alike, one driven through the fast path and one through the full
+//! search, are compared after every step of random sequences that fill pools, cross the
+//! reserved hole, cut pools with narrow masks, and pass scatter-list handles.
+
+use proptest::prelude::*;
+use spapr_platform::{DmaLimits, TceAllocator};
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// One page for a device of `bits` mask bits from `cpu`, with a scatter handle or not.
+    Alloc { cpu: u32, bits: u32, handle: bool },
+    /// A burst of one-page allocations (fills words and pools).
+    Burst { cpu: u32, n: u32 },
+    /// Frees the live allocation picked by this index.
+    Free(usize),
+    /// A new scatter list: the handle starts again at 0.
+    NewList,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u32..8, prop::sample::select(vec![26u32, 27, 28, 29, 30, 64]), any::<bool>())
+            .prop_map(|(cpu, bits, handle)| Op::Alloc { cpu, bits, handle }),
+        1 => (0u32..8, 1u32..400).prop_map(|(cpu, n)| Op::Burst { cpu, n }),
+        3 => any::<usize>().prop_map(Op::Free),
+        1 => Just(Op::NewList),
+    ]
+}
+
+fn pair(offset: u64, hole: (u64, u64)) -> (TceAllocator, TceAllocator) {
+    // 2^14 entries of 64K: a 1 GiB window, so four small pools and the large one.
+    let mk = || TceAllocator::new(1 << 14, 16, offset, hole);
+    (mk(), mk())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_fast_path_picks_what_the_full_search_picks(
+        offset in prop::sample::select(vec![0u64, 1 << 14]),
+        hole in prop::sample::select(vec![(0u64, 0u64), (100, 600), (4000, 12_000)]),
+        ops in prop::collection::vec(op(), 1..160),
+    ) {
+        let (fast, full) = pair(offset, hole);
+        let mut live: Vec<u64> = Vec::new();
+        let (mut hf, mut hs) = (0u64, 0u64);
+        for op in ops {
+            match op {
+                Op::Alloc { cpu, bits, handle } => {
+                    let l = DmaLimits::pci(bits);
+                    let (a, b) = if handle {
+                        (
+                            fast.alloc_one(cpu, Some(&mut hf), fast.entry_limits(l)),
+                            full.alloc_for(1, cpu, Some(&mut hs), l).map(|x| x.entry),
+                        )
+                    } else {
+                        (
+                            fast.alloc_one(cpu, None, fast.entry_limits(l)),
+                            full.alloc_for(1, cpu, None, l).map(|x| x.entry),
+                        )
+                    };
+                    prop_assert_eq!(a, b, "cpu {} bits {} handle {}", cpu, bits, handle);
+                    prop_assert_eq!(hf, hs);
+                    if let Ok(e) = a {
+                        live.push(e);
+                    }
+                }
+                Op::Burst { cpu, n } => {
+                    let l = DmaLimits::NONE;
+                    for _ in 0..n {
+                        let a = fast.alloc_one(cpu, None, fast.entry_limits(l));
+                        let b = full.alloc_for(1, cpu, None, l).map(|x| x.entry);
+                        prop_assert_eq!(a, b);
+                        if let Ok(e) = a {
+                            live.push(e);
+                        }
+                    }
+                }
+                Op::Free(k) => {
+                    if !live.is_empty() {
+                        let e = live.swap_remove(k % live.len());
+                        prop_assert_eq!(fast.free_one(e), Ok(()));
+                        prop_assert_eq!(full.free(e, 1), Ok(()));
+                    }
+                }
+                Op::NewList => {
+                    hf = 0;
+                    hs = 0;
+                }
+            }
+            prop_assert_eq!(fast.allocated(), full.allocated());
+        }
+        for e in &live {
+            prop_assert!(fast.is_set(*e) && full.is_set(*e));
+        }
+    }
+}
+
+/// A one-page free outside the table is -EINVAL and changes nothing.
+#[test]
+fn a_one_page_free_outside_the_table_is_einval() {
+    let a = TceAllocator::new(1 << 10, 12, 0, (0, 0));
+    assert_eq!(a.free_one(1 << 10), Err(iommu_core::Errno::Einval));
+    assert_eq!(a.allocated(), 0);
+}
