@@ -39,6 +39,15 @@ pub fn store_one(dst: &[AtomicU64], v: u64) {
     }
 }
 
+/// [`store_one`], then the invalidation a hypercall must order after its stores before it
+/// returns (`iommu_tce_kill`; here the IOTLB generation bump device models watch): one
+/// atomic read-modify-write, which waits for every store before it to drain.
+#[inline]
+pub fn store_one_then_kill(dst: &[AtomicU64], v: u64, generation: &AtomicU64) {
+    store_one(dst, v);
+    generation.fetch_add(1, Ordering::AcqRel);
+}
+
 /// Reads `dst.len()` big-endian words from guest memory at `list` (vm-memory's volatile
 /// copy, legal while the guest may write the page) into `buf`, then stores them into
 /// `dst` with relaxed stores: the floor of H_PUT_TCE_INDIRECT.
