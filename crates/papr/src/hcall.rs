@@ -554,19 +554,13 @@ fn be_word(w: &[u8]) -> u64 {
 /// Copies the list into `bytes` (vm-memory's copy, safe while the guest may write the
 /// page: what is validated is what is stored) and gathers the bounds of its entries. The
 /// OR and AND are taken of the words as they are (a byte swap is a permutation of bits,
-/// so it commutes with both) and swapped once at the end: a pass the compiler vectorizes.
+/// so it commutes with both) and swapped once at the end: a vectorized pass
+/// (`spapr_tce::scan`).
 /// None if any of it is outside guest RAM.
 #[inline]
 fn read_list_be<M: GuestMemoryBackend>(mem: &M, list: u64, bytes: &mut [u8]) -> Option<ListBounds> {
     mem.read_slice(bytes, GuestAddress(list)).ok()?;
-    let (mut any, mut all) = (0u64, !0u64);
-    for w in bytes.chunks_exact(8) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        let v = u64::from_ne_bytes(b);
-        any |= v;
-        all &= v;
-    }
+    let (any, all) = spapr_tce::scan::or_and_words(bytes);
     Some(ListBounds {
         any: u64::from_be(any),
         all: u64::from_be(all),

@@ -30,17 +30,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Entries: 16,400 of 64K, just over 1 GiB, so four small pools and the large one, and
+/// pools of 3,075 entries whose ends fall inside bitmap words.
+const ENTRIES: u64 = 16_400;
+
 fn pair(offset: u64, hole: (u64, u64)) -> (TceAllocator, TceAllocator) {
-    // 2^14 entries of 64K: a 1 GiB window, so four small pools and the large one.
-    let mk = || TceAllocator::new(1 << 14, 16, offset, hole);
+    let mk = || TceAllocator::new(ENTRIES, 16, offset, hole);
     (mk(), mk())
+}
+
+/// The two bitmaps hold the same entries (the first that differs, if any).
+fn first_difference(a: &TceAllocator, b: &TceAllocator) -> Option<u64> {
+    (0..ENTRIES).find(|i| a.is_set(*i) != b.is_set(*i))
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn the_fast_path_picks_what_the_full_search_picks(
-        offset in prop::sample::select(vec![0u64, 1 << 14]),
+        offset in prop::sample::select(vec![0u64, ENTRIES]),
         hole in prop::sample::select(vec![(0u64, 0u64), (100, 600), (4000, 12_000)]),
         ops in prop::collection::vec(op(), 1..160),
     ) {
@@ -91,12 +99,70 @@ proptest! {
                     hs = 0;
                 }
             }
-            prop_assert_eq!(fast.allocated(), full.allocated());
+            prop_assert_eq!(first_difference(&fast, &full), None);
         }
         for e in &live {
             prop_assert!(fast.is_set(*e) && full.is_set(*e));
         }
     }
+}
+
+/// The hint's word is full from the hint up but has free entries below it: the fast path
+/// must not take one of those (the full search goes on to the next word).
+#[test]
+fn a_word_full_above_the_hint_sends_the_fast_path_to_the_next_word() {
+    let (fast, full) = pair(0, (0, 0));
+    let l = DmaLimits::NONE;
+    // Entries 1..128 (entry 0 is reserved), all from CPU 0's pool, then free 64..96: the
+    // second word is full from 96 up, free below.
+    // (A scatter handle makes them consecutive; alone, each would start a new block.)
+    let (mut hf, mut hs) = (1u64, 1u64);
+    for _ in 0..127 {
+        let a = fast.alloc_one(0, Some(&mut hf), fast.entry_limits(l));
+        let b = full.alloc_for(1, 0, Some(&mut hs), l).map(|x| x.entry);
+        assert_eq!(a, b);
+    }
+    assert!((1..128).all(|e| fast.is_set(e)));
+    for e in 64..96 {
+        fast.free_one(e).unwrap();
+        full.free(e, 1).unwrap();
+    }
+    // A scatter handle at 100 puts the search inside that word, above the free entries.
+    (hf, hs) = (100, 100);
+    let a = fast.alloc_one(0, Some(&mut hf), fast.entry_limits(l));
+    let b = full.alloc_for(1, 0, Some(&mut hs), l).map(|x| x.entry);
+    assert_eq!(a, b);
+    assert_eq!(a, Ok(128), "the first free entry at or above the handle");
+    assert!(
+        (64..96).all(|e| !fast.is_set(e)),
+        "took an entry below the handle"
+    );
+    assert_eq!(first_difference(&fast, &full), None);
+}
+
+/// The only clear bit of the hint's word past the pool's end belongs to the next pool: the
+/// fast path must not take it (pools of 3,075 entries end inside a word).
+#[test]
+fn the_fast_path_stops_at_its_pools_end() {
+    let (fast, full) = pair(0, (0, 0));
+    let l = DmaLimits::NONE;
+    let poolsize = fast.poolsize();
+    assert_ne!(poolsize % 64, 0);
+    // Fill CPU 0's pool (pool 0) to its last entry with a scatter handle walking it.
+    let (mut hf, mut hs) = (1u64, 1u64);
+    loop {
+        let a = fast.alloc_one(0, Some(&mut hf), fast.entry_limits(l));
+        let b = full.alloc_for(1, 0, Some(&mut hs), l).map(|x| x.entry);
+        assert_eq!(a, b);
+        if a.map_or(true, |e| e + 1 >= poolsize) {
+            break;
+        }
+    }
+    // Pool 0 is full; the next one-page map goes elsewhere, alike on both.
+    let a = fast.alloc_one(0, Some(&mut hf), fast.entry_limits(l));
+    let b = full.alloc_for(1, 0, Some(&mut hs), l).map(|x| x.entry);
+    assert_eq!(a, b);
+    assert_eq!(first_difference(&fast, &full), None);
 }
 
 /// A one-page free outside the table is -EINVAL and changes nothing.

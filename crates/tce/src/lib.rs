@@ -35,6 +35,7 @@ mod levels;
 pub mod model;
 pub mod ops;
 pub mod page;
+pub mod scan;
 mod sync;
 pub mod table;
 

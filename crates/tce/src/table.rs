@@ -466,10 +466,9 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                     // without R; callers almost always pass R with W, so a read-only scan
                     // (vectorized) decides whether the plain loop will do.
                     // With write-implies-read, entries that already have read with every
-                    // write (what callers pass) need no fix: a vectorizable OR over the
+                    // write (what callers pass) need no fix: a vectorized scan of the
                     // batch finds out, and then the plain loop runs.
-                    let fix =
-                        wir != 0 && src.iter().fold(0u64, |a, t| a | ((t.0 >> 1) & !t.0)) & 1 != 0;
+                    let fix = wir != 0 && crate::scan::any_write_without_read(src);
                     if !fix {
                         for (slot, tce) in run.iter().zip(src) {
                             slot.store(tce.0.to_be(), Ordering::Release);
