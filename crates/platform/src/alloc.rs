@@ -406,14 +406,16 @@ impl TceAllocator {
     }
 
     /// [`Self::alloc_within`] of one page (`dma_map_page` of a buffer inside one IOMMU
-    /// page, or such a segment of a scatter list): the same search, with the constant folded in so that a one-page
-    /// map pays for no multi-page branch.
+    /// page, or such a segment of a scatter list): the same search and the same answer.
     ///
-    /// The first step of the search (the CPU's pool from the handle or its hint) is done here when the
-    /// pool lies wholly below the device's mask and the hint's bitmap word has a clear bit
-    /// at or above the hint: the entry the full search would pick first, taken with one
-    /// `lock or`. Anything else (a full word, a lost race, a pool past the mask, the
-    /// hint past the pool) goes to the full search, which starts from the same hint.
+    /// The first step of the search (the CPU's pool from the handle or its hint) is done
+    /// here when the pool lies wholly below the device's mask and the start's bitmap word
+    /// has a clear bit at or above the start, inside the pool: the entry the full search
+    /// would pick first, taken with one `lock or`. Anything else (a full word, a lost
+    /// race, a pool past the mask, a start past the pool) goes to the full search, which
+    /// starts from the same place. `start < pool.end` also keeps the word inside the
+    /// bitmap. Like the full search, `owned` is read before and after the claim, so a
+    /// concurrent `take_ownership` and this never both succeed (loom models it).
     #[inline]
     pub fn alloc_one(
         &self,
