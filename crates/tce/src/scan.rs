@@ -38,6 +38,48 @@ mod x86 {
     use super::{or_and_fold, write_without_read_fold};
     use crate::entry::Tce;
 
+    /// One fold compiled three ways. The two vector ones are `unsafe` to call only because
+    /// they need their CPU feature; [`Self::run`] checks it first.
+    pub(super) struct Variants<I: ?Sized + 'static, R: 'static> {
+        avx512: unsafe fn(&I) -> R,
+        avx2: unsafe fn(&I) -> R,
+        scalar: fn(&I) -> R,
+    }
+
+    impl<I: ?Sized, R> Variants<I, R> {
+        /// The widest variant this CPU runs.
+        #[inline(always)]
+        pub(super) fn run(&self, input: &I) -> R {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked on the line above), the only
+                // requirement for calling a safe function compiled with it enabled.
+                unsafe { (self.avx512)(input) }
+            } else if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above, for AVX2.
+                unsafe { (self.avx2)(input) }
+            } else {
+                (self.scalar)(input)
+            }
+        }
+
+        /// Every variant this CPU can run gives the scalar answer.
+        #[cfg(test)]
+        pub(super) fn all_agree(&self, input: &I)
+        where
+            R: PartialEq + core::fmt::Debug,
+        {
+            let want = (self.scalar)(input);
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked on the line above).
+                assert_eq!(unsafe { (self.avx2)(input) }, want);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked on the line above).
+                assert_eq!(unsafe { (self.avx512)(input) }, want);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     fn wwr_avx512(tces: &[Tce]) -> u64 {
         write_without_read_fold(tces)
@@ -55,60 +97,25 @@ mod x86 {
         or_and_fold(bytes)
     }
 
-    #[inline]
-    pub(super) fn write_without_read(tces: &[Tce]) -> u64 {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above), the only
-            // requirement for calling a safe function compiled with it enabled.
-            unsafe { wwr_avx512(tces) }
-        } else if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above, for AVX2.
-            unsafe { wwr_avx2(tces) }
-        } else {
-            write_without_read_fold(tces)
-        }
-    }
-
-    /// Every variant this CPU can run gives the scalar fold's answer.
-    #[cfg(test)]
-    pub(super) fn every_variant_agrees(tces: &[Tce], bytes: &[u8]) {
-        let (w, o) = (write_without_read_fold(tces), or_and_fold(bytes));
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked on the line above).
-            unsafe {
-                assert_eq!(wwr_avx2(tces), w);
-                assert_eq!(or_and_avx2(bytes), o);
-            }
-        }
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above).
-            unsafe {
-                assert_eq!(wwr_avx512(tces), w);
-                assert_eq!(or_and_avx512(bytes), o);
-            }
-        }
-    }
-
-    #[inline]
-    pub(super) fn or_and(bytes: &[u8]) -> (u64, u64) {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked on the line above), the only
-            // requirement for calling a safe function compiled with it enabled.
-            unsafe { or_and_avx512(bytes) }
-        } else if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above, for AVX2.
-            unsafe { or_and_avx2(bytes) }
-        } else {
-            or_and_fold(bytes)
-        }
-    }
+    /// [`super::write_without_read_fold`], compiled three ways.
+    pub(super) const WRITE_WITHOUT_READ: Variants<[Tce], u64> = Variants {
+        avx512: wwr_avx512,
+        avx2: wwr_avx2,
+        scalar: write_without_read_fold,
+    };
+    /// [`super::or_and_fold`], compiled three ways.
+    pub(super) const OR_AND: Variants<[u8], (u64, u64)> = Variants {
+        avx512: or_and_avx512,
+        avx2: or_and_avx2,
+        scalar: or_and_fold,
+    };
 }
 
 /// Whether some entry has write without read: what write-implies-read would change.
 #[inline]
 pub fn any_write_without_read(tces: &[Tce]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let folded = x86::write_without_read(tces);
+    let folded = x86::WRITE_WITHOUT_READ.run(tces);
     #[cfg(not(target_arch = "x86_64"))]
     let folded = write_without_read_fold(tces);
     folded & 1 != 0
@@ -120,7 +127,7 @@ pub fn any_write_without_read(tces: &[Tce]) -> bool {
 #[inline]
 pub fn or_and_words(bytes: &[u8]) -> (u64, u64) {
     #[cfg(target_arch = "x86_64")]
-    return x86::or_and(bytes);
+    return x86::OR_AND.run(bytes);
     #[cfg(not(target_arch = "x86_64"))]
     return or_and_fold(bytes);
 }
@@ -168,7 +175,8 @@ mod tests {
                     v[h] = Tce(2);
                 }
                 let bytes: Vec<u8> = v.iter().flat_map(|t| t.0.to_be_bytes()).collect();
-                x86::every_variant_agrees(&v, &bytes);
+                x86::WRITE_WITHOUT_READ.all_agree(&v[..]);
+                x86::OR_AND.all_agree(&bytes[..]);
             }
         }
     }
