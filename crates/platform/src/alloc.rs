@@ -107,6 +107,15 @@ pub struct Allocation {
 /// and retried), so a map costs one atomic read-modify-write and an unmap one more, and
 /// CPUs in different pools touch disjoint cache lines. Ownership is a flag checked before
 /// and after every claim, so a table taken by a user never hands out an entry.
+///
+/// Known gap (open): a CPU that read `owned == false` before a take, and whose claim
+/// lands between the take's scan of that word and its saturating store, has its bit
+/// absorbed by the saturation; if the whole release completes before it re-reads
+/// `owned`, it keeps an entry the released bitmap shows free, and a later map may be
+/// given the same entry. Kernel mappings only (the table is the kernel's again by
+/// then), and only for a DMA session used across a whole take and release; the kernel
+/// excludes it by holding every pool's lock during both. The reservations are safe
+/// (release never passes through an all-zero bitmap).
 #[derive(Debug)]
 pub struct TceAllocator {
     size: u64,
@@ -325,6 +334,24 @@ impl TceAllocator {
             }
             i = z + 1;
         }
+    }
+
+    /// The reserved bits of bitmap word `w` (page 0, the reserved range), what the word
+    /// holds with nothing allocated.
+    fn reserved_bits(&self, w: usize) -> u64 {
+        let (lo, hi) = (w as u64 * 64, (w as u64 * 64 + 64).min(self.size));
+        let run = |s: u64, e: u64| -> u64 {
+            let (s, e) = (s.max(lo), e.min(hi));
+            if s >= e {
+                0
+            } else if e - s == 64 {
+                !0
+            } else {
+                ((1u64 << (e - s)) - 1) << (s - lo)
+            }
+        };
+        let page0 = if self.reserve_page0 { run(0, 1) } else { 0 };
+        page0 | run(self.reserved.0, self.reserved.1)
     }
 
     fn apply_reservations(&self) {
@@ -667,10 +694,22 @@ impl TceAllocator {
         self.owned.load(Ordering::SeqCst)
     }
 
-    /// `iommu_release_ownership`'s bitmap part: zero, then reserve again.
+    /// `iommu_release_ownership`'s bitmap part: every word set straight from saturated to
+    /// its reservations (page 0, the reserved range), then the hints reset and `owned`
+    /// cleared. Never through zero: a mapping CPU that read `owned` before the take may
+    /// claim bits while this runs, and a reserved bit must never look free to it (the
+    /// kernel holds every pool's lock here; a loom model checks this order).
     pub fn release_ownership(&self) {
-        for w in self.bits.iter().chain(self.full.iter()) {
-            w.store(0, Ordering::SeqCst);
+        for (w, word) in self.bits.iter().enumerate() {
+            word.store(self.reserved_bits(w), Ordering::SeqCst);
+        }
+        for (k, summary) in self.full.iter().enumerate() {
+            let full = (0..64)
+                .map(|b| k * 64 + b)
+                .take_while(|w| *w < self.bits.len())
+                .filter(|w| self.reserved_bits(*w) == !0)
+                .fold(0u64, |m, w| m | 1 << (w % 64));
+            summary.store(full, Ordering::SeqCst);
         }
         for p in self.pools.iter() {
             p.0.hint.store(p.0.start, Ordering::Relaxed);
@@ -679,7 +718,6 @@ impl TceAllocator {
             .0
             .hint
             .store(self.large.0.start, Ordering::Relaxed);
-        self.apply_reservations();
         self.owned.store(false, Ordering::SeqCst);
     }
 }
@@ -783,6 +821,35 @@ mod tests {
         assert_eq!(a.allocated(), 200);
         a.release_ownership();
         assert_eq!(a.allocated(), 0);
+    }
+
+    /// A release leaves the bitmap and its full-word summary exactly as a fresh table's:
+    /// the reservations (page 0, a hole across whole words and partial ones) and nothing
+    /// else, set word by word without passing through zero.
+    #[test]
+    fn release_leaves_the_bitmap_of_a_fresh_table() {
+        for (size, offset, hole) in [
+            (200u64, 0u64, (0u64, 0u64)),
+            (1 << 14, 0, (100, 9000)),
+            (1 << 14, 1 << 20, (64, 128)),
+            (65, 0, (63, 65)),
+        ] {
+            let fresh = TceAllocator::new(size, 16, offset, hole);
+            let a = TceAllocator::new(size, 16, offset, hole);
+            a.take_ownership().unwrap();
+            a.release_ownership();
+            for i in 0..size {
+                assert_eq!(a.is_set(i), fresh.is_set(i), "entry {i} of {size}");
+            }
+            for w in 0..size.div_ceil(64) as usize {
+                assert_eq!(
+                    a.word_summary(w),
+                    fresh.word_summary(w),
+                    "word {w} of {size}"
+                );
+            }
+            assert_eq!(a.allocated(), 0);
+        }
     }
 
     /// The full-word summary marks exactly the words that are full, at every position
