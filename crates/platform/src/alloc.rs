@@ -107,15 +107,7 @@ pub struct Allocation {
 /// and retried), so a map costs one atomic read-modify-write and an unmap one more, and
 /// CPUs in different pools touch disjoint cache lines. Ownership is a flag checked before
 /// and after every claim, so a table taken by a user never hands out an entry.
-///
-/// Known gap (open): a CPU that read `owned == false` before a take, and whose claim
-/// lands between the take's scan of that word and its saturating store, has its bit
-/// absorbed by the saturation; if the whole release completes before it re-reads
-/// `owned`, it keeps an entry the released bitmap shows free, and a later map may be
-/// given the same entry. Kernel mappings only (the table is the kernel's again by
-/// then), and only for a DMA session used across a whole take and release; the kernel
-/// excludes it by holding every pool's lock during both. The reservations are safe
-/// (release never passes through an all-zero bitmap).
+
 #[derive(Debug)]
 pub struct TceAllocator {
     size: u64,
@@ -626,19 +618,6 @@ impl TceAllocator {
         self.in_use_bits()
     }
 
-    /// [`Self::in_use_bits`] for the hand-over: every word read with an RMW (no summary
-    /// skipping), so that no claim ordered before the read is missed.
-    fn in_use_claimed(&self) -> bool {
-        self.bits.iter().enumerate().any(|(w, word)| {
-            let bits = word.fetch_or(0, Ordering::AcqRel);
-            bits != 0
-                && (0..64).any(|b| {
-                    let i = w as u64 * 64 + b;
-                    i < self.size && bits >> b & 1 == 1 && !self.is_reservation(i)
-                })
-        })
-    }
-
     fn in_use_bits(&self) -> bool {
         let mut i = 0;
         while let Some(k) = self.find(i, self.size, true) {
@@ -665,23 +644,37 @@ impl TceAllocator {
     /// table is already taken), else every bit is set so that the kernel can never
     /// allocate from the table again.
     ///
-    /// The hand-over with a concurrent [`Self::alloc`] (a loom model checks it): the take
-    /// sets `owned`, then reads every word of the bitmap with a read-modify-write; an
-    /// allocation claims its bits with a read-modify-write, then reads `owned`. On each
-    /// word the two RMWs are ordered: if the take's read comes later it sees the claim
-    /// (-EBUSY); if earlier, the claim reads from it, so the claim's later load of `owned`
-    /// sees the take's store and the allocation gives its bits back. Plain loads in the
-    /// scan would let both miss each other.
+    /// The hand-over with a concurrent allocation (loom models check it): the take sets
+    /// `owned`, then saturates the bitmap word by word with a compare-and-swap from a
+    /// value holding only the word's reservations. A claim on a word either comes first
+    /// (the swap fails, the take sees the claim: -EBUSY, and every word it saturated goes
+    /// back to its reservations) or after (it finds every bit set and fails). No claim can
+    /// land between the take's look at a word and its saturation of it, so none is ever
+    /// absorbed; a scan followed by plain stores let a claim slip in between, and a
+    /// claimer that then slept through the whole release kept an entry the released
+    /// bitmap showed free.
     pub fn take_ownership(&self) -> Result<(), Errno> {
         if self.owned.swap(true, Ordering::AcqRel) {
             return Err(Errno::Ebusy);
         }
-        if self.in_use_claimed() {
-            self.owned.store(false, Ordering::Release);
-            return Err(Errno::Ebusy);
-        }
-        for w in self.bits.iter() {
-            w.store(!0, Ordering::SeqCst);
+        for (w, word) in self.bits.iter().enumerate() {
+            let reserved = self.reserved_bits(w);
+            let mut cur = word.load(Ordering::SeqCst);
+            loop {
+                if cur & !reserved != 0 {
+                    // In use: undo, word by word, what this take saturated. No claim
+                    // changed those words meanwhile (every bit was set).
+                    for (k, done) in self.bits[..w].iter().enumerate() {
+                        done.store(self.reserved_bits(k), Ordering::SeqCst);
+                    }
+                    self.owned.store(false, Ordering::Release);
+                    return Err(Errno::Ebusy);
+                }
+                match word.compare_exchange(cur, !0, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
         }
         for w in self.full.iter() {
             w.store(!0, Ordering::SeqCst);
@@ -821,6 +814,25 @@ mod tests {
         assert_eq!(a.allocated(), 200);
         a.release_ownership();
         assert_eq!(a.allocated(), 0);
+    }
+
+    /// A take refused by a mapping in a late word gives back every word it had already
+    /// saturated: the bitmap is the kernel's again, as it was, and allocates as before.
+    #[test]
+    fn a_refused_take_restores_the_words_it_saturated() {
+        let a = TceAllocator::new(1 << 14, 16, 0, (100, 9000));
+        let fresh = TceAllocator::new(1 << 14, 16, 0, (100, 9000));
+        assert!(a.update(12_000, 1, true, true));
+        assert!(fresh.update(12_000, 1, true, true));
+        assert_eq!(a.take_ownership(), Err(Errno::Ebusy));
+        assert!(!a.saturated());
+        for i in 0..1 << 14 {
+            assert_eq!(a.is_set(i), fresh.is_set(i), "entry {i}");
+        }
+        assert_eq!(
+            a.alloc(1, 0, None).map(|x| x.entry),
+            fresh.alloc(1, 0, None).map(|x| x.entry)
+        );
     }
 
     /// A release leaves the bitmap and its full-word summary exactly as a fresh table's:
