@@ -845,6 +845,8 @@ mod tests {
             (1 << 14, 0, (100, 9000)),
             (1 << 14, 1 << 20, (64, 128)),
             (65, 0, (63, 65)),
+            // The hole covers page 0, reserved on its own too.
+            (200, 0, (0, 70)),
         ] {
             let fresh = TceAllocator::new(size, 16, offset, hole);
             let a = TceAllocator::new(size, 16, offset, hole);
