@@ -107,7 +107,6 @@ pub struct Allocation {
 /// and retried), so a map costs one atomic read-modify-write and an unmap one more, and
 /// CPUs in different pools touch disjoint cache lines. Ownership is a flag checked before
 /// and after every claim, so a table taken by a user never hands out an entry.
-
 #[derive(Debug)]
 pub struct TceAllocator {
     size: u64,
@@ -171,7 +170,7 @@ impl TceAllocator {
                 (0, 0)
             },
         };
-        a.apply_reservations();
+        a.reset_to_reservations();
         a
     }
 
@@ -346,13 +345,21 @@ impl TceAllocator {
         page0 | run(self.reserved.0, self.reserved.1)
     }
 
-    fn apply_reservations(&self) {
-        if self.reserve_page0 && self.size > 0 {
-            self.update(0, 1, true, false);
-        }
-        let (s, e) = self.reserved;
-        if s < e {
-            self.update(s, e - s, true, false);
+    /// Every word set to its reservations and the full-word summary to match, one store
+    /// per word: a fresh table, and a released one (which must never pass through zero,
+    /// see [`Self::release_ownership`]).
+    fn reset_to_reservations(&self) {
+        let mut summary = 0u64;
+        for (w, word) in self.bits.iter().enumerate() {
+            let reserved = self.reserved_bits(w);
+            word.store(reserved, Ordering::SeqCst);
+            if reserved == !0 {
+                summary |= 1 << (w % 64);
+            }
+            if w % 64 == 63 || w + 1 == self.bits.len() {
+                self.full[w / 64].store(summary, Ordering::SeqCst);
+                summary = 0;
+            }
         }
     }
 
@@ -581,16 +588,6 @@ impl TceAllocator {
         Ok(())
     }
 
-    /// [`Self::free`] of one entry: -EINVAL outside the table.
-    #[inline]
-    pub fn free_one(&self, entry: u64) -> Result<(), Errno> {
-        if entry >= self.size {
-            return Err(Errno::Einval);
-        }
-        self.free_one_unchecked(entry);
-        Ok(())
-    }
-
     /// One bit given back with a single `lock and`; `entry < size` (checked by callers:
     /// the index below would panic otherwise, never touch another table's bits).
     #[inline]
@@ -693,17 +690,7 @@ impl TceAllocator {
     /// claim bits while this runs, and a reserved bit must never look free to it (the
     /// kernel holds every pool's lock here; a loom model checks this order).
     pub fn release_ownership(&self) {
-        for (w, word) in self.bits.iter().enumerate() {
-            word.store(self.reserved_bits(w), Ordering::SeqCst);
-        }
-        for (k, summary) in self.full.iter().enumerate() {
-            let full = (0..64)
-                .map(|b| k * 64 + b)
-                .take_while(|w| *w < self.bits.len())
-                .filter(|w| self.reserved_bits(*w) == !0)
-                .fold(0u64, |m, w| m | 1 << (w % 64));
-            summary.store(full, Ordering::SeqCst);
-        }
+        self.reset_to_reservations();
         for p in self.pools.iter() {
             p.0.hint.store(p.0.start, Ordering::Relaxed);
         }

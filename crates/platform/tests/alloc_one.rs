@@ -90,7 +90,7 @@ proptest! {
                 Op::Free(k) => {
                     if !live.is_empty() {
                         let e = live.swap_remove(k % live.len());
-                        prop_assert_eq!(fast.free_one(e), Ok(()));
+                        prop_assert_eq!(fast.free(e, 1), Ok(()));
                         prop_assert_eq!(full.free(e, 1), Ok(()));
                     }
                 }
@@ -124,7 +124,7 @@ fn a_word_full_above_the_hint_sends_the_fast_path_to_the_next_word() {
     }
     assert!((1..128).all(|e| fast.is_set(e)));
     for e in 64..96 {
-        fast.free_one(e).unwrap();
+        fast.free(e, 1).unwrap();
         full.free(e, 1).unwrap();
     }
     // A scatter handle at 100 puts the search inside that word, above the free entries.
@@ -165,10 +165,10 @@ fn the_fast_path_stops_at_its_pools_end() {
     assert_eq!(first_difference(&fast, &full), None);
 }
 
-/// A one-page free outside the table is -EINVAL and changes nothing.
+/// A one-page free (the fast path's own) outside the table is -EINVAL and changes nothing.
 #[test]
 fn a_one_page_free_outside_the_table_is_einval() {
     let a = TceAllocator::new(1 << 10, 12, 0, (0, 0));
-    assert_eq!(a.free_one(1 << 10), Err(iommu_core::Errno::Einval));
+    assert_eq!(a.free(1 << 10, 1), Err(iommu_core::Errno::Einval));
     assert_eq!(a.allocated(), 0);
 }
