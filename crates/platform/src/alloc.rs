@@ -12,11 +12,16 @@
 //! - Page 0 is reserved when the window starts at bus address 0; a reserved range (the
 //!   32-bit MMIO hole) is never handed out.
 //! - Ownership: `iommu_take_ownership` refuses with -EBUSY while any entry is allocated
-//!   (reservations aside), else saturates the bitmap; `iommu_release_ownership` zeroes it
-//!   and re-applies the reservations.
+//!   (reservations aside), else saturates the bitmap; `iommu_release_ownership` sets each
+//!   word straight back to its reservations (never through zero).
 //!
 //! Pools cover disjoint ranges of the bitmap and keep their hints on their own cache lines,
 //! so two CPUs allocating from different pools share no memory written on the hot path.
+//!
+//! No locks: entries are claimed and given back with atomic read-modify-writes on the
+//! bitmap words, and the hand-over is the protocol written at [`TceAllocator::take_ownership`]
+//! and [`TceAllocator::release_ownership`]. Loom models: `tests/loom.rs`; stress test with a
+//! no-progress detector: `tests/alloc_stress.rs`.
 
 use crate::table::Padded;
 use iommu_core::Errno;
@@ -603,7 +608,7 @@ impl TceAllocator {
     }
 
     fn is_reservation(&self, i: u64) -> bool {
-        (self.reserve_page0 && i == 0) || (i >= self.reserved.0 && i < self.reserved.1)
+        i < self.size && self.reserved_bits((i / 64) as usize) >> (i % 64) & 1 == 1
     }
 
     /// `iommu_table_in_use`: any entry allocated besides the reservations (always true
