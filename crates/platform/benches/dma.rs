@@ -11,7 +11,7 @@
 
 use criterion::Criterion;
 use spapr_benchkit::{Comparison, XorShift};
-use spapr_platform::{DmaSession, PowerNv, PowerNvConfig};
+use spapr_platform::{DmaSession, PowerNv, PowerNvConfig, SgEntry};
 use spapr_tce::{DmaDirection, TableOptions, Tce, TceIndex, TcePerm, TceTable};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -197,14 +197,12 @@ fn main() {
             start.elapsed()
         },
         |iters| {
-            let mut pairs = [(0u64, 0x1000u64); 16];
+            let mut sg: Vec<SgEntry> = segs.iter().map(|&(p, l)| SgEntry::new(p, l)).collect();
             let start = Instant::now();
             for _ in 0..iters {
-                let got = d.map_sg(&segs, DmaDirection::ToDevice, 0).expect("map_sg");
-                for (p, a) in pairs.iter_mut().zip(&got) {
-                    p.0 = *a;
-                }
-                d.unmap_sg(black_box(&pairs), 0).expect("unmap_sg");
+                d.map_sg(&mut sg, DmaDirection::ToDevice, 0)
+                    .expect("map_sg");
+                d.unmap_sg(black_box(&mut sg), 0).expect("unmap_sg");
             }
             start.elapsed()
         },

@@ -490,6 +490,65 @@ impl TceAllocator {
         self.range_alloc(1, cpu, handle, limits).map(|a| a.entry)
     }
 
+    /// `n` calls of [`Self::alloc_one`] with one scatter-list handle, in one claim: the
+    /// entries they would take when the first is the one `alloc_one` picks and the `n - 1`
+    /// after it are free too, all in one bitmap word and inside the pool: `[z, z + n)`,
+    /// claimed with one `lock or` (the exclusive claim of [`Self::update`], which gives
+    /// back its own bits if a racing claim got one of them first). The pool hint and the
+    /// handle are left as the `n` calls would leave them. `None` when the run is not free
+    /// or the claim raced, and then nothing changed: the caller makes the `n` calls. Like
+    /// `alloc_one`, `owned` is read before and after the claim.
+    #[inline]
+    pub fn alloc_one_run(
+        &self,
+        n: u64,
+        cpu: u32,
+        handle: &mut u64,
+        limits: EntryLimits,
+    ) -> Option<u64> {
+        if n == 0 || n > 64 || self.owned.load(Ordering::SeqCst) {
+            return None;
+        }
+        let pool = &self.pools[pool_hash(cpu) & (self.nr_pools - 1)].0;
+        let h = *handle;
+        let start = if h != 0 && (pool.start..pool.end).contains(&h) {
+            h
+        } else {
+            pool.hint.load(Ordering::Relaxed)
+        };
+        if start >= pool.end || pool.end > limits.mask_limit {
+            return None;
+        }
+        let w = (start / 64) as usize;
+        let raw = self.bits[w].load(Ordering::Relaxed);
+        let free = !raw & (!0u64 << (start % 64));
+        if free == 0 {
+            return None;
+        }
+        let lo = u64::from(free.trailing_zeros());
+        let z = (w as u64) * 64 + lo;
+        // Each later segment starts from the handle, which the search follows only inside
+        // the pool: a hint left below the pool (by a masked device's search, which runs
+        // from the masked hint) would send the second segment to the hint instead.
+        if lo + n > 64 || z + n > pool.end || (n > 1 && z < pool.start) {
+            return None;
+        }
+        let mask = if n == 64 { !0 } else { ((1u64 << n) - 1) << lo };
+        if raw & mask != 0 || !self.update(z, n, true, true) {
+            return None;
+        }
+        if self.owned.load(Ordering::SeqCst) {
+            // Taken by a user meanwhile: never hand them out.
+            self.update(z, n, false, false);
+            return None;
+        }
+        let last = z + n - 1;
+        pool.hint
+            .store((last + BLOCK_SIZE) & !(BLOCK_SIZE - 1), Ordering::Relaxed);
+        *handle = z + n;
+        Some(z)
+    }
+
     /// `iommu_range_alloc` itself, inlined into both callers above.
     #[inline(always)]
     fn range_alloc(

@@ -5,6 +5,7 @@
 
 use crate::alloc::{DmaLimits, EntryLimits};
 use crate::pe::{PciDev, BYPASS_BASE};
+use crate::scatterlist::SgEntry;
 use crate::table::{IommuTable, PeCounters};
 use iommu_core::Errno;
 use spapr_tce::{DmaDirection, Tce, TceIndex, TcePerm};
@@ -95,15 +96,15 @@ impl PciDev {
     /// [`DmaSession::map_sg`] on the current configuration.
     pub fn map_sg(
         &self,
-        segs: &[(u64, u64)],
+        sg: &mut [SgEntry],
         dir: DmaDirection,
         cpu: u32,
-    ) -> Result<Vec<u64>, DmaMapError> {
-        self.dma_session().map_sg(segs, dir, cpu)
+    ) -> Result<(), DmaMapError> {
+        self.dma_session().map_sg(sg, dir, cpu)
     }
     /// [`DmaSession::unmap_sg`] on the current configuration.
-    pub fn unmap_sg(&self, segs: &[(u64, u64)], cpu: u32) -> Result<(), DmaMapError> {
-        self.dma_session().unmap_sg(segs, cpu)
+    pub fn unmap_sg(&self, sg: &mut [SgEntry], cpu: u32) -> Result<(), DmaMapError> {
+        self.dma_session().unmap_sg(sg, cpu)
     }
 }
 
@@ -150,55 +151,130 @@ impl DmaSession {
         unmap_one(self.table()?, dma, len, cpu, &self.counters)
     }
 
-    /// `dma_map_sg`: one bus address per segment `(phys, len)`. Consecutive segments are
-    /// allocated after one another where the window allows (the allocator's handle). On
-    /// failure everything mapped by this call is undone.
+    /// `dma_map_sg`: a bus address for each entry of `sg`, written into the entry
+    /// (`sg_dma_address`; segments are not merged). Consecutive entries are allocated after
+    /// one another where the window allows (the allocator's handle). Refused with
+    /// [`DmaMapError::Invalid`] before anything is mapped: an empty list, an empty or
+    /// wrapping entry, or an entry already mapped (mapping it again would leak its
+    /// mapping). On failure everything this call mapped is undone and every entry is left
+    /// unmapped, as it came.
     pub fn map_sg(
         &self,
-        segs: &[(u64, u64)],
+        sg: &mut [SgEntry],
         dir: DmaDirection,
         cpu: u32,
-    ) -> Result<Vec<u64>, DmaMapError> {
+    ) -> Result<(), DmaMapError> {
         let perm = perm(dir)?;
-        if segs.is_empty()
-            || segs
-                .iter()
-                .any(|(p, l)| *l == 0 || p.checked_add(*l).is_none())
+        if sg.is_empty()
+            || sg.iter().any(|e| {
+                e.is_empty() || e.phys().checked_add(e.len()).is_none() || e.dma_address().is_some()
+            })
         {
             return Err(DmaMapError::Invalid);
         }
         if self.bypass {
-            return Ok(segs.iter().map(|(p, _)| p + BYPASS_BASE).collect());
+            for e in sg.iter_mut() {
+                e.set_dma(Some(e.phys() + BYPASS_BASE));
+            }
+            return Ok(());
         }
         let table = self.table()?;
-        let mut out = Vec::with_capacity(segs.len());
+        if let Some(done) = map_sg_run(table, sg, perm, cpu, self) {
+            return done;
+        }
         let mut handle = Some(0u64);
-        for (p, l) in segs {
-            match map_one(table, *p, *l, perm, cpu, &mut handle, self) {
-                Ok(a) => out.push(a),
+        for i in 0..sg.len() {
+            match map_one(
+                table,
+                sg[i].phys(),
+                sg[i].len(),
+                perm,
+                cpu,
+                &mut handle,
+                self,
+            ) {
+                Ok(a) => sg[i].set_dma(Some(a)),
                 Err(e) => {
-                    for (a, (_, l)) in out.iter().zip(segs) {
-                        let _ = unmap_one(table, *a, *l, cpu, &self.counters);
-                    }
+                    undo_mapped(table, &mut sg[..i], cpu, &self.counters);
                     return Err(e);
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// `dma_unmap_sg`: `(dma, len)` pairs as returned by [`Self::map_sg`].
-    pub fn unmap_sg(&self, segs: &[(u64, u64)], cpu: u32) -> Result<(), DmaMapError> {
+    /// `dma_unmap_sg`: unmaps every entry of a list [`Self::map_sg`] mapped, and marks it
+    /// unmapped. Refused with [`DmaMapError::Invalid`] before anything is unmapped if some
+    /// entry is not mapped. An entry whose unmap fails (its address is not this device's)
+    /// keeps its address; the others are still unmapped, and the first error is returned.
+    pub fn unmap_sg(&self, sg: &mut [SgEntry], cpu: u32) -> Result<(), DmaMapError> {
+        if sg.iter().any(|e| e.dma_address().is_none()) {
+            return Err(DmaMapError::Invalid);
+        }
+        if !self.bypass {
+            if let Some(table) = self.table.as_deref() {
+                if unmap_sg_run(table, sg, cpu, &self.counters) {
+                    return Ok(());
+                }
+            }
+        }
         let mut first_err = Ok(());
-        for (a, l) in segs {
-            if let Err(e) = self.unmap_page(*a, *l, cpu) {
-                if first_err.is_ok() {
-                    first_err = Err(e);
+        for e in sg.iter_mut() {
+            let Some(a) = e.dma_address() else { continue };
+            match self.unmap_page(a, e.len(), cpu) {
+                Ok(()) => e.set_dma(None),
+                Err(err) => {
+                    if first_err.is_ok() {
+                        first_err = Err(err);
+                    }
                 }
             }
         }
         first_err
     }
+}
+
+/// The unmap of a list [`map_sg_run`] mapped: one-page segments on consecutive entries of
+/// one another. Each segment's TCE is cleared and its kill counted, as the unmap of each
+/// would, then the run's bits are given back together (one `lock and` per bitmap word; the
+/// bitmap ends as after freeing them one by one). `false` if the list is not such a run (nothing
+/// changed: the caller unmaps segment by segment).
+#[inline]
+fn unmap_sg_run(table: &IommuTable, sg: &mut [SgEntry], cpu: u32, counters: &PeCounters) -> bool {
+    let Some(map) = table.map.as_ref() else {
+        return false;
+    };
+    let g = table.tces.geometry();
+    let shift = g.page_shift().shift();
+    let mask = g.page_shift().offset_mask();
+    let Some(first) = sg.first().and_then(|e| e.dma_address()) else {
+        return false;
+    };
+    let rel = first.wrapping_sub(g.bus_offset().raw()) >> shift;
+    let n = sg.len() as u64;
+    if rel >= map.size() || n > map.size() - rel || map.size() > g.entries() {
+        return false;
+    }
+    let mut next = first & !mask;
+    for e in sg.iter() {
+        match e.dma_address() {
+            Some(a) if a & !mask == next && (a & mask) + e.len() <= mask + 1 => {
+                next += mask + 1;
+            }
+            _ => return false,
+        }
+    }
+    let index = g.first_index().0 + rel;
+    for (k, e) in sg.iter_mut().enumerate() {
+        let _ = table
+            .tces
+            .store_no_kill(TceIndex(index + k as u64), Tce::EMPTY);
+        counters.range_kill(cpu);
+        e.set_dma(None);
+    }
+    // Cannot fail: `[rel, rel + n)` was checked against the allocator's size above.
+    let _ = map.free(rel, n);
+    true
 }
 
 /// IOMMU pages that `bytes` from a page boundary cover (`iommu_num_pages`), with shifts:
@@ -219,7 +295,6 @@ fn map_one(
     handle: &mut Option<u64>,
     session: &DmaSession,
 ) -> Result<u64, DmaMapError> {
-    let counters = &session.counters;
     let map = table.map.as_ref().ok_or(DmaMapError::TableUnavailable)?;
     let g = table.tces.geometry();
     let shift = g.page_shift().shift();
@@ -235,6 +310,28 @@ fn map_one(
             .map(|a| a.entry)
     }
     .map_err(|_| DmaMapError::NoSpace)?;
+    store_entries(table, entry, npages, phys, perm, cpu, session).inspect_err(|_| {
+        let _ = map.free(entry, npages);
+    })
+}
+
+/// Stores the TCEs of `npages` pages from `phys` into the entries allocated from `entry`
+/// (`ppc_md.tce_build`) and counts the kill; the bus address of `phys`. On failure (a TCE
+/// level could not be allocated) the entries it stored are cleared again, and the caller
+/// still holds the allocation.
+#[inline]
+fn store_entries(
+    table: &IommuTable,
+    entry: u64,
+    npages: u64,
+    phys: u64,
+    perm: TcePerm,
+    cpu: u32,
+    session: &DmaSession,
+) -> Result<u64, DmaMapError> {
+    let g = table.tces.geometry();
+    let shift = g.page_shift().shift();
+    let mask = g.page_shift().offset_mask();
     let first = TceIndex(g.first_index().0 + entry);
     let base = phys & !mask;
     for i in 0..npages {
@@ -247,13 +344,60 @@ fn map_one(
             for j in 0..i {
                 let _ = table.tces.store_no_kill(TceIndex(first.0 + j), Tce::EMPTY);
             }
-            let _ = map.free(entry, npages);
             return Err(DmaMapError::NoMemory);
         }
     }
     // `tce_kill` for the range, counted on the device's PE.
-    counters.range_kill(cpu);
+    session.counters.range_kill(cpu);
     Ok(g.bus_offset().raw() + (entry << shift) + (phys & mask))
+}
+
+/// A failed `dma_map_sg`'s undo: unmaps the entries this call mapped and leaves them all
+/// unmapped, as they came.
+fn undo_mapped(table: &IommuTable, done: &mut [SgEntry], cpu: u32, counters: &PeCounters) {
+    for e in done {
+        if let Some(a) = e.dma_address() {
+            let _ = unmap_one(table, a, e.len(), cpu, counters);
+        }
+        e.set_dma(None);
+    }
+}
+
+/// A scatter list of one-page segments mapped with one claim of consecutive entries
+/// ([`TceAllocator::alloc_one_run`](crate::TceAllocator::alloc_one_run)): the entries,
+/// hint and handle the segment-by-segment map would give, then each segment's TCE as that
+/// map stores it. `None` if the list does not qualify or the claim did not succeed
+/// (nothing changed: the caller maps segment by segment). `Some(Err)` after a failed TCE
+/// store, with everything undone.
+#[inline]
+fn map_sg_run(
+    table: &IommuTable,
+    sg: &mut [SgEntry],
+    perm: TcePerm,
+    cpu: u32,
+    session: &DmaSession,
+) -> Option<Result<(), DmaMapError>> {
+    let map = table.map.as_ref()?;
+    let limits = session.limits?;
+    let g = table.tces.geometry();
+    let mask = g.page_shift().offset_mask();
+    if sg.iter().any(|e| (e.phys() & mask) + e.len() > mask + 1) {
+        return None;
+    }
+    let mut handle = 0u64;
+    let z = map.alloc_one_run(sg.len() as u64, cpu, &mut handle, limits)?;
+    for k in 0..sg.len() {
+        let entry = z + k as u64;
+        match store_entries(table, entry, 1, sg[k].phys(), perm, cpu, session) {
+            Ok(a) => sg[k].set_dma(Some(a)),
+            Err(e) => {
+                undo_mapped(table, &mut sg[..k], cpu, &session.counters);
+                let _ = map.free(entry, sg.len() as u64 - k as u64);
+                return Some(Err(e));
+            }
+        }
+    }
+    Some(Ok(()))
 }
 
 #[inline]

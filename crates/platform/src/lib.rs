@@ -69,6 +69,7 @@ pub mod machine;
 pub mod pe;
 pub mod phb;
 pub mod ram;
+pub mod scatterlist;
 pub mod table;
 
 pub use alloc::{pool_hash, Allocation, DmaLimits, EntryLimits, TceAllocator};
@@ -87,6 +88,7 @@ pub use pe::{
 };
 pub use phb::{CreateTable, Phb, PhbConfig, PhbModel};
 pub use ram::Ram;
+pub use scatterlist::SgEntry;
 pub use table::{IommuTable, PeCounters, UserTable};
 
 use iommu_core::{Errno, EventKind};

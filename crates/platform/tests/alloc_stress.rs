@@ -1,5 +1,6 @@
 //! The allocator's hand-over under load: two CPUs map and unmap (one by the one-page fast
-//! path, one by the full search) while a third keeps
+//! path, one by the full search, and both by the run claim of a one-page scatter list in
+//! every other iteration) while a third keeps
 //! taking and releasing the table for a user. Whenever a take succeeds, no kernel
 //! allocation may be live; while the table is the user's, no allocation may succeed.
 //! A no-progress detector fails the test if any thread stops finishing iterations.
@@ -31,10 +32,21 @@ fn a_take_never_succeeds_over_a_live_allocation() {
         );
         handles.push(std::thread::spawn(move || {
             start.wait();
+            let mut iter = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                iter += 1;
                 // CPU 0 maps one page by the fast path (`dma_map_page`'s), CPU 1 two
                 // pages by the full search.
-                let got = if cpu == 0 {
+                let got = if iter % 2 == 1 {
+                    // A scatter list of three one-page segments claimed as one run.
+                    a.alloc_one_run(3, cpu, &mut 0, a.entry_limits(DmaLimits::NONE))
+                        .map(|entry| Allocation {
+                            entry,
+                            npages: 3,
+                            pool: 0,
+                        })
+                        .ok_or(iommu_core::Errno::Enomem)
+                } else if cpu == 0 {
                     a.alloc_one(cpu, None, a.entry_limits(DmaLimits::NONE))
                         .map(|entry| Allocation {
                             entry,
@@ -81,6 +93,8 @@ fn a_take_never_succeeds_over_a_live_allocation() {
                     if a.alloc(1, 2, None).is_ok()
                         || a.alloc_one(2, None, a.entry_limits(DmaLimits::NONE))
                             .is_ok()
+                        || a.alloc_one_run(2, 2, &mut 0, a.entry_limits(DmaLimits::NONE))
+                            .is_some()
                     {
                         bad.fetch_add(1, Ordering::Relaxed);
                     }

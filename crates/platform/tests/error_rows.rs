@@ -4,7 +4,7 @@
 use iommu_core::{AttachCtx, Core, DeviceId, DeviceInfo, DomainType, Errno, IommuOps, OwnerCookie};
 use spapr_platform::{
     Design, DeviceConfig, Initcall, OpalError, PeScope, PhbConfig, PhbModel, PlatformError,
-    PowerNv, PowerNvConfig, WindowError, BYPASS_BASE,
+    PowerNv, PowerNvConfig, SgEntry, WindowError, BYPASS_BASE,
 };
 use spapr_tce::{Access, DmaDirection, Tce, TceIndex, TcePerm};
 use std::sync::Arc;
@@ -431,17 +431,31 @@ fn the_dma_api_refuses_bad_arguments_and_full_windows() {
     );
     assert_eq!(d.map_page(0x1000, 1, DmaDirection::None, 0), Err(Invalid));
     assert_eq!(d.unmap_page(1 << 40, 0x1000), Err(Invalid));
-    // Scatter-gather: consecutive bus addresses.
-    let sg = d
-        .map_sg(
-            &[(0x10_0000, 0x1_0000), (0x30_0000, 0x1_0000)],
-            DmaDirection::FromDevice,
-            0,
-        )
-        .unwrap();
-    assert_eq!(sg[1], sg[0] + 0x1_0000);
-    d.unmap_sg(&[(sg[0], 0x1_0000), (sg[1], 0x1_0000)], 0)
-        .unwrap();
+    // Scatter-gather: the bus addresses are written into the list, consecutive.
+    let mut sg = [
+        SgEntry::new(0x10_0000, 0x1_0000),
+        SgEntry::new(0x30_0000, 0x1_0000),
+    ];
+    d.map_sg(&mut sg, DmaDirection::FromDevice, 0).unwrap();
+    let first = sg[0].dma_address().unwrap();
+    assert_eq!(sg[1].dma_address(), Some(first + 0x1_0000));
+    // A mapped list cannot be mapped again (its mappings would leak): refused, unchanged.
+    assert_eq!(d.map_sg(&mut sg, DmaDirection::FromDevice, 0), Err(Invalid));
+    assert_eq!(sg[0].dma_address(), Some(first));
+    d.unmap_sg(&mut sg, 0).unwrap();
+    assert!(sg.iter().all(|e| e.dma_address().is_none()));
+    // An unmapped list cannot be unmapped.
+    assert_eq!(d.unmap_sg(&mut sg, 0), Err(Invalid));
+    // The unmap freed the entries.
+    let window0 = m.pe_of(nic).unwrap().table(0).unwrap();
+    assert_eq!(window0.allocator().unwrap().allocated(), 0);
+    // An empty list, an empty entry and a wrapping entry map nothing.
+    assert_eq!(d.map_sg(&mut [], DmaDirection::ToDevice, 0), Err(Invalid));
+    let mut bad = [SgEntry::new(0x10_0000, 0x1000), SgEntry::new(0x20_0000, 0)];
+    assert_eq!(d.map_sg(&mut bad, DmaDirection::ToDevice, 0), Err(Invalid));
+    let mut bad = [SgEntry::new(0x10_0000, 0x1000), SgEntry::new(u64::MAX, 2)];
+    assert_eq!(d.map_sg(&mut bad, DmaDirection::ToDevice, 0), Err(Invalid));
+    assert!(bad.iter().all(|e| e.dma_address().is_none()));
     // Exhaust the window with 256 MiB maps: the 32-bit hole is never used, and this
     // 32-bit device gets nothing above its mask: only [64K, 2G) is left for it, seven maps.
     let mut got = Vec::new();

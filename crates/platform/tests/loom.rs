@@ -81,21 +81,66 @@ fn a_one_page_alloc_across_a_take_and_release_keeps_the_reservations() {
     });
 }
 
+/// A 64-entry table, its limits, and a thread taking one page by the fast path from CPU
+/// 0's pool.
+fn one_page_on_another_cpu() -> (
+    Arc<TceAllocator>,
+    spapr_platform::EntryLimits,
+    thread::JoinHandle<Result<u64, iommu_core::Errno>>,
+) {
+    let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
+    let limits = a.entry_limits(DmaLimits::NONE);
+    let other = {
+        let a = a.clone();
+        thread::spawn(move || a.alloc_one(0, None, limits))
+    };
+    (a, limits, other)
+}
+
 /// Two CPUs of one pool take one page each by the fast path from the same hint: never the
 /// same entry (a lost `lock or` race falls back to the full search).
 #[test]
 fn two_one_page_allocs_from_one_hint_get_two_entries() {
     loom::model(|| {
-        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
-        let limits = a.entry_limits(DmaLimits::NONE);
-        let other = {
-            let a = a.clone();
-            thread::spawn(move || a.alloc_one(0, None, limits))
-        };
+        let (a, limits, other) = one_page_on_another_cpu();
         let mine = a.alloc_one(0, None, limits).unwrap();
         let theirs = other.join().unwrap().unwrap();
         assert_ne!(mine, theirs, "one entry handed out twice");
         assert!(a.is_set(mine) && a.is_set(theirs));
+    });
+}
+
+/// The run claim of a one-page scatter list (`alloc_one_run`, one `lock or` for several
+/// entries) against the take: the same two-sided check of `owned` around the claim.
+#[test]
+fn take_ownership_and_a_concurrent_run_claim_never_both_succeed() {
+    take_against_alloc(|a| {
+        a.alloc_one_run(3, 0, &mut 0, a.entry_limits(DmaLimits::NONE))
+            .ok_or(iommu_core::Errno::Enomem)
+    });
+}
+
+/// A run claim racing a one-page claim from the same hint: no entry is handed out twice,
+/// and a claim that lost gives back exactly its own bits (nothing else changes): every
+/// set bit belongs to a winner.
+#[test]
+fn a_run_claim_and_a_one_page_claim_from_one_hint_share_no_entry() {
+    loom::model(|| {
+        let (a, limits, other) = one_page_on_another_cpu();
+        let mut handle = 0;
+        let run = a.alloc_one_run(4, 0, &mut handle, limits);
+        let one = other.join().unwrap().unwrap();
+        let mut mine: Vec<u64> = run.map_or(Vec::new(), |z| (z..z + 4).collect());
+        assert!(!mine.contains(&one), "entry {one} handed out twice");
+        if let Some(z) = run {
+            assert_eq!(handle, z + 4);
+        } else {
+            assert_eq!(handle, 0, "a failed run claim moved the handle");
+        }
+        mine.push(one);
+        for i in 0..64 {
+            assert_eq!(a.is_set(i), mine.contains(&i), "entry {i}");
+        }
     });
 }
 
