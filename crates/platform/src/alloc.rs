@@ -15,6 +15,11 @@
 //!   (reservations aside), else saturates the bitmap; `iommu_release_ownership` sets each
 //!   word straight back to its reservations (never through zero).
 //!
+//! - A scatter list of one-page segments may be claimed in one go
+//!   ([`TceAllocator::alloc_one_run`]): the entries the segment-by-segment search would
+//!   give, when they lie in one bitmap word, else nothing changes and the list is mapped
+//!   segment by segment. The kernel has no such claim; it takes the pool lock per segment.
+//!
 //! Pools cover disjoint ranges of the bitmap and keep their hints on their own cache lines,
 //! so two CPUs allocating from different pools share no memory written on the hot path.
 //!
@@ -506,7 +511,8 @@ impl TceAllocator {
         handle: &mut u64,
         limits: EntryLimits,
     ) -> Option<u64> {
-        if n == 0 || n > 64 || self.owned.load(Ordering::SeqCst) {
+        // (More than a word is declined below, where the run is checked against its word.)
+        if n == 0 || self.owned.load(Ordering::SeqCst) {
             return None;
         }
         let pool = &self.pools[pool_hash(cpu) & (self.nr_pools - 1)].0;

@@ -247,6 +247,17 @@ fn the_run_claim_takes_a_free_run_and_declines_anything_else() {
     // Nothing at all, and more than a word.
     assert_eq!(fast.alloc_one_run(0, 0, &mut 0, limits), None);
     assert_eq!(fast.alloc_one_run(65, 0, &mut 0, limits), None);
+    // On a fresh allocator, where the pool's hint is usable: no run of nothing; a whole
+    // word from a handle at its start; more than a word from there declined.
+    let (fresh, _) = pair(0, (0, 0));
+    let mut h = 0;
+    assert_eq!(fresh.alloc_one_run(0, 0, &mut h, limits), None);
+    assert_eq!((h, fresh.allocated()), (0, 0));
+    let mut h = 64;
+    assert_eq!(fresh.alloc_one_run(65, 0, &mut h, limits), None);
+    assert_eq!((h, fresh.allocated()), (64, 0));
+    assert_eq!(fresh.alloc_one_run(64, 0, &mut h, limits), Some(64));
+    assert_eq!((h, fresh.allocated()), (128, 64));
 }
 
 /// A masked device's search leaves a pool's hint below the pool (it runs from the masked

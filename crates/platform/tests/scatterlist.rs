@@ -4,7 +4,7 @@
 //! unmap clears each TCE and frees the run; lists that do not qualify take the segment-by-
 //! segment path with the same kind of result.
 
-use spapr_platform::{PowerNv, PowerNvConfig, SgEntry};
+use spapr_platform::{PowerNv, PowerNvConfig, SgEntry, BYPASS_BASE};
 use spapr_tce::{Access, DmaDirection};
 
 const PAGE: u64 = 0x1_0000;
@@ -23,15 +23,19 @@ fn nic() -> (
     (m, d, pe, nic)
 }
 
-/// Each entry's bus address reaches its buffer, with the direction's permission.
+/// Each entry's bus address reaches its buffer, its first byte and its last, with the
+/// direction's permission.
 fn assert_reaches(m: &PowerNv, dev: iommu_core::DeviceId, sg: &[SgEntry]) {
     for e in sg {
         let a = e.dma_address().expect("mapped");
-        assert_eq!(
-            m.device_translate(dev, a, Access::Write),
-            Ok(e.phys()),
-            "{a:#x}"
-        );
+        for off in [0, e.len() - 1] {
+            assert_eq!(
+                m.device_translate(dev, a + off, Access::Write),
+                Ok(e.phys() + off),
+                "{:#x}",
+                a + off
+            );
+        }
     }
 }
 
@@ -77,32 +81,89 @@ fn lists_that_do_not_qualify_for_one_claim_map_segment_by_segment() {
     let (m, d, pe, dev) = nic();
     // A two-page segment in the middle; a segment crossing a page boundary; 70 segments
     // (more than a bitmap word).
-    let lists: Vec<Vec<SgEntry>> = vec![
-        vec![
-            SgEntry::new(0, 0x1000),
-            SgEntry::new(0x40_0000, 2 * PAGE),
-            SgEntry::new(0x80_0000, 0x1000),
-        ],
-        vec![SgEntry::new(0, 0x1000), SgEntry::new(PAGE - 0x800, 0x1000)],
-        (0..70u64).map(|k| SgEntry::new(k * PAGE, PAGE)).collect(),
+    let lists: Vec<Vec<(u64, u64)>> = vec![
+        vec![(0, 0x1000), (0x40_0000, 2 * PAGE), (0x80_0000, 0x1000)],
+        vec![(0, 0x1000), (PAGE - 0x800, 0x1000)],
+        (0..70u64).map(|k| (k * PAGE, PAGE)).collect(),
+        // A two-page segment last, after a one-page one (their entries follow one
+        // another), and a two-page segment alone: the unmap must not take either for a
+        // run of one-page segments.
+        vec![(0, 0x1000), (0x40_0000, 2 * PAGE)],
+        vec![(0x40_0000, 2 * PAGE)],
     ];
-    for mut sg in lists {
+    for spans in lists {
+        let mut sg: Vec<SgEntry> = spans.iter().map(|&(p, l)| SgEntry::new(p, l)).collect();
         let kills = pe.counters.range_kills();
         d.map_sg(&mut sg, DmaDirection::Bidirectional, 0).unwrap();
         assert_reaches(&m, dev, &sg);
         assert_eq!(pe.counters.range_kills(), kills + sg.len() as u64);
-        let addrs: Vec<u64> = sg.iter().map(|e| e.dma_address().unwrap()).collect();
+        // Every page of each segment reaches its buffer, the last byte of each too.
+        let mut addrs = Vec::new();
+        for (e, &(phys, len)) in sg.iter().zip(&spans) {
+            let a = e.dma_address().unwrap();
+            for off in (0..len).step_by(PAGE as usize).chain([len - 1]) {
+                assert_eq!(
+                    m.device_translate(dev, a + off, Access::Read),
+                    Ok(phys + off)
+                );
+                addrs.push(a + off);
+            }
+        }
         d.unmap_sg(&mut sg, 0).unwrap();
         assert!(sg.iter().all(|e| e.dma_address().is_none()));
         for a in addrs {
-            assert!(m.device_translate(dev, a, Access::Read).is_err());
+            assert!(m.device_translate(dev, a, Access::Read).is_err(), "{a:#x}");
         }
+        assert_eq!(
+            pe.table(0).unwrap().allocator().unwrap().allocated(),
+            0,
+            "everything freed"
+        );
     }
-    assert_eq!(
-        pe.table(0).unwrap().allocator().unwrap().allocated(),
-        0,
-        "everything freed"
-    );
+}
+
+/// A device whose driver set a 64-bit mask while bypass is on maps a list straight through
+/// bypass: each bus address is the buffer's real address above `BYPASS_BASE`, and no TCE
+/// is allocated.
+#[test]
+fn a_bypass_device_maps_a_list_straight_through_bypass() {
+    let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
+    let gpu = m.device("gpu0").unwrap();
+    m.bind_driver(gpu, "nvidia").unwrap();
+    let d = m.dma_session(gpu).unwrap();
+    assert!(d.bypass());
+    let mut sg = [
+        SgEntry::new(0x20_0000, 0x1000),
+        SgEntry::new(0x50_0010, 0x30),
+    ];
+    d.map_sg(&mut sg, DmaDirection::ToDevice, 1).unwrap();
+    assert_eq!(sg[0].dma_address(), Some(BYPASS_BASE + 0x20_0000));
+    assert_eq!(sg[1].dma_address(), Some(BYPASS_BASE + 0x50_0010));
+    assert_reaches(&m, gpu, &sg);
+    d.unmap_sg(&mut sg, 1).unwrap();
+    assert!(sg.iter().all(|e| e.dma_address().is_none()));
+}
+
+/// A list that cannot be mapped whole (the window has room for fewer segments than it
+/// holds) is refused with the allocator's error and left as it came: no entry keeps an
+/// address, no entry of the table stays allocated, none of its buffers is reachable.
+#[test]
+fn a_list_that_does_not_fit_is_unwound_completely() {
+    let (m, d, pe, _) = nic();
+    let table = pe.table(0).unwrap();
+    let alloc = table.allocator().unwrap();
+    let room = alloc.size() - alloc.allocated();
+    // One list of one-page segments, then one of two-page segments, each too long.
+    for pages in [1u64, 2] {
+        let mut sg: Vec<SgEntry> = (0..room / pages + 1)
+            .map(|k| SgEntry::new(k * pages * PAGE, pages * PAGE))
+            .collect();
+        let before = alloc.allocated();
+        assert!(d.map_sg(&mut sg, DmaDirection::FromDevice, 0).is_err());
+        assert!(sg.iter().all(|e| e.dma_address().is_none()));
+        assert_eq!(alloc.allocated(), before);
+    }
+    assert!(m.check().is_empty());
 }
 
 /// An unmap of a list whose addresses were mapped as one run but whose entries no longer
@@ -119,4 +180,33 @@ fn a_reordered_list_is_unmapped_segment_by_segment() {
         assert!(m.device_translate(dev, a, Access::Read).is_err());
     }
     assert_eq!(pe.table(0).unwrap().allocator().unwrap().allocated(), 0);
+}
+
+/// A list unmapped through another device's session than the one that mapped it (here a
+/// bypass device's list through the NIC, whose window holds none of its addresses) is
+/// refused with -EINVAL segment by segment, as the NIC's `dma_unmap_page` of each address
+/// would be: the list keeps its addresses and the NIC's table is untouched; the device
+/// that mapped it can still unmap it.
+#[test]
+fn a_list_unmapped_through_another_device_keeps_its_addresses() {
+    let (m, nic, pe, _) = nic();
+    let gpu = m.device("gpu0").unwrap();
+    m.bind_driver(gpu, "nvidia").unwrap();
+    let g = m.dma_session(gpu).unwrap();
+    let mut sg: Vec<SgEntry> = (0..4u64).map(|k| SgEntry::new(k * PAGE, 0x1000)).collect();
+    g.map_sg(&mut sg, DmaDirection::ToDevice, 0).unwrap();
+    let addrs: Vec<Option<u64>> = sg.iter().map(SgEntry::dma_address).collect();
+    let kills = pe.counters.range_kills();
+    assert_eq!(
+        nic.unmap_sg(&mut sg, 0),
+        Err(spapr_platform::DmaMapError::Invalid)
+    );
+    assert_eq!(
+        sg.iter().map(SgEntry::dma_address).collect::<Vec<_>>(),
+        addrs
+    );
+    assert_eq!(pe.counters.range_kills(), kills);
+    assert_eq!(pe.table(0).unwrap().allocator().unwrap().allocated(), 0);
+    g.unmap_sg(&mut sg, 0).unwrap();
+    assert!(sg.iter().all(|e| e.dma_address().is_none()));
 }
