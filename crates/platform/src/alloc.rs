@@ -511,8 +511,8 @@ impl TceAllocator {
         handle: &mut u64,
         limits: EntryLimits,
     ) -> Option<u64> {
-        // (More than a word is declined below, where the run is checked against its word.)
-        if n == 0 || self.owned.load(Ordering::SeqCst) {
+        // `n <= 64` also keeps `lo + n` below from wrapping around.
+        if n == 0 || n > 64 || self.owned.load(Ordering::SeqCst) {
             return None;
         }
         let pool = &self.pools[pool_hash(cpu) & (self.nr_pools - 1)].0;

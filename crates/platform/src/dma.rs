@@ -27,6 +27,10 @@ pub enum DmaMapError {
     /// A TCE level could not be allocated.
     #[error("TCE level allocation failed")]
     NoMemory,
+    /// Through bypass, the buffer's bus address would pass the top of the device's 64-bit
+    /// mask (`dma_capable` fails in `dma_direct_map_page`; `dma_direct_map_sg` says -EIO).
+    #[error("bus address beyond the device's DMA mask")]
+    NotCapable,
 }
 
 impl DmaMapError {
@@ -34,7 +38,10 @@ impl DmaMapError {
     pub fn errno(self) -> Errno {
         match self {
             DmaMapError::Invalid => Errno::Einval,
-            _ => Errno::Enomem,
+            DmaMapError::NotCapable => Errno::Eio,
+            DmaMapError::TableUnavailable | DmaMapError::NoSpace | DmaMapError::NoMemory => {
+                Errno::Enomem
+            }
         }
     }
 }
@@ -134,7 +141,7 @@ impl DmaSession {
             return Err(DmaMapError::Invalid);
         }
         if self.bypass {
-            return Ok(phys + BYPASS_BASE);
+            return bypass_address(phys, len);
         }
         map_one(self.table()?, phys, len, perm, cpu, &mut None, self)
     }
@@ -173,8 +180,15 @@ impl DmaSession {
             return Err(DmaMapError::Invalid);
         }
         if self.bypass {
+            // Every address checked before any is written: a refused list stays unmapped.
+            if sg
+                .iter()
+                .any(|e| bypass_address(e.phys(), e.len()).is_err())
+            {
+                return Err(DmaMapError::NotCapable);
+            }
             for e in sg.iter_mut() {
-                e.set_dma(Some(e.phys() + BYPASS_BASE));
+                e.set_dma(bypass_address(e.phys(), e.len()).ok());
             }
             return Ok(());
         }
@@ -275,6 +289,18 @@ fn unmap_sg_run(table: &IommuTable, sg: &mut [SgEntry], cpu: u32, counters: &PeC
     // Cannot fail: `[rel, rel + n)` was checked against the allocator's size above.
     let _ = map.free(rel, n);
     true
+}
+
+/// The bus address of `len` (at least 1) bytes at `phys` through bypass
+/// (`phys_to_dma` with the PE's bypass offset), if its last byte fits the 64-bit mask
+/// (`dma_capable`).
+#[inline]
+fn bypass_address(phys: u64, len: u64) -> Result<u64, DmaMapError> {
+    let dma = phys
+        .checked_add(BYPASS_BASE)
+        .ok_or(DmaMapError::NotCapable)?;
+    dma.checked_add(len - 1).ok_or(DmaMapError::NotCapable)?;
+    Ok(dma)
 }
 
 /// IOMMU pages that `bytes` from a page boundary cover (`iommu_num_pages`), with shifts:

@@ -9,7 +9,22 @@
 
 /// One entry of a scatter list: `len` bytes at real address `phys`, and the bus address
 /// the map gave it (`None` while unmapped).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Neither `Copy` nor `Clone`: a mapped entry stands for its TCEs, and a copy kept past
+/// the unmap could unmap them again after the allocator had handed them to someone else
+/// (found by review). Each mapped address lives in exactly one entry:
+///
+/// ```compile_fail,E0599
+/// let e = spapr_platform::SgEntry::new(0x1000, 0x1000);
+/// let copy = e.clone();
+/// ```
+///
+/// ```compile_fail,E0382
+/// let e = spapr_platform::SgEntry::new(0x1000, 0x1000);
+/// let moved = e;
+/// let again = e;
+/// ```
+#[derive(Debug, PartialEq, Eq)]
 pub struct SgEntry {
     phys: u64,
     len: u64,

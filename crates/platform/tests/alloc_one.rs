@@ -41,25 +41,47 @@ fn op() -> impl Strategy<Value = Op> {
 /// pools of 3,075 entries whose ends fall inside bitmap words.
 const ENTRIES: u64 = 16_400;
 
+/// The window shapes the property runs on (entries, page shift): the one above; 4,000 of
+/// 64K (250 MiB: one small pool and the large one); 2,000 of 4K (one pool, 4K pages).
+const SHAPES: [(u64, u32); 3] = [(ENTRIES, 16), (4_000, 16), (2_000, 12)];
+
 fn pair(offset: u64, hole: (u64, u64)) -> (TceAllocator, TceAllocator) {
-    let mk = || TceAllocator::new(ENTRIES, 16, offset, hole);
+    pair_of((ENTRIES, 16), offset, hole)
+}
+
+fn pair_of(
+    (entries, shift): (u64, u32),
+    offset: u64,
+    hole: (u64, u64),
+) -> (TceAllocator, TceAllocator) {
+    let mk = || TceAllocator::new(entries, shift, offset, hole);
     (mk(), mk())
 }
 
 /// The two bitmaps hold the same entries (the first that differs, if any).
 fn first_difference(a: &TceAllocator, b: &TceAllocator) -> Option<u64> {
-    (0..ENTRIES).find(|i| a.is_set(*i) != b.is_set(*i))
+    (0..a.size().max(b.size())).find(|i| a.is_set(*i) != b.is_set(*i))
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn the_fast_path_picks_what_the_full_search_picks(
-        offset in prop::sample::select(vec![0u64, ENTRIES]),
-        hole in prop::sample::select(vec![(0u64, 0u64), (100, 600), (4000, 12_000)]),
+        shape in prop::sample::select(SHAPES.to_vec()),
+        at_zero in any::<bool>(),
+        hole in prop::sample::select(vec![(0u64, 0u64), (1, 6), (1, 4)]),
         ops in prop::collection::vec(op(), 1..160),
     ) {
-        let (fast, full) = pair(offset, hole);
+        // The window starts at bus address 0 (page 0 reserved) or right after another of
+        // its size; the hole is none, a small one low down, or the middle half.
+        let e = shape.0;
+        let offset = if at_zero { 0 } else { e };
+        let hole = match hole {
+            (0, 0) => (0, 0),
+            (1, 6) => (e / 160, e / 27),
+            _ => (e / 4, e * 3 / 4),
+        };
+        let (fast, full) = pair_of(shape, offset, hole);
         let mut live: Vec<u64> = Vec::new();
         let (mut hf, mut hs) = (0u64, 0u64);
         for op in ops {
@@ -258,6 +280,14 @@ fn the_run_claim_takes_a_free_run_and_declines_anything_else() {
     assert_eq!((h, fresh.allocated()), (64, 0));
     assert_eq!(fresh.alloc_one_run(64, 0, &mut h, limits), Some(64));
     assert_eq!((h, fresh.allocated()), (128, 64));
+    // A run so long that its end would wrap around (found by review: with only the word
+    // check, `lo + n` wrapped and the claim "succeeded" with no bit set).
+    // (A handle one and three entries into a free word: the run would start there.)
+    for (start, n) in [(129, u64::MAX), (131, u64::MAX - 2), (131, u64::MAX)] {
+        let mut h = start;
+        assert_eq!(fresh.alloc_one_run(n, 0, &mut h, limits), None);
+        assert_eq!((h, fresh.allocated()), (start, 64));
+    }
 }
 
 /// A masked device's search leaves a pool's hint below the pool (it runs from the masked

@@ -210,3 +210,31 @@ fn a_list_unmapped_through_another_device_keeps_its_addresses() {
     g.unmap_sg(&mut sg, 0).unwrap();
     assert!(sg.iter().all(|e| e.dma_address().is_none()));
 }
+
+/// Through bypass a bus address is the real address plus `BYPASS_BASE`; a buffer whose bus
+/// address would pass the top of the 64-bit space is not DMA-capable (`dma_capable`), and
+/// the map is refused with -EIO (`dma_direct_map_sg`'s code) with nothing mapped, for a
+/// page and for a list (found by review: the addition wrapped to a low bus address).
+#[test]
+fn a_bypass_address_past_the_top_of_the_bus_is_refused() {
+    let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
+    let gpu = m.device("gpu0").unwrap();
+    m.bind_driver(gpu, "nvidia").unwrap();
+    let d = m.dma_session(gpu).unwrap();
+    assert!(d.bypass());
+    let top = u64::MAX - BYPASS_BASE; // the last real address bypass can reach
+    assert_eq!(d.map_page(top, 1, DmaDirection::ToDevice, 0), Ok(u64::MAX));
+    let err = d.map_page(top, 2, DmaDirection::ToDevice, 0).unwrap_err();
+    assert_eq!(err, spapr_platform::DmaMapError::NotCapable);
+    assert_eq!(err.errno(), iommu_core::Errno::Eio);
+    assert_eq!(
+        d.map_page(top + 1, 1, DmaDirection::ToDevice, 0),
+        Err(spapr_platform::DmaMapError::NotCapable)
+    );
+    let mut sg = [SgEntry::new(0x1000, 0x1000), SgEntry::new(top + 1, 1)];
+    assert_eq!(
+        d.map_sg(&mut sg, DmaDirection::ToDevice, 0),
+        Err(spapr_platform::DmaMapError::NotCapable)
+    );
+    assert!(sg.iter().all(|e| e.dma_address().is_none()));
+}
