@@ -23,6 +23,16 @@ fn nic() -> (
     (m, d, pe, nic)
 }
 
+/// The seed machine's GPU with its driver bound: a 64-bit mask while bypass is on.
+fn bypass_gpu() -> (PowerNv, spapr_platform::DmaSession, iommu_core::DeviceId) {
+    let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
+    let gpu = m.device("gpu0").unwrap();
+    m.bind_driver(gpu, "nvidia").unwrap();
+    let d = m.dma_session(gpu).unwrap();
+    assert!(d.bypass());
+    (m, d, gpu)
+}
+
 /// Each entry's bus address reaches its buffer, its first byte and its last, with the
 /// direction's permission.
 fn assert_reaches(m: &PowerNv, dev: iommu_core::DeviceId, sg: &[SgEntry]) {
@@ -127,11 +137,7 @@ fn lists_that_do_not_qualify_for_one_claim_map_segment_by_segment() {
 /// is allocated.
 #[test]
 fn a_bypass_device_maps_a_list_straight_through_bypass() {
-    let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
-    let gpu = m.device("gpu0").unwrap();
-    m.bind_driver(gpu, "nvidia").unwrap();
-    let d = m.dma_session(gpu).unwrap();
-    assert!(d.bypass());
+    let (m, d, gpu) = bypass_gpu();
     let mut sg = [
         SgEntry::new(0x20_0000, 0x1000),
         SgEntry::new(0x50_0010, 0x30),
@@ -217,11 +223,7 @@ fn a_list_unmapped_through_another_device_keeps_its_addresses() {
 /// page and for a list (found by review: the addition wrapped to a low bus address).
 #[test]
 fn a_bypass_address_past_the_top_of_the_bus_is_refused() {
-    let m = PowerNv::booted(PowerNvConfig::seed()).unwrap();
-    let gpu = m.device("gpu0").unwrap();
-    m.bind_driver(gpu, "nvidia").unwrap();
-    let d = m.dma_session(gpu).unwrap();
-    assert!(d.bypass());
+    let (_m, d, _) = bypass_gpu();
     let top = u64::MAX - BYPASS_BASE; // the last real address bypass can reach
     assert_eq!(d.map_page(top, 1, DmaDirection::ToDevice, 0), Ok(u64::MAX));
     let err = d.map_page(top, 2, DmaDirection::ToDevice, 0).unwrap_err();
