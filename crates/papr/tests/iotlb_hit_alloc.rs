@@ -1,21 +1,37 @@
 //! The hit paths allocate nothing: once a page is in the IOTLB, device reads through
 //! `IommuMemory` make no heap allocation, and a `DeviceTranslator` never allocates while
-//! the windows stay as they are (counted by a global allocator in this test binary only).
+//! the windows stay as they are (counted by a global allocator in this test binary only,
+//! per thread: the test harness's own threads may allocate while the test runs, which
+//! once made a loaded run count three allocations that were not the test's).
 
 use spapr_papr::{HStatus, Profile, Spapr, SpaprConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 use vm_memory::iommu::IommuMemory;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Const-initialized and without a destructor: safe to touch from the allocator.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Allocations made so far by the calling thread.
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn count() {
+    // `try_with`: a thread being torn down has no counter left; its allocations are not
+    // the test's.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as ours, passed through.
         unsafe { System.alloc(layout) }
     }
@@ -24,7 +40,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as ours, passed through.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -61,19 +77,15 @@ fn device_reads_that_hit_the_iotlb_allocate_nothing() {
         dma.read_slice(&mut buf, GuestAddress(0x10_0000 + (i << 12)))
             .unwrap();
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     for round in 0..100u64 {
         let i = round % 16;
         dma.read_slice(&mut buf, GuestAddress(0x10_0000 + (i << 12)))
             .unwrap();
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        before,
-        "IOTLB hits allocated"
-    );
+    assert_eq!(allocs(), before, "IOTLB hits allocated");
     // Entry changes do not make a DeviceTranslator allocate either: it reads them live.
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     for round in 0..100u64 {
         let i = round % 16;
         own.read(&mem, 0x10_0000 + (i << 12), &mut buf).unwrap();
@@ -83,9 +95,5 @@ fn device_reads_that_hit_the_iotlb_allocate_nothing() {
             HStatus::Success
         );
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        before,
-        "DeviceTranslator reads allocated"
-    );
+    assert_eq!(allocs(), before, "DeviceTranslator reads allocated");
 }

@@ -144,6 +144,104 @@ fn a_run_claim_and_a_one_page_claim_from_one_hint_share_no_entry() {
     });
 }
 
+/// Two scatter lists from two CPUs of one pool claim runs from the same hint: at most one
+/// claim of the same entries wins, the loser gives back exactly its own bits and leaves its
+/// handle alone, and every set bit belongs to a winner.
+#[test]
+fn two_run_claims_from_one_hint_share_no_entry() {
+    loom::model(|| {
+        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
+        let limits = a.entry_limits(DmaLimits::NONE);
+        let other = {
+            let a = a.clone();
+            thread::spawn(move || {
+                let mut h = 0;
+                (a.alloc_one_run(3, 0, &mut h, limits), h)
+            })
+        };
+        let mut h = 0;
+        let mine = (a.alloc_one_run(3, 0, &mut h, limits), h);
+        let theirs = other.join().unwrap();
+        let mut held = Vec::new();
+        for (run, handle) in [mine, theirs] {
+            match run {
+                Some(z) => {
+                    assert_eq!(handle, z + 3);
+                    for e in z..z + 3 {
+                        assert!(!held.contains(&e), "entry {e} handed out twice");
+                        held.push(e);
+                    }
+                }
+                None => assert_eq!(handle, 0, "a declined run moved its handle"),
+            }
+        }
+        for i in 0..64 {
+            assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
+        }
+    });
+}
+
+/// The take against a run claim in the second bitmap word of a 128-entry table: the take
+/// saturates word 0 first, so when it finds the claim it must restore word 0 (and the
+/// claim, if it came second, must fail on the saturated word). Never both; a refused take
+/// leaves exactly the claim's bits set.
+#[test]
+fn take_ownership_and_a_run_claim_in_the_second_word_never_both_succeed() {
+    loom::model(|| {
+        let a = Arc::new(TceAllocator::new(128, 12, 1 << 20, (0, 0)));
+        let limits = a.entry_limits(DmaLimits::NONE);
+        let cpu = {
+            let a = a.clone();
+            thread::spawn(move || a.alloc_one_run(2, 0, &mut 70, limits))
+        };
+        let took = a.take_ownership();
+        let run = cpu.join().unwrap();
+        assert!(!(took.is_ok() && run.is_some()), "both won: run {run:?}");
+        if took.is_ok() {
+            assert!(
+                (0..128).all(|i| a.is_set(i)),
+                "a bit clear in a taken table"
+            );
+        } else {
+            assert!(!a.saturated());
+            let held: Vec<u64> = run.map_or(Vec::new(), |z| vec![z, z + 1]);
+            for i in 0..128 {
+                assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
+            }
+        }
+    });
+}
+
+/// A claim by the full search that spans two bitmap words ([60, 68) from a scatter handle)
+/// against a one-page claim of entry 64 in the second word: a claim that finds a bit taken
+/// gives back its bits in both words and searches on; no entry is handed out twice and
+/// every set bit belongs to a winner.
+#[test]
+fn a_claim_across_two_words_and_a_one_page_claim_share_no_entry() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let a = Arc::new(TceAllocator::new(128, 12, 1 << 20, (0, 0)));
+        let limits = a.entry_limits(DmaLimits::NONE);
+        let other = {
+            let a = a.clone();
+            thread::spawn(move || a.alloc_one(0, Some(&mut 64), limits))
+        };
+        let wide = a.alloc(8, 0, Some(&mut 60)).map(|x| x.entry);
+        let one = other.join().unwrap().unwrap();
+        let mut held = vec![one];
+        if let Ok(z) = wide {
+            for e in z..z + 8 {
+                assert!(!held.contains(&e), "entry {e} handed out twice");
+                held.push(e);
+            }
+        }
+        for i in 0..128 {
+            assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
+        }
+    });
+}
+
 #[test]
 fn take_ownership_and_a_concurrent_free_leave_the_table_consistent() {
     loom::model(|| {

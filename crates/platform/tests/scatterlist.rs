@@ -240,3 +240,21 @@ fn a_bypass_address_past_the_top_of_the_bus_is_refused() {
     );
     assert!(sg.iter().all(|e| e.dma_address().is_none()));
 }
+
+/// A bypass device's unmap goes direct only for a bus address in the bypass range
+/// (`arch_dma_unmap_page_direct`'s test of the handle); an address below it is its
+/// table's, and one past that table's window is -EINVAL (`iommu_free_check`), with the
+/// table untouched.
+#[test]
+fn a_bypass_device_unmaps_a_table_address_through_its_table() {
+    let (m, d, gpu) = bypass_gpu();
+    let pe = m.pe_of(gpu).unwrap();
+    let window = pe.table(0).unwrap().window_size();
+    assert!(window < BYPASS_BASE);
+    assert_eq!(d.unmap_page(BYPASS_BASE + window, 0x1000, 0), Ok(()));
+    assert_eq!(
+        d.unmap_page(window, 0x1000, 0),
+        Err(spapr_platform::DmaMapError::Invalid)
+    );
+    assert_eq!(pe.table(0).unwrap().allocator().unwrap().allocated(), 0);
+}
