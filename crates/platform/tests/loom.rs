@@ -7,7 +7,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use spapr_platform::{DmaLimits, TceAllocator};
+use spapr_platform::{DmaLimits, EntryLimits, TceAllocator};
 use std::sync::Arc;
 
 /// `iommu_take_ownership` on this thread against `alloc` of one page on another: never
@@ -81,20 +81,57 @@ fn a_one_page_alloc_across_a_take_and_release_keeps_the_reservations() {
     });
 }
 
+/// A table of `size` entries at bus address 1 MiB (no page 0 reserved), its limits, and a
+/// thread running `f` on it as another CPU.
+fn on_another_cpu<T: Send + 'static>(
+    size: u64,
+    f: fn(&TceAllocator, EntryLimits) -> T,
+) -> (Arc<TceAllocator>, EntryLimits, thread::JoinHandle<T>) {
+    let a = Arc::new(TceAllocator::new(size, 12, 1 << 20, (0, 0)));
+    let limits = a.entry_limits(DmaLimits::NONE);
+    let other = {
+        let a = a.clone();
+        thread::spawn(move || f(&a, limits))
+    };
+    (a, limits, other)
+}
+
 /// A 64-entry table, its limits, and a thread taking one page by the fast path from CPU
 /// 0's pool.
 fn one_page_on_another_cpu() -> (
     Arc<TceAllocator>,
-    spapr_platform::EntryLimits,
+    EntryLimits,
     thread::JoinHandle<Result<u64, iommu_core::Errno>>,
 ) {
-    let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
-    let limits = a.entry_limits(DmaLimits::NONE);
-    let other = {
-        let a = a.clone();
-        thread::spawn(move || a.alloc_one(0, None, limits))
-    };
-    (a, limits, other)
+    on_another_cpu(64, |a, limits| a.alloc_one(0, None, limits))
+}
+
+/// Adds `entries` to what the winners hold: none may be held already.
+fn hold(held: &mut Vec<u64>, entries: impl IntoIterator<Item = u64>) {
+    for e in entries {
+        assert!(!held.contains(&e), "entry {e} handed out twice");
+        held.push(e);
+    }
+}
+
+/// A run claim's outcome: a winner holds `[z, z + n)` and its handle ends after it; a
+/// loser leaves its handle at 0.
+fn hold_run(held: &mut Vec<u64>, run: Option<u64>, handle: u64, n: u64) {
+    match run {
+        Some(z) => {
+            assert_eq!(handle, z + n);
+            hold(held, z..z + n);
+        }
+        None => assert_eq!(handle, 0, "a declined run claim moved its handle"),
+    }
+}
+
+/// Every set bit of the first `size` belongs to a winner, and every winner's is set: a
+/// loser gave back exactly its own bits.
+fn assert_set_exactly(a: &TceAllocator, size: u64, held: &[u64]) {
+    for i in 0..size {
+        assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
+    }
 }
 
 /// Two CPUs of one pool take one page each by the fast path from the same hint: never the
@@ -130,17 +167,9 @@ fn a_run_claim_and_a_one_page_claim_from_one_hint_share_no_entry() {
         let mut handle = 0;
         let run = a.alloc_one_run(4, 0, &mut handle, limits);
         let one = other.join().unwrap().unwrap();
-        let mut mine: Vec<u64> = run.map_or(Vec::new(), |z| (z..z + 4).collect());
-        assert!(!mine.contains(&one), "entry {one} handed out twice");
-        if let Some(z) = run {
-            assert_eq!(handle, z + 4);
-        } else {
-            assert_eq!(handle, 0, "a failed run claim moved the handle");
-        }
-        mine.push(one);
-        for i in 0..64 {
-            assert_eq!(a.is_set(i), mine.contains(&i), "entry {i}");
-        }
+        let mut held = vec![one];
+        hold_run(&mut held, run, handle, 4);
+        assert_set_exactly(&a, 64, &held);
     });
 }
 
@@ -150,34 +179,18 @@ fn a_run_claim_and_a_one_page_claim_from_one_hint_share_no_entry() {
 #[test]
 fn two_run_claims_from_one_hint_share_no_entry() {
     loom::model(|| {
-        let a = Arc::new(TceAllocator::new(64, 12, 1 << 20, (0, 0)));
-        let limits = a.entry_limits(DmaLimits::NONE);
-        let other = {
-            let a = a.clone();
-            thread::spawn(move || {
-                let mut h = 0;
-                (a.alloc_one_run(3, 0, &mut h, limits), h)
-            })
-        };
+        let (a, limits, other) = on_another_cpu(64, |a, limits| {
+            let mut h = 0;
+            (a.alloc_one_run(3, 0, &mut h, limits), h)
+        });
         let mut h = 0;
         let mine = (a.alloc_one_run(3, 0, &mut h, limits), h);
         let theirs = other.join().unwrap();
         let mut held = Vec::new();
         for (run, handle) in [mine, theirs] {
-            match run {
-                Some(z) => {
-                    assert_eq!(handle, z + 3);
-                    for e in z..z + 3 {
-                        assert!(!held.contains(&e), "entry {e} handed out twice");
-                        held.push(e);
-                    }
-                }
-                None => assert_eq!(handle, 0, "a declined run moved its handle"),
-            }
+            hold_run(&mut held, run, handle, 3);
         }
-        for i in 0..64 {
-            assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
-        }
+        assert_set_exactly(&a, 64, &held);
     });
 }
 
@@ -188,12 +201,7 @@ fn two_run_claims_from_one_hint_share_no_entry() {
 #[test]
 fn take_ownership_and_a_run_claim_in_the_second_word_never_both_succeed() {
     loom::model(|| {
-        let a = Arc::new(TceAllocator::new(128, 12, 1 << 20, (0, 0)));
-        let limits = a.entry_limits(DmaLimits::NONE);
-        let cpu = {
-            let a = a.clone();
-            thread::spawn(move || a.alloc_one_run(2, 0, &mut 70, limits))
-        };
+        let (a, _, cpu) = on_another_cpu(128, |a, limits| a.alloc_one_run(2, 0, &mut 70, limits));
         let took = a.take_ownership();
         let run = cpu.join().unwrap();
         assert!(!(took.is_ok() && run.is_some()), "both won: run {run:?}");
@@ -205,9 +213,7 @@ fn take_ownership_and_a_run_claim_in_the_second_word_never_both_succeed() {
         } else {
             assert!(!a.saturated());
             let held: Vec<u64> = run.map_or(Vec::new(), |z| vec![z, z + 1]);
-            for i in 0..128 {
-                assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
-            }
+            assert_set_exactly(&a, 128, &held);
         }
     });
 }
@@ -221,24 +227,14 @@ fn a_claim_across_two_words_and_a_one_page_claim_share_no_entry() {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(3);
     b.check(|| {
-        let a = Arc::new(TceAllocator::new(128, 12, 1 << 20, (0, 0)));
-        let limits = a.entry_limits(DmaLimits::NONE);
-        let other = {
-            let a = a.clone();
-            thread::spawn(move || a.alloc_one(0, Some(&mut 64), limits))
-        };
+        let (a, _, other) = on_another_cpu(128, |a, limits| a.alloc_one(0, Some(&mut 64), limits));
         let wide = a.alloc(8, 0, Some(&mut 60)).map(|x| x.entry);
         let one = other.join().unwrap().unwrap();
         let mut held = vec![one];
         if let Ok(z) = wide {
-            for e in z..z + 8 {
-                assert!(!held.contains(&e), "entry {e} handed out twice");
-                held.push(e);
-            }
+            hold(&mut held, z..z + 8);
         }
-        for i in 0..128 {
-            assert_eq!(a.is_set(i), held.contains(&i), "entry {i}");
-        }
+        assert_set_exactly(&a, 128, &held);
     });
 }
 
