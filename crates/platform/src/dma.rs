@@ -180,15 +180,15 @@ impl DmaSession {
             return Err(DmaMapError::Invalid);
         }
         if self.bypass {
-            // Every address checked before any is written: a refused list stays unmapped.
-            if sg
-                .iter()
-                .any(|e| bypass_address(e.phys(), e.len()).is_err())
-            {
-                return Err(DmaMapError::NotCapable);
-            }
-            for e in sg.iter_mut() {
-                e.set_dma(bypass_address(e.phys(), e.len()).ok());
+            for i in 0..sg.len() {
+                match bypass_address(sg[i].phys(), sg[i].len()) {
+                    Ok(a) => sg[i].set_dma(Some(a)),
+                    Err(e) => {
+                        // Nothing to unmap through bypass: the list goes back unmapped.
+                        sg[..i].iter_mut().for_each(|x| x.set_dma(None));
+                        return Err(e);
+                    }
+                }
             }
             return Ok(());
         }

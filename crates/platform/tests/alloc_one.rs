@@ -60,7 +60,7 @@ fn pair_of(
 
 /// The two bitmaps hold the same entries (the first that differs, if any).
 fn first_difference(a: &TceAllocator, b: &TceAllocator) -> Option<u64> {
-    (0..a.size().max(b.size())).find(|i| a.is_set(*i) != b.is_set(*i))
+    (0..a.size()).find(|i| a.is_set(*i) != b.is_set(*i))
 }
 
 proptest! {
@@ -69,7 +69,7 @@ proptest! {
     fn the_fast_path_picks_what_the_full_search_picks(
         shape in prop::sample::select(SHAPES.to_vec()),
         at_zero in any::<bool>(),
-        hole in prop::sample::select(vec![(0u64, 0u64), (1, 6), (1, 4)]),
+        hole in 0usize..3,
         ops in prop::collection::vec(op(), 1..160),
     ) {
         // The window starts at bus address 0 (page 0 reserved) or right after another of
@@ -77,8 +77,8 @@ proptest! {
         let e = shape.0;
         let offset = if at_zero { 0 } else { e };
         let hole = match hole {
-            (0, 0) => (0, 0),
-            (1, 6) => (e / 160, e / 27),
+            0 => (0, 0),
+            1 => (e / 160, e / 27),
             _ => (e / 4, e * 3 / 4),
         };
         let (fast, full) = pair_of(shape, offset, hole);
