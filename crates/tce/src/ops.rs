@@ -220,10 +220,18 @@ pub fn run(spec: &TableSpec, ops: &[Op]) -> Result<(), Divergence> {
             }
             Op::Clear { rel, count } => {
                 let i = index_of(&g, *rel);
-                let a = table.clear(i, *count);
+                let before = model_range(&model, i, *count);
+                let mut seen = Vec::new();
+                let a = table.clear_with(i, *count, |k, t| seen.push((k, t)));
                 let b = model.clear(i, *count);
                 if a.as_ref().map(|s| s.cleared).ok() != b.ok() {
                     return Err(diverged(format!("{op:?}: table {a:?} model {b:?}")));
+                }
+                // The old entries handed back are the ones readers saw.
+                if a.is_ok() && seen != before {
+                    return Err(diverged(format!(
+                        "{op:?}: old entries {seen:?}, model {before:?}"
+                    )));
                 }
                 false
             }
@@ -252,20 +260,33 @@ pub fn run(spec: &TableSpec, ops: &[Op]) -> Result<(), Divergence> {
             }
             Op::ClearExclusive { rel, count, runs } => {
                 let i = index_of(&g, *rel);
+                let before = model_range(&model, i, *count);
+                let page = g.page_shift().size();
+                let mut seen = Vec::new();
                 let a = if *runs {
                     let mut sum = 0;
-                    let r = table.clear_exclusive_runs(i, *count, |_, len| sum += len);
+                    // Each run stands for its entries, `head`, `head + page`, ...
+                    let r = table.clear_exclusive_runs(i, *count, |head, len| {
+                        sum += len;
+                        seen.extend((0..len).map(|k| head.0.wrapping_add(k * page)));
+                    });
                     // The runs must add up to what was cleared.
                     r.ok().map(|n| if n == sum { n } else { u64::MAX })
                 } else {
                     table
-                        .clear_exclusive_with(i, *count, |_, _| {})
+                        .clear_exclusive_with(i, *count, |_, t| seen.push(t.0))
                         .map(|s| s.cleared)
                         .ok()
                 };
                 let b = model.clear(i, *count).ok();
                 if a != b {
                     return Err(diverged(format!("{op:?}: table {a:?} model {b:?}")));
+                }
+                let want: Vec<u64> = before.iter().map(|(_, t)| t.0).collect();
+                if a.is_some() && seen != want {
+                    return Err(diverged(format!(
+                        "{op:?}: old entries {seen:x?}, model {want:x?}"
+                    )));
                 }
                 false
             }
@@ -320,6 +341,15 @@ pub fn run(spec: &TableSpec, ops: &[Op]) -> Result<(), Divergence> {
         });
     }
     Ok(())
+}
+
+/// The model's non-zero entries in `[first, first + count)` (none if out of the window).
+fn model_range(model: &ModelTable, first: TceIndex, count: u64) -> Vec<(TceIndex, Tce)> {
+    let end = first.0.saturating_add(count);
+    model
+        .entries()
+        .filter(|(k, _)| k.0 >= first.0 && k.0 < end)
+        .collect()
 }
 
 /// A little-endian byte reader that yields zeros once the input is exhausted.

@@ -1,22 +1,15 @@
-//! Read-only scans of a batch before it is stored: whether any entry of a put needs
-//! write-implies-read (`pnv_tce_build` ORs read into an entry with write), and the OR and
-//! AND of a list of big-endian words (H_PUT_TCE_INDIRECT's bounds, validated before any
-//! entry is stored). Each is a fold the compiler vectorizes; on x86-64 the fold is also
-//! compiled for AVX2 and AVX-512F and the widest one the CPU has is chosen at run time
+//! A read-only scan of a batch before it is stored: the OR and AND of a list of
+//! big-endian words (H_PUT_TCE_INDIRECT's bounds, validated before any entry is stored).
+//! It is a fold the compiler vectorizes; on x86-64 the fold is also compiled for AVX2 and
+//! AVX-512F and the widest one the CPU has is chosen at run time
 //! (`is_x86_feature_detected!`, cached after the first call), because with the baseline
 //! SSE2 the scan costs about as many instructions as the stores it guards.
+//! (Write-implies-read needs no scan: readers apply it, see
+//! `TableOptions::write_implies_read`.)
 //!
-//! The scans read private memory only (a caller's slice, or the copy of a guest list):
-//! they race with nothing. The one `unsafe` here calls a function compiled for a CPU
-//! feature, after checking that the CPU has it.
-
-use crate::entry::Tce;
-
-/// Bit 0 set if some entry has write (bit 1) without read (bit 0).
-#[inline(always)]
-fn write_without_read_fold(tces: &[Tce]) -> u64 {
-    tces.iter().fold(0u64, |a, t| a | ((t.0 >> 1) & !t.0))
-}
+//! The scan reads private memory only (the copy of a guest list): it races with nothing.
+//! The one `unsafe` here calls a function compiled for a CPU feature, after checking that
+//! the CPU has it.
 
 /// The OR and the AND of the 8-byte words of `bytes`, as they sit in memory.
 #[inline(always)]
@@ -35,8 +28,7 @@ fn or_and_fold(bytes: &[u8]) -> (u64, u64) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
-    use super::{or_and_fold, write_without_read_fold};
-    use crate::entry::Tce;
+    use super::or_and_fold;
 
     /// One fold compiled three ways. The two vector ones are `unsafe` to call only because
     /// they need their CPU feature; [`Self::run`] checks it first.
@@ -81,14 +73,6 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    fn wwr_avx512(tces: &[Tce]) -> u64 {
-        write_without_read_fold(tces)
-    }
-    #[target_feature(enable = "avx2")]
-    fn wwr_avx2(tces: &[Tce]) -> u64 {
-        write_without_read_fold(tces)
-    }
-    #[target_feature(enable = "avx512f")]
     fn or_and_avx512(bytes: &[u8]) -> (u64, u64) {
         or_and_fold(bytes)
     }
@@ -97,28 +81,12 @@ mod x86 {
         or_and_fold(bytes)
     }
 
-    /// [`super::write_without_read_fold`], compiled three ways.
-    pub(super) const WRITE_WITHOUT_READ: Variants<[Tce], u64> = Variants {
-        avx512: wwr_avx512,
-        avx2: wwr_avx2,
-        scalar: write_without_read_fold,
-    };
     /// [`super::or_and_fold`], compiled three ways.
     pub(super) const OR_AND: Variants<[u8], (u64, u64)> = Variants {
         avx512: or_and_avx512,
         avx2: or_and_avx2,
         scalar: or_and_fold,
     };
-}
-
-/// Whether some entry has write without read: what write-implies-read would change.
-#[inline]
-pub fn any_write_without_read(tces: &[Tce]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    let folded = x86::WRITE_WITHOUT_READ.run(tces);
-    #[cfg(not(target_arch = "x86_64"))]
-    let folded = write_without_read_fold(tces);
-    folded & 1 != 0
 }
 
 /// The OR and the AND of the 8-byte words of `bytes` as they sit in memory (a trailing
@@ -137,25 +105,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_without_read_is_found_anywhere_in_the_batch() {
-        let mut v: Vec<Tce> = (0..515u64).map(|k| Tce((k << 12) | 3)).collect();
-        assert!(!any_write_without_read(&v));
-        for at in [0usize, 7, 8, 63, 64, 511, 514] {
-            v[at] = Tce(v[at].0 & !1);
-            assert!(any_write_without_read(&v), "entry {at}");
-            assert_eq!(
-                write_without_read_fold(&v) & 1 != 0,
-                any_write_without_read(&v)
-            );
-            v[at] = Tce(v[at].0 | 1);
-        }
-        // Read-only, write-only-with-read and empty entries need nothing.
-        assert!(!any_write_without_read(&[Tce(0), Tce(1), Tce(3)]));
-        assert!(any_write_without_read(&[Tce(2)]));
-        assert!(!any_write_without_read(&[]));
-    }
-
-    #[test]
     fn or_and_matches_the_scalar_fold_and_ignores_a_partial_word() {
         let mut bytes: Vec<u8> = (0..8 * 300 + 5).map(|i| (i * 37 % 251) as u8).collect();
         assert_eq!(or_and_words(&bytes), or_and_fold(&bytes));
@@ -170,12 +119,11 @@ mod tests {
     fn every_compiled_variant_gives_the_scalar_answer() {
         for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 512] {
             for hole in [None, Some(0), Some(n / 2), Some(n.saturating_sub(1))] {
-                let mut v: Vec<Tce> = (0..n as u64).map(|k| Tce((k << 12) | 3)).collect();
+                let mut v: Vec<u64> = (0..n as u64).map(|k| (k << 12) | 3).collect();
                 if let Some(h) = hole.filter(|h| *h < n) {
-                    v[h] = Tce(2);
+                    v[h] = 2;
                 }
-                let bytes: Vec<u8> = v.iter().flat_map(|t| t.0.to_be_bytes()).collect();
-                x86::WRITE_WITHOUT_READ.all_agree(&v[..]);
+                let bytes: Vec<u8> = v.iter().flat_map(|t| t.to_be_bytes()).collect();
                 x86::OR_AND.all_agree(&bytes[..]);
             }
         }

@@ -17,8 +17,10 @@ pub const MAX_BATCH: usize = 512;
 /// Options of a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableOptions {
-    /// PowerNV's `pnv_tce_build`/`pnv_tce_xchg` rule: an entry with write permission is
-    /// stored with read permission too.
+    /// PowerNV's `pnv_tce_build`/`pnv_tce_xchg` rule: an entry with write permission
+    /// has read permission too. Every read of an entry applies it (get, translate, the old
+    /// value of an exchange or a clear, the scans), so a batch is stored as given and
+    /// no reader can tell it from the kernel's table, which ORs read in before storing.
     pub write_implies_read: bool,
     /// Most bytes the table's levels may hold; a level that would pass it fails to
     /// allocate (models allocation failure, -ENOMEM).
@@ -86,7 +88,9 @@ pub struct MappedRun {
 ///
 /// Every operation takes `&self`: readers (translate, get) and exchanges are lock-free and
 /// safe from many threads; a racing reader sees the old or the new entry, never a torn one.
-/// Entries sit in memory big-endian, as the hardware reads them.
+/// Entries sit in memory big-endian, as the hardware reads them. On a write-implies-read
+/// table an entry may sit in memory with write and without read; every reader adds the
+/// read (see [`TableOptions::write_implies_read`]), so that storing costs nothing for it.
 pub struct TceTable<A: RealAddress = crate::Hpa, K: TceKill = NoKill> {
     geometry: TableGeometry,
     tree: LevelTree,
@@ -175,11 +179,23 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         }
     }
 
-    /// The entry as stored: write-implies-read applied (branch-free), big-endian.
+    /// The entry as stored: big-endian, as given (write-implies-read is applied by
+    /// [`Self::loaded`]).
     #[inline(always)]
-    fn stored(&self, tce: Tce) -> u64 {
-        let read_if_write = (tce.0 >> 1) & u64::from(self.write_implies_read);
-        (tce.0 | read_if_write).to_be()
+    fn stored(tce: Tce) -> u64 {
+        tce.0.to_be()
+    }
+
+    /// An entry as loaded from memory (`be`, big-endian) as every reader must see it:
+    /// read added to write on a write-implies-read table (branch-free). The one place
+    /// the rule is applied, with [`Translator::translate`]'s permission check and
+    /// [`RunScan`] (which take it as a constant).
+    #[inline(always)]
+    fn loaded(&self, be: u64) -> Tce {
+        Tce(with_read_if_write(
+            u64::from_be(be),
+            u64::from(self.write_implies_read),
+        ))
     }
 
     /// The entry at `index` (0 where no level exists). Never allocates.
@@ -191,7 +207,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         Ok(Tce(self
             .tree
             .slot(rel)
-            .map_or(0, |s| u64::from_be(s.load(Ordering::Relaxed)))))
+            .map_or(0, |s| self.loaded(s.load(Ordering::Relaxed)).0)))
     }
 
     /// The entry at `index` as the hardware holds it in memory (big-endian bytes).
@@ -213,9 +229,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         } else {
             self.tree.slot_alloc(rel)?
         };
-        Ok(Tce(u64::from_be(
-            slot.swap(self.stored(tce), Ordering::AcqRel),
-        )))
+        Ok(self.loaded(slot.swap(Self::stored(tce), Ordering::AcqRel)))
     }
 
     /// Stores the entry at `index` without reading the old one and without invalidating
@@ -234,7 +248,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         } else {
             self.tree.slot_alloc(rel)?
         };
-        slot.store(self.stored(tce), Ordering::Release);
+        slot.store(Self::stored(tce), Ordering::Release);
         Ok(())
     }
 
@@ -336,7 +350,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         mut f: impl FnMut(Tce, u64),
     ) -> Result<u64, TceError> {
         let rel = self.rel_range(first, count)?;
-        let mut scan = RunScan::new(self.geometry.page_shift().size());
+        let mut scan = RunScan::new(self.geometry.page_shift().size(), self.write_implies_read);
         self.tree.for_each_leaf(rel, rel + count, &mut |_, run| {
             scan.scan(run, None, &mut f);
         });
@@ -374,7 +388,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         } else {
             1u64 << g.level_bits()
         };
-        let mut scan = RunScan::new(g.page_shift().size());
+        let mut scan = RunScan::new(g.page_shift().size(), self.write_implies_read);
         let end = rel + count;
         let mut pos = rel;
         while pos < end {
@@ -456,63 +470,29 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                 .tree
                 .leaf_run(r, n, one_leaf)?
                 .ok_or(TceError::AllocFailed { bytes: 0 })?;
-            // Loaded once: the compiler cannot keep it in a register across atomic stores.
-            let wir = u64::from(self.write_implies_read);
+            // Entries are stored as given, a load (or an add), a byte swap and a store
+            // each: write-implies-read is applied by every reader (`Self::loaded`).
             match src {
                 Source::Slice(tces) => {
-                    let src = &tces[done..done + n];
-                    // Two loops so that the common case is a load, a byte swap and a store
-                    // per entry. Write-implies-read changes an entry only if it has W
-                    // without R; callers almost always pass R with W, so a read-only scan
-                    // (vectorized) decides whether the plain loop will do.
-                    // With write-implies-read, entries that already have read with every
-                    // write (what callers pass) need no fix: a vectorized scan of the
-                    // batch finds out, and then the plain loop runs.
-                    let fix = wir != 0 && crate::scan::any_write_without_read(src);
-                    if !fix {
-                        for (slot, tce) in run.iter().zip(src) {
-                            slot.store(tce.0.to_be(), Ordering::Release);
-                        }
-                    } else {
-                        // Read set wherever write is: bit 0 |= bit 1, with constants the
-                        // compiler unrolls like the plain loop.
-                        for (slot, tce) in run.iter().zip(src) {
-                            let t = tce.0;
-                            slot.store((t | ((t & 2) >> 1)).to_be(), Ordering::Release);
-                        }
+                    for (slot, tce) in run.iter().zip(&tces[done..done + n]) {
+                        slot.store(Self::stored(*tce), Ordering::Release);
                     }
                 }
                 Source::BigEndian(be) => {
                     let src = &be[8 * done..8 * (done + n)];
-                    // Write-implies-read on a stored (big-endian) entry: bits 0 and 1 sit
-                    // side by side in its last byte, wherever that byte is in a host word.
-                    let word = |w: &[u8]| {
+                    for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
                         let mut b = [0u8; 8];
                         b.copy_from_slice(w);
-                        u64::from_ne_bytes(b)
-                    };
-                    if wir == 0 {
-                        for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
-                            slot.store(word(w), Ordering::Release);
-                        }
-                    } else {
-                        let fix = 1u64.to_be();
-                        for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
-                            let v = word(w);
-                            slot.store(v | ((v >> 1) & fix), Ordering::Release);
-                        }
+                        slot.store(u64::from_ne_bytes(b), Ordering::Release);
                     }
                 }
                 Source::Repeat(tce) => {
-                    let v = self.stored(tce);
+                    let v = Self::stored(tce);
                     for slot in run {
                         slot.store(v, Ordering::Release);
                     }
                 }
                 Source::Linear { addr, shift, perm } => {
-                    // Every entry has the same permission: write-implies-read applies to it
-                    // once, and the loop is an add, a byte swap and a store per entry.
-                    let perm = perm | ((perm >> 1) & wir);
                     let step = 1u64 << shift;
                     let mut next = addr.wrapping_add((done as u64) << shift) | perm;
                     for slot in run {
@@ -575,7 +555,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                     };
                     if old != 0 {
                         stats.cleared += 1;
-                        f(TceIndex(base + start + k as u64), Tce(u64::from_be(old)));
+                        f(TceIndex(base + start + k as u64), self.loaded(old));
                     }
                 }
             });
@@ -615,6 +595,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
             bus_offset: g.bus_offset().raw(),
             shift: g.page_shift().shift(),
             mask: g.offset_mask(),
+            read_need: 1 | (u64::from(self.write_implies_read) << 1),
             view: self.tree.view(),
         }
     }
@@ -624,6 +605,8 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
     #[inline(never)]
     fn fault(&self, iova: Iova, rel: u64, raw: u64, access: Access) -> Fault {
         let index = TceIndex(self.geometry.first_index().0 + rel);
+        // Write-implies-read never changes a refused entry: a read is refused only with
+        // neither read nor write, a write only without write.
         if raw & 3 == 0 {
             // Neither read nor write: an empty (or poisoned) entry.
             Fault::NoEntry { iova, index }
@@ -653,7 +636,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                     // Zero in either byte order: the swap is paid only for mapped entries.
                     let raw = slot.load(Ordering::Acquire);
                     if raw != 0 {
-                        f(TceIndex(base + start + k as u64), Tce(u64::from_be(raw)));
+                        f(TceIndex(base + start + k as u64), self.loaded(raw));
                     }
                 }
             });
@@ -705,6 +688,9 @@ pub struct Translator<'t, A: RealAddress, K: TceKill> {
     bus_offset: u64,
     shift: u32,
     mask: u64,
+    /// The permission bits that allow a read: read, and write too on a write-implies-read
+    /// table (the rule applied without touching the entry).
+    read_need: u64,
     view: crate::levels::View<'t>,
 }
 
@@ -720,7 +706,7 @@ impl<A: RealAddress, K: TceKill> Translator<'_, A, K> {
         };
         let raw = u64::from_be(raw);
         let need = match access {
-            Access::Read => 1,
+            Access::Read => self.read_need,
             Access::Write => 2,
         };
         if raw & need == 0 {
@@ -748,16 +734,19 @@ struct RunScan {
     next: u64,
     page: u64,
     cleared: u64,
+    /// The table's write-implies-read, applied to each entry as it is read.
+    wir: bool,
 }
 
 impl RunScan {
-    fn new(page: u64) -> Self {
+    fn new(page: u64, wir: bool) -> Self {
         Self {
             head: 0,
             len: 0,
             next: 0,
             page,
             cleared: 0,
+            wir,
         }
     }
 
@@ -771,10 +760,11 @@ impl RunScan {
         }
     }
 
-    /// One entry, already loaded (`raw`, big-endian) and not zero.
+    /// One entry, already loaded (`raw`, big-endian) and not zero; `WIR` is the table's
+    /// write-implies-read.
     #[inline(always)]
-    fn entry(&mut self, raw: u64, f: &mut impl FnMut(Tce, u64)) {
-        let v = u64::from_be(raw);
+    fn entry<const WIR: bool>(&mut self, raw: u64, f: &mut impl FnMut(Tce, u64)) {
+        let v = with_read_if_write(u64::from_be(raw), u64::from(WIR));
         if !(v == self.next && self.len > 0) {
             self.close(f);
             self.head = v;
@@ -794,14 +784,16 @@ impl RunScan {
         f: &mut impl FnMut(Tce, u64),
     ) {
         match partner.filter(|p| p.len() == run.len()) {
-            Some(p) => self.scan_impl::<true>(run, p, f),
-            None => self.scan_impl::<false>(run, &[], f),
+            Some(p) if self.wir => self.scan_impl::<true, true>(run, p, f),
+            Some(p) => self.scan_impl::<true, false>(run, p, f),
+            None if self.wir => self.scan_impl::<false, true>(run, &[], f),
+            None => self.scan_impl::<false, false>(run, &[], f),
         }
     }
 
     /// [`Self::scan`]; `partner` is `run`'s length when `PAIRED`, unused otherwise.
     #[inline(always)]
-    fn scan_impl<const PAIRED: bool>(
+    fn scan_impl<const PAIRED: bool, const WIR: bool>(
         &mut self,
         run: &[AtomicU64],
         partner: &[AtomicU64],
@@ -820,6 +812,9 @@ impl RunScan {
             }
             // Branch-free: the eight entries are next, next + page, ... (none of them can
             // be an empty entry when next is not 0 and the eight addresses do not wrap).
+            // Compared as stored: `next` carries read added to write, so an entry stored
+            // with write alone differs and takes the entry-by-entry path below, which
+            // adds the read.
             let mut diff = 0u64;
             for (k, slot) in chunk.iter().enumerate() {
                 let raw = slot.load(Ordering::Relaxed);
@@ -843,7 +838,7 @@ impl RunScan {
                     continue;
                 }
                 slot.store(0, Ordering::Release);
-                self.entry(raw, f);
+                self.entry::<WIR>(raw, f);
             }
         }
         if PAIRED {
@@ -858,7 +853,7 @@ impl RunScan {
                 continue;
             }
             slot.store(0, Ordering::Release);
-            self.entry(raw, f);
+            self.entry::<WIR>(raw, f);
         }
     }
 
@@ -867,4 +862,11 @@ impl RunScan {
         self.close(f);
         self.cleared
     }
+}
+
+/// `v` with read (bit 0) added where write (bit 1) is set, when `wir` is 1; `v` when it is
+/// 0 (write-implies-read, branch-free).
+#[inline(always)]
+fn with_read_if_write(v: u64, wir: u64) -> u64 {
+    v | ((v >> 1) & wir)
 }

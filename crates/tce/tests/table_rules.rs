@@ -600,3 +600,46 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn every_reader_of_a_write_implies_read_table_sees_read_with_write() {
+    // Entries written with write alone (a batch, a fill, a linear map): whatever reads them
+    // back (get, translate, a clear's old entries, the runs of a paired clear) sees read
+    // added, as the kernel's table holds them.
+    let g = TableGeometry::new(Iova(0), PageShift::K4, 4096, 2, 6).unwrap();
+    let t: TceTable = TceTable::new(g, TableOptions::powernv()).unwrap();
+    let partner: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    let batch: Vec<Tce> = (0..20u64).map(|k| Tce(((0x100 + k) << 12) | 2)).collect();
+    t.put_batch(TceIndex(60), &batch).unwrap();
+    t.fill(TceIndex(100), 3, Tce(0x7000 | 2)).unwrap();
+    t.put_linear(TceIndex(200), 12, 0x40_0000, TcePerm::WRITE)
+        .unwrap();
+    assert_eq!(t.get(TceIndex(79)).unwrap(), Tce((0x113 << 12) | 3));
+    assert_eq!(
+        t.translate(Iova((61 << 12) | 8), Access::Read),
+        Ok(Hpa((0x101 << 12) | 8))
+    );
+    let mut mapped = Vec::new();
+    t.for_each_entry(TceIndex(100), 3, |i, e| mapped.push((i.0, e.0)))
+        .unwrap();
+    assert_eq!(mapped, vec![(100, 0x7003), (101, 0x7003), (102, 0x7003)]);
+    let mut old = Vec::new();
+    t.clear_with(TceIndex(100), 2, |_, e| old.push(e.0))
+        .unwrap();
+    assert_eq!(old, vec![0x7003, 0x7003]);
+    // Paired: the runs reported are this table's, read added; 20 + 12 entries in two runs
+    // (the batch's addresses continue page by page, the linear map's too).
+    partner.fill(TceIndex(60), 20, Tce(0x9003)).unwrap();
+    let mut runs = Vec::new();
+    let cleared = t
+        .clear_exclusive_runs_paired(&partner, TceIndex(60), 200, |head, len| {
+            runs.push((head.0, len))
+        })
+        .unwrap();
+    assert_eq!(cleared, 20 + 1 + 12);
+    assert_eq!(
+        runs,
+        vec![(0x100 << 12 | 3, 20), (0x7003, 1), (0x40_0000 | 3, 12)]
+    );
+    assert_eq!(partner.count_mapped(), 0);
+}
