@@ -25,6 +25,56 @@ use core::ptr;
 /// What a directory slot points at.
 type Child = AtomicPtr<()>;
 
+/// [`View::slot`] in a tree of `L` levels (`L >= 2`): the top entry, `L - 2` directory
+/// entries, then the leaf slot.
+#[inline(always)]
+fn walk_unrolled<const L: u32>(top: &[Child], rel: u64, bits: u32) -> Option<&AtomicU64> {
+    let mask = (1u64 << bits) - 1;
+    let mut child = top
+        .get((rel >> ((L - 1) * bits)) as usize)?
+        .load(Ordering::Acquire);
+    let mut k = L - 1;
+    while k > 1 {
+        k -= 1;
+        if child.is_null() {
+            return None;
+        }
+        // SAFETY: `child` is a live directory level of `1 << bits` slots (I1; not a leaf
+        // since `k > 0` levels remain below it); the index is masked.
+        child = unsafe { &*(child as *const Child).add(((rel >> (k * bits)) & mask) as usize) }
+            .load(Ordering::Acquire);
+    }
+    if child.is_null() {
+        return None;
+    }
+    // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the masked index is
+    // below that.
+    Some(unsafe { &*(child as *const AtomicU64).add((rel & mask) as usize) })
+}
+
+/// [`View::slot`] in a tree of any depth (`levels >= 2`).
+#[inline(always)]
+fn walk_loop(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<&AtomicU64> {
+    let mask = (1u64 << bits) - 1;
+    let mut shift = (levels - 1) * bits;
+    let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
+    loop {
+        if child.is_null() {
+            return None;
+        }
+        shift -= bits;
+        if shift == 0 {
+            // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the masked
+            // index is below that.
+            return Some(unsafe { &*(child as *const AtomicU64).add((rel & mask) as usize) });
+        }
+        // SAFETY: `child` is a live directory level of `1 << bits` slots (I1; not a leaf
+        // since `shift > 0` below it); the index is masked.
+        child = unsafe { &*(child as *const Child).add(((rel >> shift) & mask) as usize) }
+            .load(Ordering::Acquire);
+    }
+}
+
 /// Counters of what the tree holds.
 #[derive(Debug)]
 pub(crate) struct Usage {
@@ -82,26 +132,13 @@ impl<'t> View<'t> {
                 if rel >= entries {
                     return None;
                 }
-                let mask = (1u64 << bits) - 1;
-                let mut shift = (levels - 1) * bits;
-                let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
-                loop {
-                    if child.is_null() {
-                        return None;
-                    }
-                    shift -= bits;
-                    if shift == 0 {
-                        // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the
-                        // masked index is below that.
-                        return Some(unsafe {
-                            &*(child as *const AtomicU64).add((rel & mask) as usize)
-                        });
-                    }
-                    // SAFETY: `child` is a live directory level of `1 << bits` slots (I1;
-                    // not a leaf since `shift > 0` below it); the index is masked.
-                    child =
-                        unsafe { &*(child as *const Child).add(((rel >> shift) & mask) as usize) }
-                            .load(Ordering::Acquire);
+                // The common depths unrolled (a translation's loads then follow one
+                // another with no loop control between them); any other depth walks.
+                match levels {
+                    2 => walk_unrolled::<2>(top, rel, bits),
+                    3 => walk_unrolled::<3>(top, rel, bits),
+                    4 => walk_unrolled::<4>(top, rel, bits),
+                    _ => walk_loop(top, rel, levels, bits),
                 }
             }
         }
