@@ -643,3 +643,29 @@ fn every_reader_of_a_write_implies_read_table_sees_read_with_write() {
     );
     assert_eq!(partner.count_mapped(), 0);
 }
+
+#[test]
+fn a_table_without_write_implies_read_reports_its_entries_as_stored() {
+    // The other side of the test above: no read is added anywhere.
+    let g = TableGeometry::new(Iova(0), PageShift::K4, 4096, 2, 6).unwrap();
+    let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    let partner: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
+    t.put_linear(TceIndex(10), 20, 0x40_0000, TcePerm::WRITE)
+        .unwrap();
+    t.put_batch(TceIndex(40), &[Tce(0x9002)]).unwrap();
+    assert_eq!(t.get(TceIndex(40)).unwrap(), Tce(0x9002));
+    assert!(t.translate(Iova(40 << 12), Access::Read).is_err());
+    partner.fill(TceIndex(0), 64, Tce(0x5003)).unwrap();
+    let mut runs = Vec::new();
+    t.clear_exclusive_runs_paired(&partner, TceIndex(0), 64, |head, len| {
+        runs.push((head.0, len))
+    })
+    .unwrap();
+    assert_eq!(runs, vec![(0x40_0000 | 2, 20), (0x9002, 1)]);
+    assert_eq!(partner.count_mapped(), 0);
+    t.put_batch(TceIndex(40), &[Tce(0x9002)]).unwrap();
+    let mut runs = Vec::new();
+    t.clear_exclusive_runs(TceIndex(0), 64, |head, len| runs.push((head.0, len)))
+        .unwrap();
+    assert_eq!(runs, vec![(0x9002, 1)]);
+}
