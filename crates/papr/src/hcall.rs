@@ -96,41 +96,46 @@ impl<'m, M: GuestMemoryBackend> TceValidator<'m, M> {
     /// RAM region covers the bounds, all are valid at once; otherwise each entry is checked
     /// on its own. Either way the answer is that of [`Self::valid`] entry by entry.
     fn all_valid_be(&mut self, be: &[u8], b: ListBounds) -> bool {
-        self.bounds_valid(b) || be.chunks_exact(8).all(|w| self.valid(be_word(w)))
+        self.bounds_valid(be, b) || be.chunks_exact(8).all(|w| self.valid(be_word(w)))
     }
 
     /// The fast half of [`Self::all_valid`]: true if the bounds alone prove every entry
     /// valid (false says nothing).
-    fn bounds_valid(&mut self, b: ListBounds) -> bool {
+    ///
+    /// Every entry is at most the OR, so every page lies in `[0, OR page + size)`: when
+    /// one RAM region starts at 0 and covers that (guest RAM starts at 0), the OR alone
+    /// proves the list; only past that region is the AND taken (a second pass over `be`)
+    /// for the lower bound.
+    fn bounds_valid(&mut self, be: &[u8], b: ListBounds) -> bool {
         if b.any & 3 == 0 {
             // No entry carries a permission.
             return true;
         }
         let size = 1u64 << self.page_shift;
         let reserved = (size - 1) & !3;
-        if b.any & reserved == 0 {
-            let (lo, hi) = (b.all & !(size - 1), b.any & !(size - 1));
-            if let Some(end) = hi.checked_add(size) {
-                if let Some(r) = self.mem.find_region(GuestAddress(lo)) {
-                    let start = r.start_addr().0;
-                    if end <= start.saturating_add(r.len()) {
-                        return true;
-                    }
-                }
-            }
+        if b.any & reserved != 0 {
+            return false;
         }
-        false
+        let Some(end) = (b.any & !(size - 1)).checked_add(size) else {
+            return false;
+        };
+        let covers =
+            |r: Option<&M::R>| r.is_some_and(|r| end <= r.start_addr().0.saturating_add(r.len()));
+        if covers(self.mem.find_region(GuestAddress(0))) {
+            return true;
+        }
+        let lo = u64::from_be(spapr_tce::scan::and_words(be)) & !(size - 1);
+        covers(self.mem.find_region(GuestAddress(lo)))
     }
 }
 
-/// Bounds of a list's entries, gathered as the list is read: the OR of them holds every
-/// low bit any of them sets and is at least as large as each; the AND is at most as small
-/// as each. Entries without a permission need no validation but are included: they only
-/// widen the bounds, and bounds that fail send the list to the entry-by-entry check.
+/// The bound of a list's entries, gathered as the list is read: the OR of them holds
+/// every low bit any of them sets and is at least as large as each. Entries without a
+/// permission need no validation but are included: they only widen the bound, and a
+/// bound that fails sends the list to the entry-by-entry check.
 #[derive(Clone, Copy, Debug)]
 struct ListBounds {
     any: u64,
-    all: u64,
 }
 
 #[inline]
@@ -519,7 +524,7 @@ fn stuff_qemu(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
     }
 }
 
-/// Reads the list into `out`, with the bounds of its entries; None if any of it is
+/// Reads the list into `out`, with the bound of its entries; None if any of it is
 /// outside guest RAM. The list is read as u64 words straight from the guest page (one
 /// region: the list is 4 KiB aligned and at most 4 KiB long) into `out`, so that what is
 /// validated is what is stored even if the guest rewrites the page meanwhile.
@@ -527,14 +532,13 @@ fn stuff_qemu(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
 fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> Option<ListBounds> {
     let slice = mem.get_slice(GuestAddress(list), 8 * out.len()).ok()?;
     let words = slice.get_array_ref::<u64>(0, out.len()).ok()?;
-    let (mut any, mut all) = (0u64, !0u64);
+    let mut any = 0u64;
     for (i, e) in out.iter_mut().enumerate() {
         let v = u64::from_be(words.load(i));
         *e = Tce(v);
         any |= v;
-        all &= v;
     }
-    Some(ListBounds { any, all })
+    Some(ListBounds { any })
 }
 
 thread_local! {
@@ -552,18 +556,15 @@ fn be_word(w: &[u8]) -> u64 {
 }
 
 /// Copies the list into `bytes` (vm-memory's copy, safe while the guest may write the
-/// page: what is validated is what is stored) and gathers the bounds of its entries. The
-/// OR and AND are taken of the words as they are (a byte swap is a permutation of bits,
-/// so it commutes with both) and swapped once at the end: a vectorized pass
-/// (`spapr_tce::scan`).
+/// page: what is validated is what is stored) and gathers the bound of its entries. The
+/// OR is taken of the words as they are (a byte swap is a permutation of bits, so it
+/// commutes with it) and swapped once at the end: a vectorized pass (`spapr_tce::scan`).
 /// None if any of it is outside guest RAM.
 #[inline]
 fn read_list_be<M: GuestMemoryBackend>(mem: &M, list: u64, bytes: &mut [u8]) -> Option<ListBounds> {
     mem.read_slice(bytes, GuestAddress(list)).ok()?;
-    let (any, all) = spapr_tce::scan::or_and_words(bytes);
     Some(ListBounds {
-        any: u64::from_be(any),
-        all: u64::from_be(all),
+        any: u64::from_be(spapr_tce::scan::or_words(bytes)),
     })
 }
 
@@ -621,7 +622,6 @@ mod tests {
     fn bounds_of(list: &[u64]) -> ListBounds {
         ListBounds {
             any: list.iter().fold(0, |a, v| a | v),
-            all: list.iter().fold(!0, |a, v| a & v),
         }
     }
 
@@ -666,5 +666,21 @@ mod tests {
         assert!(check(&[0x1100, 0x1003]));
         // No permission anywhere: nothing to validate.
         assert!(check(&[0x7FFF_F000, 0x18_0000]));
+        // The bounds alone: the OR within the region at 0; past it, the AND gives the
+        // lower bound in the second region; across the hole, neither proves anything.
+        let bounds = |list: &[u64]| {
+            let be: Vec<u8> = list.iter().flat_map(|v| v.to_be_bytes()).collect();
+            TceValidator::new(&mem, 12).bounds_valid(&be, bounds_of(list))
+        };
+        assert!(bounds(&[0x1003, 0xF_F001]));
+        assert!(bounds(&[0x20_0003, 0x2F_F002]));
+        assert!(!bounds(&[0x1003, 0x20_0003]));
+        assert!(!bounds(&[0x30_0003]));
+        // The first page past each region, alone or beside one inside it.
+        assert!(!bounds(&[0x10_0003]));
+        assert!(!bounds(&[0x1003, 0x10_0001]));
+        assert!(!bounds(&[0x20_0003, 0x30_0002]));
+        assert!(!check(&[0x10_0003]));
+        assert!(!check(&[0x20_0003, 0x30_0002]));
     }
 }

@@ -1,6 +1,6 @@
-//! A read-only scan of a batch before it is stored: the OR and AND of a list of
-//! big-endian words (H_PUT_TCE_INDIRECT's bounds, validated before any entry is stored).
-//! It is a fold the compiler vectorizes; on x86-64 the fold is also compiled for AVX2 and
+//! Read-only scans of a batch before it is stored: the OR, and when that is not enough
+//! the AND, of a list of big-endian words (H_PUT_TCE_INDIRECT's bounds, validated before
+//! any entry is stored). Each is a fold the compiler vectorizes; on x86-64 the fold is also compiled for AVX2 and
 //! AVX-512F and the widest one the CPU has is chosen at run time
 //! (`is_x86_feature_detected!`, cached after the first call), because with the baseline
 //! SSE2 the scan costs about as many instructions as the stores it guards.
@@ -11,24 +11,32 @@
 //! The one `unsafe` here calls a function compiled for a CPU feature, after checking that
 //! the CPU has it.
 
-/// The OR and the AND of the 8-byte words of `bytes`, as they sit in memory.
+/// The 8-byte words of `bytes`, as they sit in memory.
 #[inline(always)]
-fn or_and_fold(bytes: &[u8]) -> (u64, u64) {
-    let (mut any, mut all) = (0u64, !0u64);
-    for w in bytes.chunks_exact(8) {
+fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks_exact(8).map(|w| {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
-        let v = u64::from_ne_bytes(b);
-        any |= v;
-        all &= v;
-    }
-    (any, all)
+        u64::from_ne_bytes(b)
+    })
+}
+
+/// The OR of the 8-byte words of `bytes`.
+#[inline(always)]
+fn or_fold(bytes: &[u8]) -> u64 {
+    words(bytes).fold(0, |a, v| a | v)
+}
+
+/// The AND of the 8-byte words of `bytes`.
+#[inline(always)]
+fn and_fold(bytes: &[u8]) -> u64 {
+    words(bytes).fold(!0, |a, v| a & v)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
-    use super::or_and_fold;
+    use super::{and_fold, or_fold};
 
     /// One fold compiled three ways. The two vector ones are `unsafe` to call only because
     /// they need their CPU feature; [`Self::run`] checks it first.
@@ -73,31 +81,55 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    fn or_and_avx512(bytes: &[u8]) -> (u64, u64) {
-        or_and_fold(bytes)
+    fn or_avx512(bytes: &[u8]) -> u64 {
+        or_fold(bytes)
     }
     #[target_feature(enable = "avx2")]
-    fn or_and_avx2(bytes: &[u8]) -> (u64, u64) {
-        or_and_fold(bytes)
+    fn or_avx2(bytes: &[u8]) -> u64 {
+        or_fold(bytes)
+    }
+    #[target_feature(enable = "avx512f")]
+    fn and_avx512(bytes: &[u8]) -> u64 {
+        and_fold(bytes)
+    }
+    #[target_feature(enable = "avx2")]
+    fn and_avx2(bytes: &[u8]) -> u64 {
+        and_fold(bytes)
     }
 
-    /// [`super::or_and_fold`], compiled three ways.
-    pub(super) const OR_AND: Variants<[u8], (u64, u64)> = Variants {
-        avx512: or_and_avx512,
-        avx2: or_and_avx2,
-        scalar: or_and_fold,
+    /// [`super::or_fold`], compiled three ways.
+    pub(super) const OR: Variants<[u8], u64> = Variants {
+        avx512: or_avx512,
+        avx2: or_avx2,
+        scalar: or_fold,
+    };
+    /// [`super::and_fold`], compiled three ways.
+    pub(super) const AND: Variants<[u8], u64> = Variants {
+        avx512: and_avx512,
+        avx2: and_avx2,
+        scalar: and_fold,
     };
 }
 
-/// The OR and the AND of the 8-byte words of `bytes` as they sit in memory (a trailing
-/// partial word is ignored). A byte swap permutes bits, so it commutes with both: swap
-/// the results to get the bounds of big-endian entries.
+/// The OR of the 8-byte words of `bytes` as they sit in memory (a trailing partial word
+/// is ignored; 0 for none). A byte swap permutes bits, so it commutes with OR and AND:
+/// swap the result to get the bound of big-endian entries.
 #[inline]
-pub fn or_and_words(bytes: &[u8]) -> (u64, u64) {
+pub fn or_words(bytes: &[u8]) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    return x86::OR_AND.run(bytes);
+    return x86::OR.run(bytes);
     #[cfg(not(target_arch = "x86_64"))]
-    return or_and_fold(bytes);
+    return or_fold(bytes);
+}
+
+/// The AND of the 8-byte words of `bytes` as they sit in memory (a trailing partial word
+/// is ignored; all ones for none), as [`or_words`].
+#[inline]
+pub fn and_words(bytes: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    return x86::AND.run(bytes);
+    #[cfg(not(target_arch = "x86_64"))]
+    return and_fold(bytes);
 }
 
 #[cfg(test)]
@@ -105,13 +137,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn or_and_matches_the_scalar_fold_and_ignores_a_partial_word() {
+    fn or_and_match_a_plain_loop_and_ignore_a_partial_word() {
         let mut bytes: Vec<u8> = (0..8 * 300 + 5).map(|i| (i * 37 % 251) as u8).collect();
-        assert_eq!(or_and_words(&bytes), or_and_fold(&bytes));
-        bytes[8 * 299 + 3] = 0;
-        assert_eq!(or_and_words(&bytes), or_and_fold(&bytes));
-        let (any, all) = or_and_words(&[0xff; 7]);
-        assert_eq!((any, all), (0, !0));
+        for _ in 0..2 {
+            let (mut any, mut all) = (0u64, !0u64);
+            for k in 0..300 {
+                let w = u64::from_ne_bytes(bytes[8 * k..8 * k + 8].try_into().unwrap());
+                any |= w;
+                all &= w;
+            }
+            assert_eq!((or_words(&bytes), and_words(&bytes)), (any, all));
+            bytes[8 * 299 + 3] = 0;
+        }
+        assert_eq!((or_words(&[0xff; 7]), and_words(&[0xff; 7])), (0, !0));
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -124,7 +162,8 @@ mod tests {
                     v[h] = 2;
                 }
                 let bytes: Vec<u8> = v.iter().flat_map(|t| t.to_be_bytes()).collect();
-                x86::OR_AND.all_agree(&bytes[..]);
+                x86::OR.all_agree(&bytes[..]);
+                x86::AND.all_agree(&bytes[..]);
             }
         }
     }
