@@ -80,35 +80,35 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f")]
-    fn or_avx512(bytes: &[u8]) -> u64 {
-        or_fold(bytes)
+    /// A fold compiled three ways: `$name` holds it for AVX-512F, AVX2 and the baseline.
+    macro_rules! variants {
+        ($(#[$doc:meta])* $name:ident = $fold:ident) => {
+            $(#[$doc])*
+            pub(super) const $name: Variants<[u8], u64> = {
+                #[target_feature(enable = "avx512f")]
+                fn avx512(bytes: &[u8]) -> u64 {
+                    $fold(bytes)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2(bytes: &[u8]) -> u64 {
+                    $fold(bytes)
+                }
+                Variants {
+                    avx512,
+                    avx2,
+                    scalar: $fold,
+                }
+            };
+        };
     }
-    #[target_feature(enable = "avx2")]
-    fn or_avx2(bytes: &[u8]) -> u64 {
-        or_fold(bytes)
-    }
-    #[target_feature(enable = "avx512f")]
-    fn and_avx512(bytes: &[u8]) -> u64 {
-        and_fold(bytes)
-    }
-    #[target_feature(enable = "avx2")]
-    fn and_avx2(bytes: &[u8]) -> u64 {
-        and_fold(bytes)
-    }
-
-    /// [`super::or_fold`], compiled three ways.
-    pub(super) const OR: Variants<[u8], u64> = Variants {
-        avx512: or_avx512,
-        avx2: or_avx2,
-        scalar: or_fold,
-    };
-    /// [`super::and_fold`], compiled three ways.
-    pub(super) const AND: Variants<[u8], u64> = Variants {
-        avx512: and_avx512,
-        avx2: and_avx2,
-        scalar: and_fold,
-    };
+    variants!(
+        /// [`super::or_fold`], compiled three ways.
+        OR = or_fold
+    );
+    variants!(
+        /// [`super::and_fold`], compiled three ways.
+        AND = and_fold
+    );
 }
 
 /// The OR of the 8-byte words of `bytes` as they sit in memory (a trailing partial word
