@@ -332,8 +332,8 @@ impl Spapr {
                         };
                         // A list outside a memslot, or a TCE KVM cannot validate: QEMU does
                         // the whole call instead.
-                        LIST.with_borrow_mut(|bytes| {
-                            let bytes = &mut bytes[..8 * n];
+                        LIST.with_borrow_mut(|page| {
+                            let bytes = &mut page.0[..8 * n];
                             let mut v = TceValidator::new(mem, t.page_shift());
                             match read_list_be(mem, list, bytes) {
                                 Some(b) if v.all_valid_be(bytes, b) => put_be(t, first, bytes),
@@ -348,8 +348,8 @@ impl Spapr {
                         if !mem.check_range(GuestAddress(list), 4096) {
                             return HStatus::Parameter;
                         }
-                        LIST.with_borrow_mut(|bytes| {
-                            let bytes = &mut bytes[..8 * n];
+                        LIST.with_borrow_mut(|page| {
+                            let bytes = &mut page.0[..8 * n];
                             let Some(b) = read_list_be(mem, list, bytes) else {
                                 return HStatus::Parameter;
                             };
@@ -541,10 +541,16 @@ fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> Opti
     Some(ListBounds { any })
 }
 
+/// A TCE list's copy, page aligned like the guest page it is copied from: the copy's
+/// loads and stores then never alias by their low 12 bits (a load behind a store to the
+/// same offset in another page stalls the copy), wherever the thread's storage lands.
+#[repr(C, align(4096))]
+struct ListPage([u8; 8 * MAX_BATCH]);
+
 thread_local! {
     /// The calling vCPU thread's private copy of a TCE list (one 4 KiB page), kept between
     /// calls so that no call pays for zeroing it.
-    static LIST: std::cell::RefCell<[u8; 8 * MAX_BATCH]> = const { std::cell::RefCell::new([0; 8 * MAX_BATCH]) };
+    static LIST: std::cell::RefCell<ListPage> = const { std::cell::RefCell::new(ListPage([0; 8 * MAX_BATCH])) };
 }
 
 /// One big-endian word of a list copy.
