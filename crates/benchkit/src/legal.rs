@@ -50,7 +50,9 @@ pub fn store_one_then_kill(dst: &[AtomicU64], v: u64, generation: &AtomicU64) {
 
 /// Reads `dst.len()` big-endian words from guest memory at `list` (vm-memory's volatile
 /// copy, legal while the guest may write the page) into `buf`, then stores them into
-/// `dst` with relaxed stores: the floor of H_PUT_TCE_INDIRECT.
+/// `dst` with relaxed stores: the floor of H_PUT_TCE_INDIRECT. Give it a page-aligned
+/// `buf`, as the hypercall's own copy is: a buffer a few bytes past a page boundary makes
+/// the copy stall (about 208 against 120 ns for 4 KiB, measured).
 #[inline]
 pub fn copy_list_then_store<M: vm_memory::Bytes<vm_memory::GuestAddress>>(
     mem: &M,
