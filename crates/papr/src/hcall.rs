@@ -524,21 +524,17 @@ fn stuff_qemu(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
     }
 }
 
-/// Reads the list into `out`, with the bound of its entries; None if any of it is
+/// Reads the list into `out` (QEMU's path, which validates nothing); None if any of it is
 /// outside guest RAM. The list is read as u64 words straight from the guest page (one
-/// region: the list is 4 KiB aligned and at most 4 KiB long) into `out`, so that what is
-/// validated is what is stored even if the guest rewrites the page meanwhile.
+/// region: the list is 4 KiB aligned and at most 4 KiB long).
 #[inline]
-fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> Option<ListBounds> {
+fn read_list<M: GuestMemoryBackend>(mem: &M, list: u64, out: &mut [Tce]) -> Option<()> {
     let slice = mem.get_slice(GuestAddress(list), 8 * out.len()).ok()?;
     let words = slice.get_array_ref::<u64>(0, out.len()).ok()?;
-    let mut any = 0u64;
     for (i, e) in out.iter_mut().enumerate() {
-        let v = u64::from_be(words.load(i));
-        *e = Tce(v);
-        any |= v;
+        *e = Tce(u64::from_be(words.load(i)));
     }
-    Some(ListBounds { any })
+    Some(())
 }
 
 /// A TCE list's copy, page aligned like the guest page it is copied from: the copy's
