@@ -25,15 +25,17 @@ use core::ptr;
 /// What a directory slot points at.
 type Child = AtomicPtr<()>;
 
-/// [`View::slot`] in a tree of `L` levels (`L >= 2`): the top entry, `L - 2` directory
-/// entries, then the leaf slot.
+/// [`View::slot`] in a tree of `levels` levels (`levels >= 2`): the top entry,
+/// `levels - 2` directory entries, then the leaf slot. Called with a constant depth it
+/// unrolls (a translation's loads then follow one another with no loop control between
+/// them).
 #[inline(always)]
-fn walk_unrolled<const L: u32>(top: &[Child], rel: u64, bits: u32) -> Option<&AtomicU64> {
+fn find_slot(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<&AtomicU64> {
     let mask = (1u64 << bits) - 1;
     let mut child = top
-        .get((rel >> ((L - 1) * bits)) as usize)?
+        .get((rel >> ((levels - 1) * bits)) as usize)?
         .load(Ordering::Acquire);
-    let mut k = L - 1;
+    let mut k = levels - 1;
     while k > 1 {
         k -= 1;
         if child.is_null() {
@@ -50,29 +52,6 @@ fn walk_unrolled<const L: u32>(top: &[Child], rel: u64, bits: u32) -> Option<&At
     // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the masked index is
     // below that.
     Some(unsafe { &*(child as *const AtomicU64).add((rel & mask) as usize) })
-}
-
-/// [`View::slot`] in a tree of any depth (`levels >= 2`).
-#[inline(always)]
-fn walk_loop(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<&AtomicU64> {
-    let mask = (1u64 << bits) - 1;
-    let mut shift = (levels - 1) * bits;
-    let mut child = top.get((rel >> shift) as usize)?.load(Ordering::Acquire);
-    loop {
-        if child.is_null() {
-            return None;
-        }
-        shift -= bits;
-        if shift == 0 {
-            // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the masked
-            // index is below that.
-            return Some(unsafe { &*(child as *const AtomicU64).add((rel & mask) as usize) });
-        }
-        // SAFETY: `child` is a live directory level of `1 << bits` slots (I1; not a leaf
-        // since `shift > 0` below it); the index is masked.
-        child = unsafe { &*(child as *const Child).add(((rel >> shift) & mask) as usize) }
-            .load(Ordering::Acquire);
-    }
 }
 
 /// Counters of what the tree holds.
@@ -132,13 +111,12 @@ impl<'t> View<'t> {
                 if rel >= entries {
                     return None;
                 }
-                // The common depths unrolled (a translation's loads then follow one
-                // another with no loop control between them); any other depth walks.
+                // The common depths as constants, so that each walk unrolls.
                 match levels {
-                    2 => walk_unrolled::<2>(top, rel, bits),
-                    3 => walk_unrolled::<3>(top, rel, bits),
-                    4 => walk_unrolled::<4>(top, rel, bits),
-                    _ => walk_loop(top, rel, levels, bits),
+                    2 => find_slot(top, rel, 2, bits),
+                    3 => find_slot(top, rel, 3, bits),
+                    4 => find_slot(top, rel, 4, bits),
+                    _ => find_slot(top, rel, levels, bits),
                 }
             }
         }

@@ -1,9 +1,9 @@
 //! Read-only scans of a batch before it is stored: the OR, and when that is not enough
 //! the AND, of a list of big-endian words (H_PUT_TCE_INDIRECT's bounds, validated before
-//! any entry is stored). Each is a fold the compiler vectorizes; on x86-64 the fold is also compiled for AVX2 and
-//! AVX-512F and the widest one the CPU has is chosen at run time
-//! (`is_x86_feature_detected!`, cached after the first call), because with the baseline
-//! SSE2 the scan costs about as many instructions as the stores it guards.
+//! any entry is stored). Each is a fold the compiler vectorizes; on x86-64 the fold is
+//! also compiled for AVX2 and AVX-512F and the widest one the CPU has is chosen at run
+//! time (`is_x86_feature_detected!`, cached after the first call), because with the
+//! baseline SSE2 the scan costs about as many instructions as the stores it guards.
 //! (Write-implies-read needs no scan: readers apply it, see
 //! `TableOptions::write_implies_read`.)
 //!
