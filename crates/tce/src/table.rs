@@ -871,7 +871,9 @@ impl RunScan {
 }
 
 /// `v` with read (bit 0) added where write (bit 1) is set, when `wir` is 1; `v` when it is
-/// 0 (write-implies-read, branch-free).
+/// 0 (write-implies-read, branch-free). The reference model applies the rule its own way
+/// (`Tce::with_write_implies_read`, on the store), so that the property test compares two
+/// implementations of it.
 #[inline(always)]
 fn with_read_if_write(v: u64, wir: u64) -> u64 {
     v | ((v >> 1) & wir)
