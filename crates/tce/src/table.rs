@@ -808,6 +808,9 @@ impl RunScan {
         let page = self.page;
         let mut chunks = run.chunks_exact(8);
         let mut pchunks = partner.chunks_exact(8);
+        // The open run's state in locals for the fast path (written back before the
+        // entry-by-entry path and at the end), so that it stays in registers.
+        let (mut next, mut len) = (self.next, self.len);
         for chunk in chunks.by_ref() {
             if PAIRED {
                 if let Some(pc) = pchunks.next() {
@@ -822,19 +825,21 @@ impl RunScan {
             // with write alone differs and takes the entry-by-entry path below, which
             // adds the read.
             let mut diff = 0u64;
-            for (k, slot) in chunk.iter().enumerate() {
-                let raw = slot.load(Ordering::Relaxed);
-                diff |= u64::from_be(raw) ^ self.next.wrapping_add(k as u64 * page);
+            let mut want = next;
+            for slot in chunk {
+                diff |= u64::from_be(slot.load(Ordering::Relaxed)) ^ want;
+                want = want.wrapping_add(page);
             }
-            let last = self.next.wrapping_add(7 * page);
-            if diff == 0 && self.len > 0 && self.next != 0 && last > self.next {
+            // `want` is next + 8 pages; the last entry's address is one page before it.
+            if diff == 0 && len > 0 && next != 0 && want.wrapping_sub(page) > next {
                 for slot in chunk {
                     slot.store(0, Ordering::Release);
                 }
-                self.len += 8;
-                self.next = last.wrapping_add(page);
+                len += 8;
+                next = want;
                 continue;
             }
+            (self.next, self.len) = (next, len);
             // Loaded again: this table's owner is its only writer, so the entries are
             // what the check above read.
             for slot in chunk {
@@ -846,7 +851,9 @@ impl RunScan {
                 slot.store(0, Ordering::Release);
                 self.entry::<WIR>(raw, f);
             }
+            (next, len) = (self.next, self.len);
         }
+        (self.next, self.len) = (next, len);
         if PAIRED {
             for slot in pchunks.remainder() {
                 slot.store(0, Ordering::Release);
