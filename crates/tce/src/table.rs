@@ -811,6 +811,9 @@ impl RunScan {
         // The open run's state in locals for the fast path (written back before the
         // entry-by-entry path and at the end), so that it stays in registers.
         let (mut next, mut len) = (self.next, self.len);
+        // The highest `next` whose chunk of eight addresses does not wrap past 2^64 (a
+        // page is at most 16 GiB, `PageShift::ALL`, so seven of them cannot overflow).
+        let last_start = u64::MAX - 7 * page;
         for chunk in chunks.by_ref() {
             if PAIRED {
                 if let Some(pc) = pchunks.next() {
@@ -830,8 +833,8 @@ impl RunScan {
                 diff |= u64::from_be(slot.load(Ordering::Relaxed)) ^ want;
                 want = want.wrapping_add(page);
             }
-            // `want` is next + 8 pages; the last entry's address is one page before it.
-            if diff == 0 && len > 0 && next != 0 && want.wrapping_sub(page) > next {
+            // `next` in [1, last_start]: not 0, and no wrap (one compare).
+            if diff == 0 && len > 0 && next.wrapping_sub(1) < last_start {
                 for slot in chunk {
                     slot.store(0, Ordering::Release);
                 }
