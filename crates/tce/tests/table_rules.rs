@@ -675,12 +675,15 @@ fn run_reports_end_where_addresses_wrap_past_the_top() {
     // Addresses that wrap past 2^64 do not continue a run: the address after the top page
     // is 0, an empty entry. (a) the wrap between chunks of eight: entry 7 is the top page,
     // entry 8 is 0, entries 9..=15 are 1 to 7 pages; (b) inside a chunk: the run reaches
-    // the top at entry 27 and entry 28 is 0.
+    // the top at entry 27 and entry 28 is 0; (c) a chunk that starts exactly seven pages
+    // below the top with the run open: entries 40..=46 reach the top and entry 47, where
+    // the next address would be 0, is empty (the last start from which eight addresses
+    // would wrap, so the chunk must not be taken as a whole).
     let g = TableGeometry::flat(Iova(0), PageShift::K4, 64).unwrap();
     let t: TceTable = TceTable::new(g, TableOptions::default()).unwrap();
     let page = 0x1000u64;
     let top = 0u64.wrapping_sub(page);
-    let mut e = vec![Tce::EMPTY; 32];
+    let mut e = vec![Tce::EMPTY; 64];
     e[7] = Tce(top);
     for k in 1..8u64 {
         e[8 + k as usize] = Tce(k * page);
@@ -691,14 +694,23 @@ fn run_reports_end_where_addresses_wrap_past_the_top() {
     for k in 1..4u64 {
         e[28 + k as usize] = Tce(k * page);
     }
+    for k in 0..8u64 {
+        e[39 + k as usize] = Tce(top - (7 - k) * page);
+    }
     t.put_batch(TceIndex(0), &e).unwrap();
     let mut runs = Vec::new();
     let cleared = t
-        .clear_exclusive_runs(TceIndex(0), 32, |head, len| runs.push((head.0, len)))
+        .clear_exclusive_runs(TceIndex(0), 64, |head, len| runs.push((head.0, len)))
         .unwrap();
     assert_eq!(
         runs,
-        vec![(top, 1), (page, 7), (top - 4 * page, 5), (page, 3)]
+        vec![
+            (top, 1),
+            (page, 7),
+            (top - 4 * page, 5),
+            (page, 3),
+            (top - 7 * page, 8)
+        ]
     );
-    assert_eq!(cleared, 1 + 7 + 5 + 3);
+    assert_eq!(cleared, 1 + 7 + 5 + 3 + 8);
 }
