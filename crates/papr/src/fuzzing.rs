@@ -3,7 +3,7 @@
 //! Each returns the property that broke, never panics on its own.
 
 use crate::check::PseriesRule;
-use crate::{opcode, HStatus, Profile, Spapr, SpaprConfig};
+use crate::{opcode, HStatus, Profile, RtasCall, Spapr, SpaprConfig};
 use vm_memory::iommu::Iommu;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, Permissions};
 
@@ -55,15 +55,37 @@ fn steer(sel: u8, raw: u64, choices: &[u64]) -> u64 {
     }
 }
 
+/// A window change made the same way on a guest and its twin: a PHB reset, a DDW made by
+/// RTAS, or the DDW removed. Returns the RTAS return words (none for the reset).
+fn change_windows(s: &Spapr, which: u8) -> Vec<u32> {
+    let buid = s.phbs().first().map_or(0, |p| p.buid());
+    match which % 3 {
+        0 => {
+            s.reset_phb(0);
+            Vec::new()
+        }
+        1 => s.rtas(
+            RtasCall::Create,
+            &[0, (buid >> 32) as u32, buid as u32, 12, 16],
+            4,
+        ),
+        _ => s.rtas(RtasCall::Remove, &[0x8000_0001], 1),
+    }
+}
+
 /// Raw hypercalls (opcode and four argument registers, some steered to valid values)
-/// against a guest in the profile the first byte picks. After every call: the status is
-/// one the call may return, H_GET_TCE of an entry KVM or LoPAR just stored reads it
-/// back, a device translation of the address agrees with the table, and the pSeries
-/// rules hold.
+/// against a guest in the profile the first byte picks, and window changes. After every
+/// call: the status is one the call may return, H_GET_TCE of an entry KVM or LoPAR just
+/// stored reads it back, a device translation of the address agrees with the table, and
+/// the pSeries rules hold. A twin guest gets the same calls through a vCPU handle
+/// ([`crate::Vcpu`], no lock) and must answer each exactly as the locked calls do, and end
+/// with the same windows and entries.
 pub fn hcalls(data: &[u8]) -> Result<(), String> {
     let mut inp = Input(data);
     let profile = Profile::ALL[inp.u8() as usize % 3];
     let (s, mem) = guest(profile, RAM)?;
+    let (twin, twin_mem) = guest(profile, RAM)?;
+    let mut vcpu = twin.vcpu();
     let iommu = s.phb_iommu(0).ok_or("no PHB")?;
     let liobns = [0x8000_0000, 0x8000_0001, 0x2000, 0x8000_0100];
     let iobas = [0, 0x1000, 0x3FFF_F000, 0x0800_0000_0000_0000];
@@ -78,6 +100,16 @@ pub fn hcalls(data: &[u8]) -> Result<(), String> {
             2 => opcode::H_STUFF_TCE,
             3 => opcode::H_PUT_TCE_INDIRECT,
             4 => opcode::KVMPPC_H_RTAS,
+            5 => {
+                let which = inp.u8();
+                let (a, b) = (change_windows(&s, which), change_windows(&twin, which));
+                if a != b {
+                    return Err(format!(
+                        "window change {which}: {a:x?} and, on the twin, {b:x?}"
+                    ));
+                }
+                continue;
+            }
             _ => inp.u64(),
         };
         let problem = sel & 8 != 0;
@@ -91,13 +123,21 @@ pub fn hcalls(data: &[u8]) -> Result<(), String> {
         // A list for H_PUT_TCE_INDIRECT at the page it names, if that is in RAM.
         if op == opcode::H_PUT_TCE_INDIRECT && args[2] < RAM {
             for i in 0..(args[3].min(512)) {
-                let _ = mem.write_obj(
-                    (tces[(i % 5) as usize] + (i << 12)).to_be(),
-                    GuestAddress((args[2] & !0xfff) + 8 * i),
-                );
+                for m in [&mem, &twin_mem] {
+                    let _ = m.write_obj(
+                        (tces[(i % 5) as usize] + (i << 12)).to_be(),
+                        GuestAddress((args[2] & !0xfff) + 8 * i),
+                    );
+                }
             }
         }
         let (st, r4) = s.hcall(&mem, op, args, problem);
+        let (vst, vr4) = vcpu.hcall(&twin_mem, op, args, problem);
+        if (st, r4) != (vst, vr4) {
+            return Err(format!(
+                "opcode {op:#x} {args:x?}: {st} {r4:x?} locked, {vst} {vr4:x?} through a vCPU handle"
+            ));
+        }
         if problem && st != HStatus::Privilege {
             return Err(format!("problem state answered {st}"));
         }
@@ -119,6 +159,11 @@ pub fn hcalls(data: &[u8]) -> Result<(), String> {
         if !broken.is_empty() {
             return Err(broken.join("; "));
         }
+    }
+    if s.save_phb(0).ok() != twin.save_phb(0).ok() {
+        return Err(
+            "the twin driven through a vCPU handle ended with other windows or entries".into(),
+        );
     }
     Ok(())
 }

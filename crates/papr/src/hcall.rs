@@ -158,8 +158,21 @@ fn range_ok(t: &GuestTable, ioba: u64, npages: u64) -> Option<TceIndex> {
 impl Spapr {
     /// Runs a hypercall. `problem_state` is `MSR[PR]`: QEMU refuses every hypercall from
     /// user mode with H_PRIVILEGE. Returns r3 and, for H_GET_TCE, r4 (None = unchanged).
+    /// Each call finds its window under the PHB's slot lock; a vCPU thread's own
+    /// [`Vcpu`](crate::Vcpu) finds it without one.
     pub fn hcall<M: GuestMemoryBackend>(
         &self,
+        mem: &M,
+        opcode: u64,
+        args: [u64; 4],
+        problem_state: bool,
+    ) -> (HStatus, Option<u64>) {
+        self.hcall_via(&mut Locked(self), mem, opcode, args, problem_state)
+    }
+
+    pub(crate) fn hcall_via<L: WindowLookup, M: GuestMemoryBackend>(
+        &self,
+        look: &mut L,
         mem: &M,
         opcode: u64,
         args: [u64; 4],
@@ -169,7 +182,7 @@ impl Spapr {
             return (HStatus::Privilege, None);
         }
         match decode(opcode, args) {
-            Some(call) => self.call(mem, call),
+            Some(call) => self.call_via(look, mem, call),
             None if opcode == opcode::KVMPPC_H_RTAS => (self.h_rtas(mem, args[0]), None),
             None => (HStatus::Function, None),
         }
@@ -177,22 +190,36 @@ impl Spapr {
 
     /// Runs a decoded TCE hypercall.
     pub fn call<M: GuestMemoryBackend>(&self, mem: &M, call: Hcall) -> (HStatus, Option<u64>) {
+        self.call_via(&mut Locked(self), mem, call)
+    }
+
+    pub(crate) fn call_via<L: WindowLookup, M: GuestMemoryBackend>(
+        &self,
+        look: &mut L,
+        mem: &M,
+        call: Hcall,
+    ) -> (HStatus, Option<u64>) {
         match call {
-            Hcall::GetTce { liobn, ioba } => self.h_get_tce(mem, liobn, ioba),
-            Hcall::PutTce { liobn, ioba, tce } => (self.h_put_tce(mem, liobn, ioba, tce), None),
+            Hcall::GetTce { liobn, ioba } => self.get_tce_via(look, mem, liobn, ioba),
+            Hcall::PutTce { liobn, ioba, tce } => {
+                (self.put_tce_via(look, mem, liobn, ioba, tce), None)
+            }
             Hcall::StuffTce {
                 liobn,
                 ioba,
                 tce,
                 npages,
-            } => (self.h_stuff_tce(mem, liobn, ioba, tce, npages), None),
+            } => (
+                self.stuff_tce_via(look, mem, liobn, ioba, tce, npages),
+                None,
+            ),
             Hcall::PutTceIndirect {
                 liobn,
                 ioba,
                 list,
                 npages,
             } => (
-                self.h_put_tce_indirect(mem, liobn, ioba, list, npages),
+                self.put_tce_indirect_via(look, mem, liobn, ioba, list, npages),
                 None,
             ),
         }
@@ -206,8 +233,19 @@ impl Spapr {
         ioba: u64,
         tce: u64,
     ) -> HStatus {
+        self.put_tce_via(&mut Locked(self), mem, liobn, ioba, tce)
+    }
+
+    pub(crate) fn put_tce_via<L: WindowLookup, M: GuestMemoryBackend>(
+        &self,
+        look: &mut L,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+        tce: u64,
+    ) -> HStatus {
         let profile = self.profile();
-        let st = self
+        let st = look
             .with_table(liobn, |t| {
                 match profile {
                     Profile::Qemu => put_masked(t, ioba, tce),
@@ -241,8 +279,18 @@ impl Spapr {
         liobn: u64,
         ioba: u64,
     ) -> (HStatus, Option<u64>) {
+        self.get_tce_via(&mut Locked(self), mem, liobn, ioba)
+    }
+
+    pub(crate) fn get_tce_via<L: WindowLookup, M: GuestMemoryBackend>(
+        &self,
+        look: &mut L,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+    ) -> (HStatus, Option<u64>) {
         let profile = self.profile();
-        let r = self
+        let r = look
             .with_table(liobn, |t| {
                 let idx = match profile {
                     Profile::Qemu => t.index_of(ioba & !((1u64 << t.page_shift()) - 1)),
@@ -270,8 +318,20 @@ impl Spapr {
         tce: u64,
         npages: u64,
     ) -> HStatus {
+        self.stuff_tce_via(&mut Locked(self), mem, liobn, ioba, tce, npages)
+    }
+
+    pub(crate) fn stuff_tce_via<L: WindowLookup, M: GuestMemoryBackend>(
+        &self,
+        look: &mut L,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+        tce: u64,
+        npages: u64,
+    ) -> HStatus {
         let profile = self.profile();
-        let st = self
+        let st = look
             .with_table(liobn, |t| match profile {
                 Profile::Qemu => stuff_qemu(t, ioba, tce, npages),
                 Profile::Kvm => {
@@ -317,8 +377,20 @@ impl Spapr {
         list: u64,
         npages: u64,
     ) -> HStatus {
+        self.put_tce_indirect_via(&mut Locked(self), mem, liobn, ioba, list, npages)
+    }
+
+    pub(crate) fn put_tce_indirect_via<L: WindowLookup, M: GuestMemoryBackend>(
+        &self,
+        look: &mut L,
+        mem: &M,
+        liobn: u64,
+        ioba: u64,
+        list: u64,
+        npages: u64,
+    ) -> HStatus {
         let profile = self.profile();
-        let st = self
+        let st = look
             .with_table(liobn, |t| {
                 if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
                     return HStatus::Parameter;
@@ -427,6 +499,24 @@ impl Spapr {
             "entry refused by the profile's validation"
         })
         .unwrap_or("window disabled")
+    }
+}
+
+/// Where a hypercall finds the table behind a LIOBN: under the PHB's slot lock
+/// ([`Locked`]), or in a vCPU's own snapshot of the windows ([`crate::Vcpu`]).
+pub(crate) trait WindowLookup {
+    /// Runs `f` on the enabled table of `liobn`; None for an unknown LIOBN or a disabled
+    /// window.
+    fn with_table<R>(&mut self, liobn: u64, f: impl FnOnce(&GuestTable) -> R) -> Option<R>;
+}
+
+/// The table found under the PHB's slot lock, held for the call ([`Spapr::with_table`]).
+pub(crate) struct Locked<'a>(pub(crate) &'a Spapr);
+
+impl WindowLookup for Locked<'_> {
+    #[inline]
+    fn with_table<R>(&mut self, liobn: u64, f: impl FnOnce(&GuestTable) -> R) -> Option<R> {
+        self.0.with_table(liobn, f)
     }
 }
 

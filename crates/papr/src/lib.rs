@@ -71,6 +71,7 @@ pub mod spapr;
 pub mod state;
 mod sync;
 pub mod table;
+pub mod vcpu;
 
 pub use check::{Evidence, PseriesRule, PseriesViolation, WindowSpan};
 pub use dt::{DeviceTree, PhbNode};
@@ -81,6 +82,7 @@ pub use iotlb::CachedTranslation;
 pub use rtas::{RtasCall, RtasStatus};
 pub use spapr::{PaprPhb, PhbConfig, Spapr, SpaprConfig, Target, VioConfig, VioWindow, WindowView};
 pub use table::GuestTable;
+pub use vcpu::Vcpu;
 
 use core::fmt;
 

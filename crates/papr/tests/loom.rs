@@ -190,3 +190,45 @@ fn a_lookup_after_a_window_removal_returned_faults() {
 fn a_lookup_after_a_phb_reset_returned_faults() {
     window_change_against_lookup(|s, _| s.reset_phb(0));
 }
+
+/// A vCPU handle ([`spapr_papr::Vcpu`], no lock on the way to the table) made and used
+/// while another thread resets the PHB twice: a call that begins after the resets returned
+/// stores into the default window's current table, whatever snapshot the handle took while
+/// they ran. Seen to fail with the handle's counter check removed, and with its snapshot
+/// reading the slots before loading the counter.
+#[test]
+fn a_vcpu_call_after_window_changes_returned_uses_the_current_table() {
+    let mem = Arc::new(memory());
+    loom::model(move || {
+        let s = Arc::new(small_guest(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (s, done) = (s.clone(), done.clone());
+            thread::spawn(move || {
+                s.reset_phb(0);
+                s.reset_phb(0);
+                done.store(true, Ordering::Release);
+            })
+        };
+        let mut vcpu = s.vcpu();
+        // Racing the resets: it may land in any of the three tables.
+        assert_eq!(
+            vcpu.h_put_tce(&*mem, 0x8000_0000, 0x1000, 0x5_0000 | 1),
+            HStatus::Success
+        );
+        if done.load(Ordering::Acquire) {
+            assert_eq!(
+                vcpu.h_put_tce(&*mem, 0x8000_0000, 0x2000, 0x6_0000 | 1),
+                HStatus::Success
+            );
+            let now = s.table(0x8000_0000).unwrap();
+            assert_eq!(
+                now.entry_at(0x2000).map(|t| t.0),
+                Some(0x6_0000 | 1),
+                "a call after the resets returned wrote a table that had gone"
+            );
+        }
+        writer.join().unwrap();
+        assert!(s.check().is_empty());
+    });
+}
