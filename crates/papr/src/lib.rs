@@ -7,9 +7,12 @@
 //! device-tree properties the guest reads, save/restore of a PHB's windows, and translation
 //! for device models, from any number of threads: through rust-vmm's `vm_memory::Iommu`
 //! ([`PhbIommu`], so a virtio device's DMA goes through the guest's TCE tables) or a
-//! device thread's own lock-free [`DeviceTranslator`]. What a device sees while the guest
-//! changes its tables is stated in [`iommu`]; why no call can deadlock or serve a cleared
-//! entry, in [`iotlb`]. [`Spapr::check`] is the pSeries checker.
+//! device thread's own lock-free [`DeviceTranslator`]. A vCPU thread makes its hypercalls
+//! through [`Spapr::hcall`] (the window found under the PHB's slot lock) or through its
+//! own [`Vcpu`] handle (found with no lock, as KVM's real-mode handlers find theirs; the
+//! same answers, see [`vcpu`]). What a device sees while the guest changes its tables is
+//! stated in [`iommu`]; why no call can deadlock or serve a cleared entry, in [`iotlb`].
+//! [`Spapr::check`] is the pSeries checker.
 //!
 //! Where QEMU, KVM and the LoPAR specification disagree, [`Profile`] chooses (papr.md A.8;
 //! the default is `kvm`). Depends only on the TCE engine. Models QEMU's
