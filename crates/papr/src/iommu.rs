@@ -269,10 +269,6 @@ impl DeviceTranslator {
         })
     }
 
-    /// Inlined into `read` and `write` (LLVM kept it out of line): a 4 KiB device read
-    /// then runs 633 instructions against 686 (callgrind), 0.79 -> 0.81 of a plain
-    /// guest-memory read on the development Xeon.
-    #[inline(always)]
     fn each_page(
         &mut self,
         iova: u64,
