@@ -283,7 +283,7 @@ mod tests {
                 p.shared.gen.clone(),
             )
             .unwrap();
-            slots[1].table = Some(std::sync::Arc::new(t));
+            slots.set_table(1, Some(std::sync::Arc::new(t)));
         }
         let rules: Vec<PseriesRule> = s.check().iter().map(|v| v.rule).collect();
         assert_eq!(

@@ -56,10 +56,12 @@ fn steer(sel: u8, raw: u64, choices: &[u64]) -> u64 {
 }
 
 /// A window change made the same way on a guest and its twin: a PHB reset, a DDW made by
-/// RTAS, or the DDW removed. Returns the RTAS return words (none for the reset).
-fn change_windows(s: &Spapr, which: u8) -> Vec<u32> {
+/// RTAS, the DDW removed, or the PHB restored to the state `saved` (new tables, same
+/// LIOBNs). Returns the RTAS return words (none for the reset; for the restore, 0 or 1 as
+/// it failed or not).
+fn change_windows(s: &Spapr, which: u8, saved: &[u8]) -> Vec<u32> {
     let buid = s.phbs().first().map_or(0, |p| p.buid());
-    match which % 3 {
+    match which % 4 {
         0 => {
             s.reset_phb(0);
             Vec::new()
@@ -69,7 +71,8 @@ fn change_windows(s: &Spapr, which: u8) -> Vec<u32> {
             &[0, (buid >> 32) as u32, buid as u32, 12, 16],
             4,
         ),
-        _ => s.rtas(RtasCall::Remove, &[0x8000_0001], 1),
+        2 => s.rtas(RtasCall::Remove, &[0x8000_0001], 1),
+        _ => vec![u32::from(s.restore_phb(0, saved).is_ok())],
     }
 }
 
@@ -86,6 +89,7 @@ pub fn hcalls(data: &[u8]) -> Result<(), String> {
     let (s, mem) = guest(profile, RAM)?;
     let (twin, twin_mem) = guest(profile, RAM)?;
     let mut vcpu = twin.vcpu();
+    let saved = s.save_phb(0).map_err(|e| e.to_string())?;
     let iommu = s.phb_iommu(0).ok_or("no PHB")?;
     let liobns = [0x8000_0000, 0x8000_0001, 0x2000, 0x8000_0100];
     let iobas = [0, 0x1000, 0x3FFF_F000, 0x0800_0000_0000_0000];
@@ -102,7 +106,10 @@ pub fn hcalls(data: &[u8]) -> Result<(), String> {
             4 => opcode::KVMPPC_H_RTAS,
             5 => {
                 let which = inp.u8();
-                let (a, b) = (change_windows(&s, which), change_windows(&twin, which));
+                let (a, b) = (
+                    change_windows(&s, which, &saved),
+                    change_windows(&twin, which, &saved),
+                );
                 if a != b {
                     return Err(format!(
                         "window change {which}: {a:x?} and, on the twin, {b:x?}"

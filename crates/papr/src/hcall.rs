@@ -269,7 +269,7 @@ impl Spapr {
                 }
             })
             .unwrap_or(HStatus::Parameter);
-        self.traced(Hcall::PutTce { liobn, ioba, tce }, st)
+        self.traced(look, Hcall::PutTce { liobn, ioba, tce }, st)
     }
 
     /// `H_GET_TCE`: r3 and r4 (None: r4 unchanged).
@@ -306,7 +306,7 @@ impl Spapr {
                 (HStatus::Success, Some(v))
             })
             .unwrap_or((HStatus::Parameter, None));
-        (self.traced(Hcall::GetTce { liobn, ioba }, r.0), r.1)
+        (self.traced(look, Hcall::GetTce { liobn, ioba }, r.0), r.1)
     }
 
     /// `H_STUFF_TCE`.
@@ -358,6 +358,7 @@ impl Spapr {
             })
             .unwrap_or(HStatus::Parameter);
         self.traced(
+            look,
             Hcall::StuffTce {
                 liobn,
                 ioba,
@@ -436,6 +437,7 @@ impl Spapr {
             })
             .unwrap_or(HStatus::Parameter);
         self.traced(
+            look,
             Hcall::PutTceIndirect {
                 liobn,
                 ioba,
@@ -447,19 +449,21 @@ impl Spapr {
     }
 
     /// Reports a refused hypercall with the reason, when a subscriber listens: the reason
-    /// is worked out again only then, so the hot path pays one check of the callsite.
+    /// is worked out again only then, so the hot path pays one check of the callsite. It
+    /// is worked out through the lookup the call used (a vCPU handle's own snapshot, or
+    /// the lock), not the locked path alone.
     #[inline]
-    fn traced(&self, call: Hcall, st: HStatus) -> HStatus {
+    fn traced<L: WindowLookup>(&self, look: &mut L, call: Hcall, st: HStatus) -> HStatus {
         if st != HStatus::Success && tracing::enabled!(target: "spapr_papr", tracing::Level::DEBUG)
         {
-            let reason = self.refusal(&call);
+            let reason = self.refusal(look, &call);
             tracing::debug!(target: "spapr_papr", ?call, status = %st, reason, profile = self.profile().name(), "hypercall refused");
         }
         st
     }
 
     /// Why a call was refused, checked in the order the profiles check.
-    fn refusal(&self, call: &Hcall) -> &'static str {
+    fn refusal<L: WindowLookup>(&self, look: &mut L, call: &Hcall) -> &'static str {
         let (liobn, ioba, count) = match *call {
             Hcall::GetTce { liobn, ioba } | Hcall::PutTce { liobn, ioba, .. } => (liobn, ioba, 1),
             Hcall::StuffTce {
@@ -478,7 +482,7 @@ impl Spapr {
         if self.decode(liobn).is_none() {
             return "unknown LIOBN";
         }
-        self.with_table(liobn, |t| {
+        look.with_table(liobn, |t| {
             if let Hcall::PutTceIndirect { list, .. } = *call {
                 if count > MAX_MULTI_TCE {
                     return "more than 512 entries";

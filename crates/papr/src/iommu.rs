@@ -92,7 +92,7 @@ impl PhbIommu {
         while a < end {
             let Some(t) = slots
                 .iter()
-                .filter_map(|s| s.table.as_deref())
+                .filter_map(|s| s.table().map(|t| &**t))
                 .find(|t| t.index_of(a).is_some())
             else {
                 return Err(format!("{a:#x} is outside every DMA window"));
@@ -217,11 +217,11 @@ impl DeviceTranslator {
     #[inline]
     fn refresh(&mut self) {
         // The counter first: tables read after it are at least that new.
-        self.windows = self.shared.gen.windows();
-        let slots = self.shared.slots.read();
+        let (windows, slots) = self.shared.slots.read_since();
+        self.windows = windows;
         self.tables.clear();
         self.tables
-            .extend(slots.iter().filter_map(|s| s.table.clone()));
+            .extend(slots.iter().filter_map(|s| s.table().cloned()));
     }
 
     /// The enabled windows' tables, current.

@@ -50,7 +50,8 @@ impl Generation {
             entries: AtomicU64::new(0),
         }
     }
-    /// Publishes a window change (after it was made).
+    /// Publishes a window change (after it was made). Called only by
+    /// [`crate::slots::SlotsMut`]'s drop, inside the slots' write lock.
     #[inline]
     pub(crate) fn windows_changed(&self) {
         self.windows.fetch_add(1, Ordering::Release);

@@ -70,6 +70,7 @@ pub mod hcall;
 pub mod iommu;
 pub mod iotlb;
 pub mod rtas;
+mod slots;
 pub mod spapr;
 pub mod state;
 mod sync;

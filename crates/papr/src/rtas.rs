@@ -150,7 +150,7 @@ impl Spapr {
                     .slots
                     .read()
                     .iter()
-                    .filter(|s| s.table.is_some())
+                    .filter(|s| s.table().is_some())
                     .count();
                 let avail = 2u32.saturating_sub(enabled as u32);
                 let mask = ddw_page_mask(p.config().page_sizes);
@@ -170,8 +170,8 @@ impl Spapr {
                 let (page_shift, window_shift) = (args[3], args[4]);
                 let p = &self.phbs()[i];
                 let mut slots = p.shared.slots.write();
-                let free = slots.iter().position(|s| s.table.is_none());
-                let enabled = slots.iter().filter(|s| s.table.is_some()).count();
+                let free = slots.iter().position(|s| s.table().is_none());
+                let enabled = slots.iter().filter(|s| s.table().is_some()).count();
                 if page_shift >= 64
                     || !p.config().page_sizes.contains_shift(page_shift)
                     || window_shift < page_shift
@@ -199,7 +199,7 @@ impl Spapr {
                 {
                     return status(RtasStatus::HardwareError);
                 }
-                let liobn = slots[slot].liobn;
+                let liobn = slots[slot].liobn();
                 vec![0, liobn, (bus_offset >> 32) as u32, bus_offset as u32]
             }
             RtasCall::Remove => {
@@ -213,20 +213,18 @@ impl Spapr {
                 if !p.config().ddw {
                     return status(RtasStatus::ParameterError);
                 }
-                let def_win = {
-                    let mut slots = p.shared.slots.write();
-                    if slots[slot].table.is_none() {
-                        return status(RtasStatus::ParameterError);
-                    }
-                    self.disable(phb, &mut slots, slot);
-                    let none_left = slots.iter().all(|s| s.table.is_none());
-                    if !none_left {
-                        return status(RtasStatus::Success);
-                    }
-                    slots[slot].def_win
-                };
-                if !def_win {
-                    self.reset_phb(phb);
+                // One critical section: a create between the removal and the reset it
+                // triggers would otherwise be undone by that reset.
+                let mut slots = p.shared.slots.write();
+                if slots[slot].table().is_none() {
+                    return status(RtasStatus::ParameterError);
+                }
+                slots.set_table(slot, None);
+                let none_left = slots.iter().all(|s| s.table().is_none());
+                if none_left && !slots[slot].def_win() {
+                    self.reset_slots(phb, &mut slots);
+                    drop(slots);
+                    tracing::debug!(target: "spapr_papr", buid = p.buid(), "last window removed: PHB DMA reset");
                 }
                 status(RtasStatus::Success)
             }

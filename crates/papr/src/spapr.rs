@@ -3,6 +3,7 @@
 
 use crate::iommu::{DeviceTranslator, PhbIommu};
 use crate::iotlb::{Generation, TlbCache};
+use crate::slots::{Slots, SlotsMut};
 use crate::sync::RwLock;
 use crate::table::GuestTable;
 use crate::Profile;
@@ -93,17 +94,6 @@ impl Default for SpaprConfig {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// One window slot of a PHB.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    /// Its LIOBN.
-    pub(crate) liobn: u32,
-    /// The table while enabled.
-    pub(crate) table: Option<Arc<GuestTable>>,
-    /// QEMU's sticky `def_win` flag (set on slot 0 by a PHB reset).
-    pub(crate) def_win: bool,
-}
-
 /// What a VMM (or the simulator) may read of one window slot.
 #[derive(Clone, Debug)]
 pub struct WindowView {
@@ -123,8 +113,9 @@ pub struct WindowView {
 /// (read for a hypercall, write for a window change) and publish through `gen`.
 #[derive(Debug)]
 pub(crate) struct PhbShared {
-    /// Window slots (one without DDW, else two). Second in the lock order.
-    pub(crate) slots: RwLock<Vec<Slot>>,
+    /// Window slots (one without DDW, else two). Second in the lock order. Changed only
+    /// through [`SlotsMut`], which publishes through `gen`.
+    pub(crate) slots: Slots,
     /// Change counters: every window change and every TCE change bumps one.
     pub(crate) gen: Arc<Generation>,
     /// The device models' IOTLB, tagged with the counters it was filled under. First in
@@ -158,16 +149,16 @@ impl PaprPhb {
             .enumerate()
             .map(|(slot, s)| WindowView {
                 slot,
-                liobn: s.liobn,
-                def_win: s.def_win,
-                table: s.table.clone(),
+                liobn: s.liobn(),
+                def_win: s.def_win(),
+                table: s.table().cloned(),
             })
             .collect()
     }
     /// The tables of the enabled windows.
     pub(crate) fn tables(&self) -> Vec<Arc<GuestTable>> {
         let slots = self.shared.slots.read();
-        slots.iter().filter_map(|s| s.table.clone()).collect()
+        slots.iter().filter_map(|s| s.table().cloned()).collect()
     }
 }
 
@@ -259,13 +250,6 @@ impl Spapr {
                 )));
             }
             let nslots = if pc.ddw { 2 } else { 1 };
-            let slots = (0..nslots)
-                .map(|n| Slot {
-                    liobn: pci_liobn(pc.index, n),
-                    table: None,
-                    def_win: false,
-                })
-                .collect::<Vec<_>>();
             for n in 0..nslots {
                 liobns.insert(
                     pci_liobn(pc.index, n),
@@ -275,12 +259,13 @@ impl Spapr {
                     },
                 );
             }
+            let gen = Arc::new(Generation::new());
             phbs.push(PaprPhb {
                 config: pc.clone(),
                 buid: phb_buid(pc.index),
                 shared: Arc::new(PhbShared {
-                    slots: RwLock::new(slots),
-                    gen: Arc::new(Generation::new()),
+                    slots: Slots::new((0..nslots).map(|n| pci_liobn(pc.index, n)), gen.clone()),
+                    gen,
                     iotlb: RwLock::new(TlbCache::default()),
                 }),
             });
@@ -379,7 +364,7 @@ impl Spapr {
     #[inline]
     pub fn table(&self, liobn: u64) -> Option<Arc<GuestTable>> {
         match self.decode(liobn)? {
-            Target::Pci { phb, slot } => self.phbs[phb].shared.slots.read()[slot].table.clone(),
+            Target::Pci { phb, slot } => self.phbs[phb].shared.slots.read()[slot].table().cloned(),
             Target::Vio(i) => Some(self.vio[i].table.clone()),
         }
     }
@@ -391,7 +376,7 @@ impl Spapr {
         match self.decode(liobn)? {
             Target::Pci { phb, slot } => {
                 let slots = self.phbs[phb].shared.slots.read();
-                slots[slot].table.as_deref().map(f)
+                slots[slot].table().map(|t| f(t))
             }
             Target::Vio(i) => Some(f(&self.vio[i].table)),
         }
@@ -409,35 +394,27 @@ impl Spapr {
             .map(|p| DeviceTranslator::new(p.shared.clone()))
     }
 
-    /// Enables slot `slot` of PHB `phb` with a fresh (zeroed) table. The caller holds the
-    /// slots' write lock and publishes the change ([`Generation::windows_changed`]).
+    /// Enables slot `slot` of PHB `phb` with a fresh (zeroed) table, under the slots'
+    /// write lock (`slots`, which publishes the change when it is dropped). A table that
+    /// cannot be built changes nothing.
     pub(crate) fn enable(
         &self,
         phb: usize,
-        slots: &mut [Slot],
+        slots: &mut SlotsMut<'_>,
         slot: usize,
         bus_offset: u64,
         page_shift: PageShift,
         nb_table: u64,
     ) -> Result<(), spapr_tce::TceError> {
-        let shared = &self.phbs[phb].shared;
         let t = GuestTable::new(
-            slots[slot].liobn,
+            slots[slot].liobn(),
             bus_offset,
             page_shift,
             nb_table,
-            shared.gen.clone(),
+            self.phbs[phb].shared.gen.clone(),
         )?;
-        slots[slot].table = Some(Arc::new(t));
-        shared.gen.windows_changed();
+        slots.set_table(slot, Some(Arc::new(t)));
         Ok(())
-    }
-
-    /// Disables a slot: its table goes. The change is published before the lock is let go.
-    pub(crate) fn disable(&self, phb: usize, slots: &mut [Slot], slot: usize) {
-        if slots[slot].table.take().is_some() {
-            self.phbs[phb].shared.gen.windows_changed();
-        }
     }
 
     /// `spapr_phb_dma_reset`: both windows off, the default window back (zeroed) with its
@@ -446,23 +423,27 @@ impl Spapr {
         let Some(p) = self.phbs.get(phb) else {
             return;
         };
-        let mut slots = p.shared.slots.write();
+        self.reset_slots(phb, &mut p.shared.slots.write());
+        tracing::debug!(target: "spapr_papr", buid = p.buid, "PHB DMA reset: default window back");
+    }
+
+    /// [`Spapr::reset_phb`]'s body, under a write lock the caller already holds (the RTAS
+    /// remove of the last window resets in the same critical section).
+    pub(crate) fn reset_slots(&self, phb: usize, slots: &mut SlotsMut<'_>) {
         for n in 0..slots.len() {
-            self.disable(phb, &mut slots, n);
+            slots.set_table(n, None);
         }
-        let cfg = &p.config;
+        let cfg = &self.phbs[phb].config;
         // The configuration was validated: a 4K-aligned, non-empty default window.
         let _ = self.enable(
             phb,
-            &mut slots,
+            slots,
             0,
             cfg.dma_win_addr,
             PageShift::K4,
             cfg.dma_win_size >> 12,
         );
-        slots[0].def_win = true;
-        drop(slots);
-        tracing::debug!(target: "spapr_papr", buid = p.buid, "PHB DMA reset: default window back");
+        slots.set_def_win(0, true);
     }
 
     /// Machine reset (`spapr_phb_reset`): every PHB's windows reset, then, where EEH is

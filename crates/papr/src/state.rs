@@ -101,10 +101,10 @@ impl Spapr {
         let slots = p.shared.slots.read();
         out.push(slots.len() as u8);
         for s in slots.iter() {
-            out.extend_from_slice(&s.liobn.to_be_bytes());
-            out.push(u8::from(s.table.is_some()));
-            out.push(u8::from(s.def_win));
-            if let Some(t) = &s.table {
+            out.extend_from_slice(&s.liobn().to_be_bytes());
+            out.push(u8::from(s.table().is_some()));
+            out.push(u8::from(s.def_win()));
+            if let Some(t) = s.table() {
                 let g = *t.tces.geometry();
                 out.extend_from_slice(&t.bus_offset().to_be_bytes());
                 out.push(t.page_shift() as u8);
@@ -146,7 +146,7 @@ impl Spapr {
             });
         }
         let n = r.u8()? as usize;
-        let liobns: Vec<u32> = p.shared.slots.read().iter().map(|s| s.liobn).collect();
+        let liobns: Vec<u32> = p.shared.slots.read().iter().map(|s| s.liobn()).collect();
         if n != liobns.len() {
             return Err(StateError::Layout(format!(
                 "{n} window slots saved, this PHB has {}",
@@ -234,10 +234,9 @@ impl Spapr {
         }
         let mut slots = p.shared.slots.write();
         for (slot, (s, t)) in saved.iter().zip(tables).enumerate() {
-            slots[slot].table = t;
-            slots[slot].def_win = s.def_win;
+            slots.set_table(slot, t);
+            slots.set_def_win(slot, s.def_win);
         }
-        p.shared.gen.windows_changed();
         drop(slots);
         tracing::debug!(target: "spapr_papr", buid = p.buid(), "PHB windows restored");
         Ok(())

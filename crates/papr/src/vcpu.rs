@@ -50,10 +50,10 @@ impl Snapshot {
     /// the two makes the next call retake them).
     #[cold]
     fn retake(&mut self, shared: &PhbShared) {
-        self.windows = shared.gen.windows();
-        let slots = shared.slots.read();
+        let (windows, slots) = shared.slots.read_since();
+        self.windows = windows;
         self.tables.clear();
-        self.tables.extend(slots.iter().map(|s| s.table.clone()));
+        self.tables.extend(slots.iter().map(|s| s.table().cloned()));
     }
 }
 

@@ -1,6 +1,8 @@
 //! Loom models of the translation protocol (`iotlb.rs`): a device's lookup against a
 //! table change, and against window removal and PHB reset. In every interleaving, a
-//! translation that begins after the change returned must not use the old entry.
+//! translation that begins after the change returned must not use the old entry. The same
+//! for a vCPU handle's hypercalls (`vcpu.rs`, `slots.rs`), and for RTAS calls racing each
+//! other (a create against the removal that resets the PHB).
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p spapr-papr --test loom --release`.
 #![cfg(loom)]
 
@@ -230,5 +232,76 @@ fn a_vcpu_call_after_window_changes_returned_uses_the_current_table() {
         }
         writer.join().unwrap();
         assert!(s.check().is_empty());
+    });
+}
+
+/// The RTAS remove of the last window resets the PHB when that window was not the default
+/// one (`spapr_phb_dma_reset`); a create racing it must not be undone by that reset. A
+/// create that succeeded leaves its window (64K pages) in place whatever the interleaving.
+/// Seen to fail when the removal and its reset took the slots' lock twice (the create got
+/// the freed slot in between and the reset replaced its window with the 4K default).
+#[test]
+fn a_create_racing_the_last_removal_is_not_undone_by_its_reset() {
+    loom::model(|| {
+        let s = Arc::new(small_guest(true));
+        let (hi, lo) = ((BUID >> 32) as u32, BUID as u32);
+        assert_eq!(s.rtas(RtasCall::Create, &[0, hi, lo, 12, 14], 4)[0], 0);
+        assert_eq!(s.rtas(RtasCall::Remove, &[0x8000_0000], 1), vec![0]);
+        let remover = {
+            let s = s.clone();
+            thread::spawn(move || {
+                assert_eq!(s.rtas(RtasCall::Remove, &[0x8000_0001], 1), vec![0]);
+            })
+        };
+        let rets = s.rtas(RtasCall::Create, &[0, hi, lo, 16, 17], 4);
+        remover.join().unwrap();
+        if rets[0] == 0 {
+            let t = s
+                .table(u64::from(rets[1]))
+                .expect("the created window is gone");
+            assert_eq!(t.page_shift(), 16, "the created window was replaced");
+        }
+        assert!(s.check().is_empty());
+    });
+}
+
+/// A vCPU handle against the removal of the window it writes: once the removal returned,
+/// the handle's next call on that LIOBN is refused (H_PARAMETER, as the locked call), and
+/// the removed table gets no store from it. Seen to fail with the handle's counter check
+/// removed.
+#[test]
+fn a_vcpu_call_after_its_window_was_removed_is_refused() {
+    let mem = Arc::new(memory());
+    loom::model(move || {
+        let s = Arc::new(small_guest(true));
+        let (hi, lo) = ((BUID >> 32) as u32, BUID as u32);
+        let rets = s.rtas(RtasCall::Create, &[0, hi, lo, 12, 14], 4);
+        assert_eq!(rets[0], 0);
+        let (liobn, start) = (
+            u64::from(rets[1]),
+            (u64::from(rets[2]) << 32) | u64::from(rets[3]),
+        );
+        let old = s.table(liobn).unwrap();
+        let mut vcpu = s.vcpu();
+        let done = Arc::new(AtomicBool::new(false));
+        let remover = {
+            let (s, done) = (s.clone(), done.clone());
+            thread::spawn(move || {
+                assert_eq!(s.rtas(RtasCall::Remove, &[liobn as u32], 1), vec![0]);
+                done.store(true, Ordering::Release);
+            })
+        };
+        // Racing the removal: stored into the window, or refused.
+        let first = vcpu.h_put_tce(&*mem, liobn, start, 0x5_0000 | 1);
+        assert!(matches!(first, HStatus::Success | HStatus::Parameter));
+        if done.load(Ordering::Acquire) {
+            assert_eq!(
+                vcpu.h_put_tce(&*mem, liobn, start + 0x1000, 0x6_0000 | 1),
+                HStatus::Parameter
+            );
+            assert_eq!(old.entry_at(start + 0x1000).map(|t| t.0), Some(0));
+        }
+        remover.join().unwrap();
+        assert!(s.table(liobn).is_none());
     });
 }

@@ -4,6 +4,8 @@
 //! while, with
 //! - a no-progress detector: every thread must keep finishing iterations (a deadlock
 //!   fails the test with the names of the threads that stopped);
+//! - a check that the handle sees every window replacement that returned before its call
+//!   began: such a call's entry must be in the window's current table;
 //! - a ledger that proves no access succeeds through an entry cleared before the access
 //!   began: each mapping of a page has a number, written into its target page, and the
 //!   vCPU publishes the highest number it has cleared (or that a reset has) after the
@@ -54,6 +56,14 @@ struct Ledger {
     stale: AtomicU64,
     /// Accesses that read a number (the check ran).
     checked: AtomicU64,
+    /// The default window's replacements (reset, restore), as a sequence count: odd
+    /// while one runs, bumped (release) before it begins and after it returned.
+    changes: AtomicU64,
+    /// Handle calls made after a replacement returned and with none running until the
+    /// entry was read back, whose entry was in the window's current table.
+    landed: AtomicU64,
+    /// Such calls whose entry was not there (it went into a table that had gone).
+    lost: AtomicU64,
 }
 
 impl Ledger {
@@ -133,10 +143,24 @@ fn vcpu_tces(
                 // Map (or replace) one page.
                 k += 1;
                 mem.write_obj(k, GuestAddress(target(k))).unwrap();
+                // A call that begins after a replacement returned writes the current
+                // table: judged when no replacement ran from before the call until the
+                // entry was read back (the read-back's lock orders a replacement's slot
+                // change after its first bump).
+                let before = l.changes.load(Ordering::Acquire);
                 assert_eq!(
                     vcpu.h_put_tce(mem, LIOBN0, ioba, target(k) | R),
                     HStatus::Success
                 );
+                let now = s.table(LIOBN0).and_then(|t| t.entry_at(ioba)).map(|t| t.0);
+                if before % 2 == 0 && l.changes.load(Ordering::Acquire) == before {
+                    let judged = if now == Some(target(k) | R) {
+                        &l.landed
+                    } else {
+                        &l.lost
+                    };
+                    judged.fetch_add(1, Ordering::Relaxed);
+                }
                 l.floor[page as usize].store(current[page as usize], Ordering::Release);
                 current[page as usize] = k;
                 l.completed.store(k, Ordering::Release);
@@ -206,6 +230,7 @@ fn vcpu_windows(
         if round % 5 == 0 {
             // Everything mapped so far is cleared once the reset returns.
             let before = l.completed.load(Ordering::Acquire);
+            l.changes.fetch_add(1, Ordering::Release);
             match round % 15 {
                 0 => s.reset_phb(0),
                 5 => s.restore_phb(0, empty).unwrap(),
@@ -218,6 +243,7 @@ fn vcpu_windows(
                 }
             }
             l.reset_floor.fetch_max(before, Ordering::Release);
+            l.changes.fetch_add(1, Ordering::Release);
         }
         progress.fetch_add(1, Ordering::Relaxed);
     }
@@ -301,6 +327,9 @@ fn vcpus_and_devices_keep_progressing_and_no_access_uses_a_cleared_entry() {
         reset_floor: AtomicU64::new(0),
         stale: AtomicU64::new(0),
         checked: AtomicU64::new(0),
+        changes: AtomicU64::new(0),
+        landed: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let names = ["vcpu tces", "vcpu windows", "device iommu", "device virtio"];
@@ -387,6 +416,15 @@ fn vcpus_and_devices_keep_progressing_and_no_access_uses_a_cleared_entry() {
     for h in handles {
         h.join().expect("a thread panicked");
     }
+    let (landed, lost) = (
+        l.landed.load(Ordering::Relaxed),
+        l.lost.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        lost, 0,
+        "handle calls after a window change wrote a table that had gone ({landed} landed)"
+    );
+    assert!(landed > 100, "only {landed} judged handle calls");
     let checked = l.checked.load(Ordering::Relaxed);
     assert!(checked > 100, "only {checked} checked accesses");
     assert_eq!(
