@@ -109,6 +109,37 @@ fn main() {
     );
     cmp.pair(
         &mut c,
+        "H_PUT_TCE_INDIRECT/512 vs a validating floor (information)",
+        0.0,
+        "copy list + OR bound + 512 relaxed stores",
+        |iters| {
+            let start = Instant::now();
+            for k in 0..iters {
+                let at = ((k & 63) as usize) * 512;
+                let ok = spapr_benchkit::legal::copy_list_validate_then_store(
+                    &mem,
+                    black_box(list_at),
+                    list_buf,
+                    &legal[at..at + 512],
+                    RAM,
+                    spapr_tce::scan::or_words,
+                );
+                debug_assert!(ok);
+                black_box(ok);
+            }
+            start.elapsed()
+        },
+        |iters| {
+            let start = Instant::now();
+            for k in 0..iters {
+                let ioba = (k & 63) << 21;
+                black_box(vcpu.h_put_tce_indirect(&mem, LIOBN0, ioba, list_at, 512));
+            }
+            start.elapsed()
+        },
+    );
+    cmp.pair(
+        &mut c,
         "H_PUT_TCE_INDIRECT/512 (information)",
         0.0,
         "copy 512 u64 (a data race)",
