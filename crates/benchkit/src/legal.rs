@@ -71,6 +71,57 @@ pub fn copy_list_then_store<M: vm_memory::Bytes<vm_memory::GuestAddress>>(
     }
 }
 
+/// One window of [`stuff_checked`]: its LIOBN, bus offset, IOMMU page shift and entries
+/// (one flat array, the cheapest table there is).
+pub struct StuffWindow<'a> {
+    /// The window's LIOBN.
+    pub liobn: u64,
+    /// Its first bus address.
+    pub offset: u64,
+    /// Its IOMMU page shift.
+    pub shift: u32,
+    /// Its entries, from `offset`.
+    pub entries: &'a [AtomicU64],
+}
+
+/// H_PARAMETER.
+const H_PARAMETER: i64 = -4;
+
+/// The least a legal H_STUFF_TCE does (KVM's `kvmppc_h_stuff_tce`): the window found by
+/// LIOBN, the ioba's alignment and the range checked, a TCE with a permission refused
+/// (KVM stuffs clears only), then the stores and the one invalidation ordered after them.
+/// Returns H_SUCCESS (0) or H_PARAMETER (-4, nothing stored). Information: the issue's
+/// floor is the stores alone.
+#[inline]
+pub fn stuff_checked(
+    windows: &[StuffWindow<'_>],
+    liobn: u64,
+    ioba: u64,
+    tce: u64,
+    npages: u64,
+    generation: &AtomicU64,
+) -> i64 {
+    let Some(w) = windows.iter().find(|w| w.liobn == liobn) else {
+        return H_PARAMETER;
+    };
+    if tce & 3 != 0 || ioba & ((1u64 << w.shift) - 1) != 0 {
+        return H_PARAMETER;
+    }
+    let Some(rel) = ioba.checked_sub(w.offset) else {
+        return H_PARAMETER;
+    };
+    let first = rel >> w.shift;
+    let Some(end) = first
+        .checked_add(npages)
+        .filter(|&e| e <= w.entries.len() as u64)
+    else {
+        return H_PARAMETER;
+    };
+    store_one(&w.entries[first as usize..end as usize], tce);
+    generation.fetch_add(1, Ordering::AcqRel);
+    0
+}
+
 /// [`copy_list_then_store`] with the one check the contract adds (KVM's
 /// `kvmppc_tce_validate`, LoPAR's "each TCE names guest memory"): the OR of the list's
 /// words bounds every entry, so one OR pass and one comparison with the end of RAM (guest
@@ -301,6 +352,44 @@ mod tests {
                 .unwrap();
         }
         mem
+    }
+
+    #[test]
+    fn the_checked_stuff_floor_stores_in_range_and_refuses_the_rest_unchanged() {
+        let entries = slots(8);
+        let w = [StuffWindow {
+            liobn: 7,
+            offset: 0x10_0000,
+            shift: 12,
+            entries: &entries,
+        }];
+        let gen = AtomicU64::new(0);
+        assert_eq!(stuff_checked(&w, 7, 0x10_2000, 0x5000, 6, &gen), 0);
+        let got: Vec<u64> = entries
+            .iter()
+            .map(|d| u64::from_be(d.load(Ordering::Relaxed)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![0, 0, 0x5000, 0x5000, 0x5000, 0x5000, 0x5000, 0x5000]
+        );
+        assert_eq!(gen.load(Ordering::Relaxed), 1);
+        for (liobn, ioba, tce, n) in [
+            (8, 0x10_0000, 0, 1),        // unknown LIOBN
+            (7, 0x10_0800, 0, 1),        // not page aligned
+            (7, 0x0f_f000, 0, 1),        // below the window
+            (7, 0x10_2000, 0, 7),        // past its end
+            (7, 0x10_0000, 0x5001, 1),   // a permission
+            (7, 0x10_0000, 0, u64::MAX), // a count that wraps
+        ] {
+            assert_eq!(stuff_checked(&w, liobn, ioba, tce, n, &gen), H_PARAMETER);
+        }
+        assert_eq!(
+            gen.load(Ordering::Relaxed),
+            1,
+            "a refusal invalidates nothing"
+        );
+        assert_eq!(u64::from_be(entries[0].load(Ordering::Relaxed)), 0);
     }
 
     #[test]

@@ -191,6 +191,46 @@ fn main() {
         },
     );
 
+    // Against the least a legal H_STUFF_TCE does around those stores: the window found
+    // by LIOBN in a flat table, the alignment and range checked, the kill.
+    let windows = [spapr_benchkit::legal::StuffWindow {
+        liobn: LIOBN0,
+        offset: 0,
+        shift: 12,
+        entries: &legal,
+    }];
+    cmp.pair(
+        &mut c,
+        "H_STUFF_TCE/512 vs a checked floor (information)",
+        0.0,
+        "lookup + range check + 512 stores + kill",
+        |iters| {
+            let start = Instant::now();
+            for k in 0..iters {
+                let ioba = (k & 63) << 21;
+                let st = spapr_benchkit::legal::stuff_checked(
+                    &windows,
+                    black_box(LIOBN0),
+                    black_box(ioba),
+                    black_box(0x1000 | ((k & 1) << 12)),
+                    black_box(512),
+                    &generation,
+                );
+                debug_assert_eq!(st, 0);
+                black_box(st);
+            }
+            start.elapsed()
+        },
+        |iters| {
+            let start = Instant::now();
+            for k in 0..iters {
+                let ioba = (k & 63) << 21;
+                black_box(vcpu.h_stuff_tce(&mem, LIOBN0, ioba, 0x1000 | ((k & 1) << 12), 512));
+            }
+            start.elapsed()
+        },
+    );
+
     cmp.pair(
         &mut c,
         "H_STUFF_TCE/512",

@@ -8,12 +8,15 @@
 //! call loads the counter (acquire) and uses its tables only if the counter is unchanged;
 //! otherwise it reads the slots again under their lock first. Window changes (create,
 //! remove, PHB reset, restore) replace a slot's table, never reuse one, and bump the
-//! counter before they let go of the slots' lock ([`crate::iotlb`]), so:
+//! counter before they let go of the slots' lock ([`crate::iotlb`]; held by the slots'
+//! write guard, `slots::SlotsMut`, the only way to change a slot), so:
 //! - a call that begins after a window change returned sees it: the change's bump happens
 //!   before the call's load, which then differs from any older snapshot;
 //! - a call racing a change may act on the tables from before it, as if it had run just
-//!   before the change: what it writes into a table that has gone reaches no device (the
-//!   device models translate through the slots' current tables) and no later call.
+//!   before the change: what it writes into a table that has gone reaches no later call
+//!   and no device translation that begins after the call returned (the device models
+//!   translate through the slots' current tables; one racing both may read it, as a DMA
+//!   in flight may).
 //!
 //! What a hypercall finds costs one plain load where the slot lock costs two atomic
 //! read-modify-writes (about 12 ns per call on the development Xeon, where its 512
