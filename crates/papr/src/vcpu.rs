@@ -21,7 +21,7 @@
 //! What a hypercall finds costs one plain load where the slot lock costs two atomic
 //! read-modify-writes (about 12 ns per call on the development Xeon, where its 512
 //! stores take 80). The price: a handle holds the tables of a removed window until its
-//! next call on that PHB (or its drop).
+//! next call on that PHB, its drop, or [`Vcpu::forget_stale`].
 
 use crate::hcall::WindowLookup;
 use crate::spapr::{PhbShared, Spapr, Target};
@@ -102,6 +102,18 @@ impl WindowLookup for Vcpu<'_> {
 }
 
 impl Vcpu<'_> {
+    /// Lets go of the tables of windows that changed since this handle last looked (a
+    /// removed DDW's table otherwise stays allocated until the handle's next call on its
+    /// PHB): for a VMM to call when the vCPU goes idle, as an RCU grace period ends.
+    /// Answers are the same with or without it.
+    pub fn forget_stale(&mut self) {
+        for (snap, p) in self.phbs.iter_mut().zip(self.spapr.phbs()) {
+            if p.shared.gen.windows() != snap.windows {
+                snap.retake(&p.shared);
+            }
+        }
+    }
+
     /// [`Spapr::hcall`] through this handle.
     #[inline]
     pub fn hcall<M: GuestMemoryBackend>(

@@ -124,3 +124,34 @@ fn a_call_on_a_second_phb_after_its_reset_writes_its_current_table() {
         Some(0x7_0001)
     );
 }
+
+#[test]
+fn an_idle_handle_lets_go_of_a_removed_window_when_told() {
+    let (s, mem) = guest(Profile::Kvm);
+    assert_eq!(s.rtas(RtasCall::Create, &[0, HI, LO, 16, 30], 4)[0], 0);
+    let mut v = s.vcpu();
+    let old = s.table(LIOBN1).unwrap();
+    assert_eq!(
+        std::sync::Arc::strong_count(&old),
+        3,
+        "the slot's, ours, the handle's"
+    );
+    assert_eq!(s.rtas(RtasCall::Remove, &[0x8000_0001], 1), vec![0]);
+    assert_eq!(
+        std::sync::Arc::strong_count(&old),
+        2,
+        "the handle still holds it"
+    );
+    v.forget_stale();
+    assert_eq!(std::sync::Arc::strong_count(&old), 1);
+    // Nothing changed since: the snapshot is kept, and the answers are the same.
+    v.forget_stale();
+    assert_eq!(
+        v.h_put_tce(&mem, LIOBN1, DDW_BASE, 0x10_0001),
+        HStatus::Parameter
+    );
+    assert_eq!(
+        v.h_put_tce(&mem, LIOBN0, 0x1000, 0x5_0001),
+        HStatus::Success
+    );
+}
