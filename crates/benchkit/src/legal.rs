@@ -71,9 +71,9 @@ pub fn copy_list_then_store<M: vm_memory::Bytes<vm_memory::GuestAddress>>(
     }
 }
 
-/// One window of [`stuff_checked`]: its LIOBN, bus offset, IOMMU page shift and entries
-/// (one flat array, the cheapest table there is).
-pub struct StuffWindow<'a> {
+/// One DMA window of the checked hypercall floors: its LIOBN, bus offset, IOMMU page
+/// shift and entries (one flat array, the cheapest table there is).
+pub struct FloorWindow<'a> {
     /// The window's LIOBN.
     pub liobn: u64,
     /// Its first bus address.
@@ -87,73 +87,95 @@ pub struct StuffWindow<'a> {
 /// H_PARAMETER.
 const H_PARAMETER: i64 = -4;
 
-/// The least a legal H_STUFF_TCE does (KVM's `kvmppc_h_stuff_tce`): the window found by
-/// LIOBN, the ioba's alignment and the range checked, a TCE with a permission refused
-/// (KVM stuffs clears only), then the stores and the one invalidation ordered after them.
-/// Returns H_SUCCESS (0) or H_PARAMETER (-4, nothing stored). Information: the issue's
-/// floor is the stores alone.
+/// The checks every TCE hypercall makes before it stores (KVM's `kvmppc_find_table` and
+/// `kvmppc_ioba_validate`): the window found by LIOBN, the ioba aligned to its page, the
+/// `npages` entries from it inside the window. The entries to write, or None.
+#[inline]
+fn checked_run<'a>(
+    windows: &'a [FloorWindow<'a>],
+    liobn: u64,
+    ioba: u64,
+    npages: u64,
+) -> Option<&'a [AtomicU64]> {
+    let w = windows.iter().find(|w| w.liobn == liobn)?;
+    if ioba & ((1u64 << w.shift) - 1) != 0 {
+        return None;
+    }
+    let first = ioba.checked_sub(w.offset)? >> w.shift;
+    let end = first
+        .checked_add(npages)
+        .filter(|&e| e <= w.entries.len() as u64)?;
+    Some(&w.entries[first as usize..end as usize])
+}
+
+/// The least a legal H_STUFF_TCE does (KVM's `kvmppc_h_stuff_tce`): the window checks of
+/// every call, a TCE with a permission refused (KVM stuffs clears only), then the stores
+/// and the one invalidation ordered after them. Returns H_SUCCESS (0) or H_PARAMETER (-4,
+/// nothing stored). Information: the floor is the stores alone.
 #[inline]
 pub fn stuff_checked(
-    windows: &[StuffWindow<'_>],
+    windows: &[FloorWindow<'_>],
     liobn: u64,
     ioba: u64,
     tce: u64,
     npages: u64,
     generation: &AtomicU64,
 ) -> i64 {
-    let Some(w) = windows.iter().find(|w| w.liobn == liobn) else {
-        return H_PARAMETER;
-    };
-    if tce & 3 != 0 || ioba & ((1u64 << w.shift) - 1) != 0 {
+    if tce & 3 != 0 {
         return H_PARAMETER;
     }
-    let Some(rel) = ioba.checked_sub(w.offset) else {
+    let Some(run) = checked_run(windows, liobn, ioba, npages) else {
         return H_PARAMETER;
     };
-    let first = rel >> w.shift;
-    let Some(end) = first
-        .checked_add(npages)
-        .filter(|&e| e <= w.entries.len() as u64)
-    else {
-        return H_PARAMETER;
-    };
-    store_one(&w.entries[first as usize..end as usize], tce);
+    store_one(run, tce);
     generation.fetch_add(1, Ordering::AcqRel);
     0
 }
 
-/// [`copy_list_then_store`] with the one check the contract adds (KVM's
-/// `kvmppc_tce_validate`, LoPAR's "each TCE names guest memory"): the OR of the list's
-/// words bounds every entry, so one OR pass and one comparison with the end of RAM (guest
-/// RAM starts at 0) prove every entry names guest memory and sets no reserved bit of a
-/// 4 KiB page; a list that fails is refused (nothing stored). Returns whether it stored.
-/// `or` computes the OR of the words as they sit in memory: give it the fastest fold the
-/// CPU has (the bench passes the one ours uses), so the floor is charged no slower a pass.
-/// The least a validating H_PUT_TCE_INDIRECT does, given one RAM region; information.
+/// The least a legal H_PUT_TCE_INDIRECT does (KVM's `kvmppc_h_put_tce_indirect`), given one
+/// RAM region at 0 of `ram_end` bytes: at most 512 entries, a 4 KiB-aligned list, the
+/// window checks of every call; the list copied from guest memory (vm-memory's volatile
+/// copy into the page-aligned `buf`); every entry validated (`kvmppc_tce_validate`: it
+/// names guest memory and sets no reserved bit of a 4 KiB page) by one bound, the OR of
+/// the words, which every entry is at most; then the stores and the one invalidation
+/// ordered after them. `or` computes the OR of the words as they sit in memory: give it
+/// the fastest fold the CPU has (the bench passes the one ours uses), so the floor is
+/// charged no slower a pass. Returns H_SUCCESS (0) or H_PARAMETER (-4, nothing stored).
+/// Information: the floor is the copy and the stores alone.
+#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn copy_list_validate_then_store<M: vm_memory::Bytes<vm_memory::GuestAddress>>(
+pub fn indirect_checked<M: vm_memory::Bytes<vm_memory::GuestAddress>>(
+    windows: &[FloorWindow<'_>],
     mem: &M,
-    list: u64,
+    (liobn, ioba, list, npages): (u64, u64, u64, u64),
     buf: &mut [u8],
-    dst: &[AtomicU64],
     ram_end: u64,
     or: impl Fn(&[u8]) -> u64,
-) -> bool {
+    generation: &AtomicU64,
+) -> i64 {
+    if npages > 512 || list & 0xfff != 0 || buf.len() < 8 * npages as usize {
+        return H_PARAMETER;
+    }
+    let Some(run) = checked_run(windows, liobn, ioba, npages) else {
+        return H_PARAMETER;
+    };
+    let buf = &mut buf[..8 * npages as usize];
     if mem.read_slice(buf, vm_memory::GuestAddress(list)).is_err() {
-        return false;
+        return H_PARAMETER;
     }
     // A byte swap commutes with OR: one swap of the OR instead of one per word.
     let any = u64::from_be(or(buf));
     let end = (any & !0xfff).checked_add(0x1000);
     if any & 0xffc != 0 || !matches!(end, Some(e) if e <= ram_end) {
-        return false;
+        return H_PARAMETER;
     }
-    for (d, w) in dst.iter().zip(buf.chunks_exact(8)) {
+    for (d, w) in run.iter().zip(buf.chunks_exact(8)) {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
         d.store(u64::from_ne_bytes(b), Ordering::Relaxed);
     }
-    true
+    generation.fetch_add(1, Ordering::AcqRel);
+    0
 }
 
 /// The pages of a 2 x `n` relaxed-store MAP (a TCE and a user address per page): the floor
@@ -354,70 +376,115 @@ mod tests {
         mem
     }
 
-    #[test]
-    fn the_checked_stuff_floor_stores_in_range_and_refuses_the_rest_unchanged() {
-        let entries = slots(8);
-        let w = [StuffWindow {
+    fn window(entries: &[AtomicU64]) -> [FloorWindow<'_>; 1] {
+        [FloorWindow {
             liobn: 7,
             offset: 0x10_0000,
             shift: 12,
-            entries: &entries,
-        }];
-        let gen = AtomicU64::new(0);
-        assert_eq!(stuff_checked(&w, 7, 0x10_2000, 0x5000, 6, &gen), 0);
-        let got: Vec<u64> = entries
+            entries,
+        }]
+    }
+
+    fn values(entries: &[AtomicU64]) -> Vec<u64> {
+        entries
             .iter()
             .map(|d| u64::from_be(d.load(Ordering::Relaxed)))
-            .collect();
+            .collect()
+    }
+
+    /// Calls every window check refuses: (liobn, ioba, npages).
+    const BAD_RANGES: [(u64, u64, u64); 5] = [
+        (8, 0x10_0000, 1),        // unknown LIOBN
+        (7, 0x10_0800, 1),        // not page aligned
+        (7, 0x0f_f000, 1),        // below the window
+        (7, 0x10_2000, 7),        // past its end
+        (7, 0x10_0000, u64::MAX), // a count that wraps
+    ];
+
+    #[test]
+    fn the_checked_stuff_floor_stores_in_range_and_refuses_the_rest_unchanged() {
+        let entries = slots(8);
+        let w = window(&entries);
+        let gen = AtomicU64::new(0);
+        assert_eq!(stuff_checked(&w, 7, 0x10_2000, 0x5000, 6, &gen), 0);
         assert_eq!(
-            got,
+            values(&entries),
             vec![0, 0, 0x5000, 0x5000, 0x5000, 0x5000, 0x5000, 0x5000]
         );
         assert_eq!(gen.load(Ordering::Relaxed), 1);
-        for (liobn, ioba, tce, n) in [
-            (8, 0x10_0000, 0, 1),        // unknown LIOBN
-            (7, 0x10_0800, 0, 1),        // not page aligned
-            (7, 0x0f_f000, 0, 1),        // below the window
-            (7, 0x10_2000, 0, 7),        // past its end
-            (7, 0x10_0000, 0x5001, 1),   // a permission
-            (7, 0x10_0000, 0, u64::MAX), // a count that wraps
-        ] {
-            assert_eq!(stuff_checked(&w, liobn, ioba, tce, n, &gen), H_PARAMETER);
+        for (liobn, ioba, n) in BAD_RANGES {
+            assert_eq!(stuff_checked(&w, liobn, ioba, 0, n, &gen), H_PARAMETER);
         }
+        assert_eq!(
+            stuff_checked(&w, 7, 0x10_0000, 0x5001, 1, &gen),
+            H_PARAMETER,
+            "a permission"
+        );
         assert_eq!(
             gen.load(Ordering::Relaxed),
             1,
             "a refusal invalidates nothing"
         );
-        assert_eq!(u64::from_be(entries[0].load(Ordering::Relaxed)), 0);
+        assert_eq!(values(&entries)[0], 0);
     }
 
     #[test]
-    fn the_validating_floor_stores_a_list_inside_ram_as_read() {
+    fn the_checked_indirect_floor_stores_a_list_inside_ram_as_read() {
         let mem = ram_with_list([0x1003, 0x2001, 0, 0xF002]);
-        let dst = slots(4);
-        let mut buf = [0u8; 32];
-        assert!(copy_list_validate_then_store(
-            &mem, 0x8000, &mut buf, &dst, 0x1_0000, or
-        ));
-        let got: Vec<u64> = dst
-            .iter()
-            .map(|d| u64::from_be(d.load(Ordering::Relaxed)))
-            .collect();
-        assert_eq!(got, vec![0x1003, 0x2001, 0, 0xF002]);
+        let entries = slots(8);
+        let w = window(&entries);
+        let gen = AtomicU64::new(0);
+        let mut buf = [0u8; 4096];
+        let call = (7, 0x10_1000, 0x8000, 4);
+        assert_eq!(
+            indirect_checked(&w, &mem, call, &mut buf, 0x1_0000, or, &gen),
+            0
+        );
+        assert_eq!(
+            values(&entries),
+            vec![0, 0x1003, 0x2001, 0, 0xF002, 0, 0, 0]
+        );
+        assert_eq!(gen.load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn the_validating_floor_refuses_a_page_past_ram_or_a_reserved_bit_and_stores_nothing() {
+    fn the_checked_indirect_floor_refuses_a_bad_call_or_entry_and_stores_nothing() {
+        let gen = AtomicU64::new(0);
+        let mut buf = [0u8; 4096];
         for bad in [0x1_0001, 0x1007, !0xffc_u64] {
             let mem = ram_with_list([0x1003, bad, 0, 0]);
-            let dst = slots(4);
-            let mut buf = [0u8; 32];
-            assert!(
-                !copy_list_validate_then_store(&mem, 0x8000, &mut buf, &dst, 0x1_0000, or),
+            let entries = slots(8);
+            let w = window(&entries);
+            let call = (7, 0x10_0000, 0x8000, 4);
+            assert_eq!(
+                indirect_checked(&w, &mem, call, &mut buf, 0x1_0000, or, &gen),
+                H_PARAMETER,
                 "{bad:#x}"
             );
-            assert!(dst.iter().all(|d| d.load(Ordering::Relaxed) == 0));
+            assert!(values(&entries).iter().all(|&v| v == 0));
         }
+        let mem = ram_with_list([0x1003, 0, 0, 0]);
+        let entries = slots(8);
+        let w = window(&entries);
+        let mut calls: Vec<(u64, u64, u64, u64)> = BAD_RANGES
+            .iter()
+            .map(|&(l, i, n)| (l, i, 0x8000, n))
+            .collect();
+        calls.push((7, 0x10_0000, 0x8008, 1)); // list not 4 KiB aligned
+        calls.push((7, 0x10_0000, 0x8000, 513)); // more than 512
+        calls.push((7, 0x10_0000, 0x1_0000, 1)); // list outside RAM
+        for call in calls {
+            assert_eq!(
+                indirect_checked(&w, &mem, call, &mut buf, 0x1_0000, or, &gen),
+                H_PARAMETER,
+                "{call:x?}"
+            );
+        }
+        assert!(values(&entries).iter().all(|&v| v == 0));
+        assert_eq!(
+            gen.load(Ordering::Relaxed),
+            0,
+            "a refusal invalidates nothing"
+        );
     }
 }

@@ -50,10 +50,11 @@ impl Generation {
             entries: AtomicU64::new(0),
         }
     }
-    /// Publishes a window change (after it was made). Called only by
-    /// [`crate::slots::SlotsMut`]'s drop, inside the slots' write lock.
+    /// Publishes a window change (after it was made). Only a holder of the slots' write
+    /// guard can call it (`held`), and [`crate::slots::SlotsMut`]'s drop is the one caller,
+    /// inside the lock.
     #[inline]
-    pub(crate) fn windows_changed(&self) {
+    pub(crate) fn windows_changed(&self, _held: &crate::slots::SlotsMut<'_>) {
         self.windows.fetch_add(1, Ordering::Release);
     }
     /// Publishes a TCE change (after its stores).

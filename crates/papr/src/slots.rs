@@ -137,7 +137,7 @@ impl Drop for SlotsMut<'_> {
     /// Runs before the write guard (a field) is dropped: the bump is inside the lock.
     fn drop(&mut self) {
         if self.changed {
-            self.gen.windows_changed();
+            self.gen.windows_changed(self);
         }
     }
 }

@@ -144,7 +144,7 @@ fn an_idle_handle_lets_go_of_a_removed_window_when_told() {
     );
     v.forget_stale();
     assert_eq!(std::sync::Arc::strong_count(&old), 1);
-    // Nothing changed since: the snapshot is kept, and the answers are the same.
+    // Nothing changed since: a second call changes nothing, and the answers are the same.
     v.forget_stale();
     assert_eq!(
         v.h_put_tce(&mem, LIOBN1, DDW_BASE, 0x10_0001),
