@@ -280,7 +280,7 @@ mod tests {
                 0,
                 spapr_tce::PageShift::K4,
                 16,
-                p.shared.gen.clone(),
+                p.shared.gen().clone(),
             )
             .unwrap();
             slots.set_table(1, Some(std::sync::Arc::new(t)));

@@ -121,7 +121,7 @@ impl PhbIommu {
 /// The IOTLB's translations if its tag is current, else nothing.
 pub(crate) fn cached_current(shared: &PhbShared) -> Vec<CachedTranslation> {
     let tlb = shared.iotlb.read();
-    if tlb.tag == shared.gen.tag() {
+    if tlb.tag == shared.gen().tag() {
         tlb.held.clone()
     } else {
         Vec::new()
@@ -152,7 +152,7 @@ impl Iommu for PhbIommu {
             ))
         };
         // The hit path: shared lock, tag check, lookup.
-        let tag = self.shared.gen.tag();
+        let tag = self.shared.gen().tag();
         let guard = self.shared.iotlb.read();
         if guard.tag == tag {
             match Iotlb::lookup(TlbGuard::shared(guard), iova, length, access) {
@@ -166,7 +166,7 @@ impl Iommu for PhbIommu {
         // Miss or stale: refill under the exclusive lock, tagged with the counters loaded
         // before the tables are read, and answer from it without letting go.
         let mut w = self.shared.iotlb.write();
-        let tag = self.shared.gen.tag();
+        let tag = self.shared.gen().tag();
         if w.tag != tag {
             w.reset(tag);
         }
@@ -227,7 +227,7 @@ impl DeviceTranslator {
     /// The enabled windows' tables, current.
     #[inline]
     fn current(&mut self) -> &[Arc<GuestTable>] {
-        if self.shared.gen.windows() != self.windows {
+        if self.shared.gen().windows() != self.windows {
             self.refresh();
         }
         &self.tables

@@ -69,6 +69,13 @@ impl Slots {
         }
     }
 
+    /// The PHB's change counters (this is their one owner; tables' kill hooks and the
+    /// device IOTLB hold clones).
+    #[inline]
+    pub(crate) fn gen(&self) -> &Arc<Generation> {
+        &self.gen
+    }
+
     /// The slots as they are now (shared lock).
     #[inline]
     pub(crate) fn read(&self) -> ReadGuard<'_, Vec<Slot>> {

@@ -110,14 +110,13 @@ pub struct WindowView {
 /// State shared between a PHB and the device models translating through it.
 ///
 /// Lock order (see `iotlb.rs`): `iotlb` before `slots`. Table writers take `slots` only
-/// (read for a hypercall, write for a window change) and publish through `gen`.
+/// (read for a hypercall, write for a window change) and publish through the change counters (`gen()`).
 #[derive(Debug)]
 pub(crate) struct PhbShared {
-    /// Window slots (one without DDW, else two). Second in the lock order. Changed only
-    /// through [`SlotsMut`], which publishes through `gen`.
+    /// Window slots (one without DDW, else two), with the PHB's change counters (every
+    /// window change and every TCE change bumps one; [`Self::gen`]). Second in the lock
+    /// order. Changed only through [`SlotsMut`], which publishes the window changes.
     pub(crate) slots: Slots,
-    /// Change counters: every window change and every TCE change bumps one.
-    pub(crate) gen: Arc<Generation>,
     /// The device models' IOTLB, tagged with the counters it was filled under. First in
     /// the lock order; never taken by a table writer.
     pub(crate) iotlb: RwLock<TlbCache>,
@@ -129,6 +128,14 @@ pub struct PaprPhb {
     pub(crate) config: PhbConfig,
     pub(crate) buid: u64,
     pub(crate) shared: Arc<PhbShared>,
+}
+
+impl PhbShared {
+    /// The PHB's change counters (held by its slots).
+    #[inline]
+    pub(crate) fn gen(&self) -> &Arc<Generation> {
+        self.slots.gen()
+    }
 }
 
 impl PaprPhb {
@@ -259,13 +266,14 @@ impl Spapr {
                     },
                 );
             }
-            let gen = Arc::new(Generation::new());
             phbs.push(PaprPhb {
                 config: pc.clone(),
                 buid: phb_buid(pc.index),
                 shared: Arc::new(PhbShared {
-                    slots: Slots::new((0..nslots).map(|n| pci_liobn(pc.index, n)), gen.clone()),
-                    gen,
+                    slots: Slots::new(
+                        (0..nslots).map(|n| pci_liobn(pc.index, n)),
+                        Arc::new(Generation::new()),
+                    ),
                     iotlb: RwLock::new(TlbCache::default()),
                 }),
             });
@@ -411,7 +419,7 @@ impl Spapr {
             bus_offset,
             page_shift,
             nb_table,
-            self.phbs[phb].shared.gen.clone(),
+            self.phbs[phb].shared.gen().clone(),
         )?;
         slots.set_table(slot, Some(Arc::new(t)));
         Ok(())

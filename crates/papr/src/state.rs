@@ -219,7 +219,7 @@ impl Spapr {
                         w.bus_offset,
                         w.page_shift,
                         w.nb_table,
-                        p.shared.gen.clone(),
+                        p.shared.gen().clone(),
                     )
                     .map_err(|e| StateError::BadWindow(e.to_string()))?;
                     let first = t.tces.geometry().first_index().0;

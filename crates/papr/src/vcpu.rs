@@ -49,6 +49,16 @@ impl Snapshot {
         s
     }
 
+    /// The slots' tables, retaken first if the window counter moved since they were read
+    /// (the handle's one check, before any use of a table).
+    #[inline]
+    fn current(&mut self, shared: &PhbShared) -> &[Option<Arc<GuestTable>>] {
+        if shared.gen().windows() != self.windows {
+            self.retake(shared);
+        }
+        &self.tables
+    }
+
     /// The counter first: tables read after it are at least that new (a change between
     /// the two makes the next call retake them).
     #[cold]
@@ -90,11 +100,8 @@ impl WindowLookup for Vcpu<'_> {
         match self.spapr.decode(liobn)? {
             Target::Pci { phb, slot } => {
                 let shared = &self.spapr.phbs().get(phb)?.shared;
-                let snap = self.phbs.get_mut(phb)?;
-                if shared.gen.windows() != snap.windows {
-                    snap.retake(shared);
-                }
-                snap.tables.get(slot)?.as_deref().map(f)
+                let tables = self.phbs.get_mut(phb)?.current(shared);
+                tables.get(slot)?.as_deref().map(f)
             }
             Target::Vio(i) => Some(f(&self.spapr.vio().get(i)?.table)),
         }
@@ -108,9 +115,7 @@ impl Vcpu<'_> {
     /// Answers are the same with or without it.
     pub fn forget_stale(&mut self) {
         for (snap, p) in self.phbs.iter_mut().zip(self.spapr.phbs()) {
-            if p.shared.gen.windows() != snap.windows {
-                snap.retake(&p.shared);
-            }
+            snap.current(&p.shared);
         }
     }
 
