@@ -46,6 +46,10 @@ impl Slot {
 }
 
 /// The slots of one PHB behind their lock, with the PHB's change counters.
+///
+/// Lock order (this crate's one order, `iotlb.rs`): `PhbShared::iotlb` (the device IOTLB)
+/// before this lock. Only an IOTLB refill holds both; hypercalls, RTAS calls, resets and
+/// restores take this lock alone and never the IOTLB's.
 #[derive(Debug)]
 pub(crate) struct Slots {
     slots: RwLock<Vec<Slot>>,
