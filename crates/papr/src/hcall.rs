@@ -244,31 +244,13 @@ impl Spapr {
         ioba: u64,
         tce: u64,
     ) -> HStatus {
-        let profile = self.profile();
-        let st = look
-            .with_table(liobn, |t| {
-                match profile {
-                    Profile::Qemu => put_masked(t, ioba, tce),
-                    Profile::Kvm => {
-                        // In KVM's table: alignment and range first. An entry KVM cannot
-                        // validate goes to QEMU, which stores it as it is: same result.
-                        let Some(i) = range_ok(t, ioba, 1) else {
-                            return HStatus::Parameter;
-                        };
-                        store(t, i, tce)
-                    }
-                    Profile::Lopar => {
-                        let Some(i) = range_ok(t, ioba, 1) else {
-                            return HStatus::Parameter;
-                        };
-                        if !tce_valid(mem, tce, t.page_shift()) {
-                            return HStatus::Parameter;
-                        }
-                        store(t, i, tce)
-                    }
-                }
-            })
-            .unwrap_or(HStatus::Parameter);
+        // As in H_STUFF_TCE: KVM's path inlined alone, the others out of line.
+        let st = match self.profile() {
+            Profile::Qemu => look.with_table(liobn, |t| put_masked(t, ioba, tce)),
+            Profile::Kvm => look.with_table(liobn, |t| put_kvm(t, ioba, tce)),
+            Profile::Lopar => look.with_table(liobn, |t| put_lopar(mem, t, ioba, tce)),
+        }
+        .unwrap_or(HStatus::Parameter);
         self.traced(look, Hcall::PutTce { liobn, ioba, tce }, st)
     }
 
@@ -330,33 +312,15 @@ impl Spapr {
         tce: u64,
         npages: u64,
     ) -> HStatus {
-        let profile = self.profile();
-        let st = look
-            .with_table(liobn, |t| match profile {
-                Profile::Qemu => stuff_qemu(t, ioba, tce, npages),
-                Profile::Kvm => {
-                    let Some(first) = range_ok(t, ioba, npages) else {
-                        return HStatus::Parameter;
-                    };
-                    if tce & 3 != 0 {
-                        return HStatus::Parameter;
-                    }
-                    fill(t, first, npages, tce)
-                }
-                Profile::Lopar => {
-                    if npages > MAX_MULTI_TCE {
-                        return HStatus::P4;
-                    }
-                    let Some(first) = range_ok(t, ioba, npages) else {
-                        return HStatus::Parameter;
-                    };
-                    if !tce_valid(mem, tce, t.page_shift()) {
-                        return HStatus::Parameter;
-                    }
-                    fill(t, first, npages, tce)
-                }
-            })
-            .unwrap_or(HStatus::Parameter);
+        // One lookup per profile, so that KVM's (the fast path a VMM runs) is inlined
+        // alone and the others are calls: what runs before the first store is what the
+        // call costs on top of its stores.
+        let st = match self.profile() {
+            Profile::Qemu => look.with_table(liobn, |t| stuff_qemu(t, ioba, tce, npages)),
+            Profile::Kvm => look.with_table(liobn, |t| stuff_kvm(t, ioba, tce, npages)),
+            Profile::Lopar => look.with_table(liobn, |t| stuff_lopar(mem, t, ioba, tce, npages)),
+        }
+        .unwrap_or(HStatus::Parameter);
         self.traced(
             look,
             Hcall::StuffTce {
@@ -390,52 +354,18 @@ impl Spapr {
         list: u64,
         npages: u64,
     ) -> HStatus {
-        let profile = self.profile();
-        let st = look
-            .with_table(liobn, |t| {
-                if npages > MAX_MULTI_TCE || list & 0xfff != 0 {
-                    return HStatus::Parameter;
-                }
-                let n = npages as usize;
-                match profile {
-                    Profile::Qemu => indirect_qemu(mem, t, ioba, list, n),
-                    Profile::Kvm => {
-                        let Some(first) = range_ok(t, ioba, npages) else {
-                            return HStatus::Parameter;
-                        };
-                        // A list outside a memslot, or a TCE KVM cannot validate: QEMU does
-                        // the whole call instead.
-                        LIST.with_borrow_mut(|page| {
-                            let bytes = &mut page.0[..8 * n];
-                            let mut v = TceValidator::new(mem, t.page_shift());
-                            match read_list_be(mem, list, bytes) {
-                                Some(b) if v.all_valid_be(bytes, b) => put_be(t, first, bytes),
-                                _ => indirect_qemu(mem, t, ioba, list, n),
-                            }
-                        })
-                    }
-                    Profile::Lopar => {
-                        let Some(first) = range_ok(t, ioba, npages) else {
-                            return HStatus::Parameter;
-                        };
-                        if !mem.check_range(GuestAddress(list), 4096) {
-                            return HStatus::Parameter;
-                        }
-                        LIST.with_borrow_mut(|page| {
-                            let bytes = &mut page.0[..8 * n];
-                            let Some(b) = read_list_be(mem, list, bytes) else {
-                                return HStatus::Parameter;
-                            };
-                            let mut v = TceValidator::new(mem, t.page_shift());
-                            if !v.all_valid_be(bytes, b) {
-                                return HStatus::Parameter;
-                            }
-                            put_be(t, first, bytes)
-                        })
-                    }
-                }
-            })
-            .unwrap_or(HStatus::Parameter);
+        // As in H_STUFF_TCE: KVM's path inlined alone, the others out of line.
+        let st = match self.profile() {
+            Profile::Qemu => look.with_table(liobn, |t| {
+                indirect_checks(list, npages)
+                    .map_or(HStatus::Parameter, |n| indirect_qemu(mem, t, ioba, list, n))
+            }),
+            Profile::Kvm => look.with_table(liobn, |t| indirect_kvm(mem, t, ioba, list, npages)),
+            Profile::Lopar => {
+                look.with_table(liobn, |t| indirect_lopar(mem, t, ioba, list, npages))
+            }
+        }
+        .unwrap_or(HStatus::Parameter);
         self.traced(
             look,
             Hcall::PutTceIndirect {
@@ -452,14 +382,23 @@ impl Spapr {
     /// is worked out again only then, so the hot path pays one check of the callsite. It
     /// is worked out through the lookup the call used (a vCPU handle's own snapshot, or
     /// the lock), not the locked path alone.
-    #[inline]
+    #[inline(always)]
     fn traced<L: WindowLookup>(&self, look: &mut L, call: Hcall, st: HStatus) -> HStatus {
-        if st != HStatus::Success && tracing::enabled!(target: "spapr_papr", tracing::Level::DEBUG)
-        {
+        if st != HStatus::Success {
+            self.trace_refusal(look, call, st);
+        }
+        st
+    }
+
+    /// [`Self::traced`] of a refusal, out of line: a successful call then carries none of
+    /// the tracing code (nor the registers and stack it needs) in its own frame.
+    #[cold]
+    #[inline(never)]
+    fn trace_refusal<L: WindowLookup>(&self, look: &mut L, call: Hcall, st: HStatus) {
+        if tracing::enabled!(target: "spapr_papr", tracing::Level::DEBUG) {
             let reason = self.refusal(look, &call);
             tracing::debug!(target: "spapr_papr", ?call, status = %st, reason, profile = self.profile().name(), "hypercall refused");
         }
-        st
     }
 
     /// Why a call was refused, checked in the order the profiles check.
@@ -559,7 +498,30 @@ fn store(t: &GuestTable, i: TceIndex, tce: u64) -> HStatus {
     }
 }
 
+/// KVM's H_PUT_TCE: alignment and range first. An entry KVM cannot validate goes to
+/// QEMU, which stores it as it is: the same result.
+#[inline(always)]
+fn put_kvm(t: &GuestTable, ioba: u64, tce: u64) -> HStatus {
+    let Some(i) = range_ok(t, ioba, 1) else {
+        return HStatus::Parameter;
+    };
+    store(t, i, tce)
+}
+
+/// LoPAR's H_PUT_TCE: alignment and range, then the TCE validated against guest memory.
+#[inline(never)]
+fn put_lopar<M: GuestMemoryBackend>(mem: &M, t: &GuestTable, ioba: u64, tce: u64) -> HStatus {
+    let Some(i) = range_ok(t, ioba, 1) else {
+        return HStatus::Parameter;
+    };
+    if !tce_valid(mem, tce, t.page_shift()) {
+        return HStatus::Parameter;
+    }
+    store(t, i, tce)
+}
+
 /// QEMU's put: low bits of ioba dropped, then the index check.
+#[inline(never)]
 fn put_masked(t: &GuestTable, ioba: u64, tce: u64) -> HStatus {
     match t.index_of(ioba & !((1u64 << t.page_shift()) - 1)) {
         Some(i) => store(t, i, tce),
@@ -599,8 +561,44 @@ fn qemu_run(t: &GuestTable, ioba: u64, npages: u64) -> Option<(TceIndex, u64)> {
     Some((first, npages.min(t.nb_table() - rel)))
 }
 
+/// KVM's H_STUFF_TCE (`kvmppc_h_stuff_tce`): alignment and range, then the TCE's
+/// reserved bits; nothing stored unless all of it can be.
+#[inline(always)]
+fn stuff_kvm(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
+    let Some(first) = range_ok(t, ioba, npages) else {
+        return HStatus::Parameter;
+    };
+    if tce & 3 != 0 {
+        return HStatus::Parameter;
+    }
+    fill(t, first, npages, tce)
+}
+
+/// LoPAR's H_STUFF_TCE: at most 512 entries (H_P4), the range, then the TCE validated
+/// against guest memory.
+#[inline(never)]
+fn stuff_lopar<M: GuestMemoryBackend>(
+    mem: &M,
+    t: &GuestTable,
+    ioba: u64,
+    tce: u64,
+    npages: u64,
+) -> HStatus {
+    if npages > MAX_MULTI_TCE {
+        return HStatus::P4;
+    }
+    let Some(first) = range_ok(t, ioba, npages) else {
+        return HStatus::Parameter;
+    };
+    if !tce_valid(mem, tce, t.page_shift()) {
+        return HStatus::Parameter;
+    }
+    fill(t, first, npages, tce)
+}
+
 /// QEMU's H_STUFF_TCE: count above the table size refused up front; zero refused; entries
 /// before the first bad index stay written.
+#[inline(never)]
 fn stuff_qemu(t: &GuestTable, ioba: u64, tce: u64, npages: u64) -> HStatus {
     if npages > t.nb_table() || npages == 0 {
         return HStatus::Parameter;
@@ -664,8 +662,77 @@ fn read_list_be<M: GuestMemoryBackend>(mem: &M, list: u64, bytes: &mut [u8]) -> 
     })
 }
 
+/// Every profile's first checks of H_PUT_TCE_INDIRECT: at most 512 entries, a 4 KiB
+/// aligned list. The entry count, or None (H_PARAMETER).
+#[inline(always)]
+fn indirect_checks(list: u64, npages: u64) -> Option<usize> {
+    (npages <= MAX_MULTI_TCE && list & 0xfff == 0).then_some(npages as usize)
+}
+
+/// [`indirect_checks`], then the range (KVM's and LoPAR's order): the entry count and
+/// the first index, or None (H_PARAMETER).
+#[inline(always)]
+fn indirect_range(t: &GuestTable, ioba: u64, list: u64, npages: u64) -> Option<(usize, TceIndex)> {
+    let n = indirect_checks(list, npages)?;
+    Some((n, range_ok(t, ioba, npages)?))
+}
+
+/// KVM's H_PUT_TCE_INDIRECT (`kvmppc_h_put_tce_indirect`): the checks and the range, the
+/// list copied and every entry validated before any is stored. A list outside a memslot,
+/// or a TCE KVM cannot validate: QEMU does the whole call instead.
+#[inline(always)]
+fn indirect_kvm<M: GuestMemoryBackend>(
+    mem: &M,
+    t: &GuestTable,
+    ioba: u64,
+    list: u64,
+    npages: u64,
+) -> HStatus {
+    let Some((n, first)) = indirect_range(t, ioba, list, npages) else {
+        return HStatus::Parameter;
+    };
+    LIST.with_borrow_mut(|page| {
+        let bytes = &mut page.0[..8 * n];
+        let mut v = TceValidator::new(mem, t.page_shift());
+        match read_list_be(mem, list, bytes) {
+            Some(b) if v.all_valid_be(bytes, b) => put_be(t, first, bytes),
+            _ => indirect_qemu(mem, t, ioba, list, n),
+        }
+    })
+}
+
+/// LoPAR's H_PUT_TCE_INDIRECT: the checks and the range, a list wholly in guest memory,
+/// every entry validated; nothing stored unless all of it is.
+#[inline(never)]
+fn indirect_lopar<M: GuestMemoryBackend>(
+    mem: &M,
+    t: &GuestTable,
+    ioba: u64,
+    list: u64,
+    npages: u64,
+) -> HStatus {
+    let Some((n, first)) = indirect_range(t, ioba, list, npages) else {
+        return HStatus::Parameter;
+    };
+    if !mem.check_range(GuestAddress(list), 4096) {
+        return HStatus::Parameter;
+    }
+    LIST.with_borrow_mut(|page| {
+        let bytes = &mut page.0[..8 * n];
+        let Some(b) = read_list_be(mem, list, bytes) else {
+            return HStatus::Parameter;
+        };
+        let mut v = TceValidator::new(mem, t.page_shift());
+        if !v.all_valid_be(bytes, b) {
+            return HStatus::Parameter;
+        }
+        put_be(t, first, bytes)
+    })
+}
+
 /// QEMU's H_PUT_TCE_INDIRECT after the LIOBN, count and alignment checks: entries read
 /// one by one (outside RAM reads as 0), written until the first bad index.
+#[inline(never)]
 fn indirect_qemu<M: GuestMemoryBackend>(
     mem: &M,
     t: &GuestTable,

@@ -209,10 +209,20 @@ pub struct Spapr {
     phbs: Vec<PaprPhb>,
     vio: Vec<VioWindow>,
     liobns: HashMap<u32, Target>,
-    /// PHB index -> position in `phbs` + 1 (0: none).
-    phb_pos: Vec<u8>,
+    /// PHB index (a PCI LIOBN's middle byte) -> its position and slot count, decoded on
+    /// every hypercall with one load.
+    pci: [PciIndex; 256],
     /// Each PHB's VFIO side for EEH (none: emulated devices only). A leaf lock.
     pub(crate) eeh: crate::eeh::Backends,
+}
+
+/// What a PHB index decodes to.
+#[derive(Clone, Copy, Debug, Default)]
+struct PciIndex {
+    /// Position in `Spapr::phbs` + 1 (0: no PHB has this index).
+    phb: u16,
+    /// Window slots the PHB has (1, or 2 with DDW).
+    nslots: u8,
 }
 
 fn profile_code(p: Profile) -> u8 {
@@ -299,12 +309,16 @@ impl Spapr {
                 table: Arc::new(table),
             });
         }
-        let mut phb_pos = vec![0u8; 256];
+        let mut pci = [PciIndex::default(); 256];
         for (i, p) in phbs.iter().enumerate() {
-            phb_pos[p.config.index as usize] = u8::try_from(i + 1).unwrap_or(0);
+            // At most 256 PHBs (their indices are distinct and below 256): i + 1 fits.
+            pci[p.config.index as usize] = PciIndex {
+                phb: u16::try_from(i + 1).unwrap_or(0),
+                nslots: if p.config.ddw { 2 } else { 1 },
+            };
         }
         let s = Self {
-            phb_pos,
+            pci,
             profile: std::sync::atomic::AtomicU8::new(profile_code(config.profile)),
             ram_size: config.ram_size,
             phbs,
@@ -360,10 +374,9 @@ impl Spapr {
         let l = u32::try_from(liobn).ok()?;
         if l & 0x8000_0000 != 0 && l & 0x7fff_0000 == 0 {
             let (index, slot) = ((l >> 8) & 0xff, (l & 0xff) as usize);
-            let phb = *self.phb_pos.get(index as usize)?;
-            let phb = usize::from(phb.checked_sub(1)?);
-            let nslots = if self.phbs[phb].config.ddw { 2 } else { 1 };
-            return (slot < nslots).then_some(Target::Pci { phb, slot });
+            let pci = self.pci[index as usize];
+            let phb = usize::from(pci.phb.checked_sub(1)?);
+            return (slot < usize::from(pci.nslots)).then_some(Target::Pci { phb, slot });
         }
         self.target(l)
     }
@@ -381,13 +394,17 @@ impl Spapr {
     /// hypercall path); None for an unknown LIOBN or a disabled window.
     #[inline]
     pub fn with_table<R>(&self, liobn: u64, f: impl FnOnce(&GuestTable) -> R) -> Option<R> {
-        match self.decode(liobn)? {
+        // One call of `f`, so that it is inlined here; the slots' read guard, when there is
+        // one, is held until `f` returns.
+        let slots;
+        let table: &GuestTable = match self.decode(liobn)? {
             Target::Pci { phb, slot } => {
-                let slots = self.phbs[phb].shared.slots.read();
-                slots[slot].table().map(|t| f(t))
+                slots = self.phbs[phb].shared.slots.read();
+                slots[slot].table()?
             }
-            Target::Vio(i) => Some(f(&self.vio[i].table)),
-        }
+            Target::Vio(i) => &self.vio[i].table,
+        };
+        Some(f(table))
     }
 
     /// The translation of PHB `i` for a device model through vm-memory's `IommuMemory`.

@@ -24,6 +24,7 @@
 //! next call on that PHB, its drop, or [`Vcpu::forget_stale`].
 
 use crate::hcall::WindowLookup;
+use crate::iotlb::Generation;
 use crate::spapr::{PhbShared, Spapr, Target};
 use crate::table::GuestTable;
 use crate::{HStatus, Hcall};
@@ -32,29 +33,36 @@ use vm_memory::GuestMemoryBackend;
 
 /// One PHB's windows as a handle last saw them.
 #[derive(Debug)]
-struct Snapshot {
+struct Snapshot<'a> {
     /// The PHB's window counter, loaded before `tables` were read.
     windows: u64,
-    /// Each slot's table then.
+    /// The PHB's change counters (the slots' own, kept here so that a call's check is
+    /// one load from the handle and one from the counter).
+    gen: &'a Generation,
+    /// The PHB's slots, read again when the counter moves.
+    shared: &'a PhbShared,
+    /// Each slot's table then (one per slot the PHB has).
     tables: Vec<Option<Arc<GuestTable>>>,
 }
 
-impl Snapshot {
-    fn take(shared: &PhbShared) -> Self {
+impl<'a> Snapshot<'a> {
+    fn take(shared: &'a PhbShared) -> Self {
         let mut s = Self {
             windows: 0,
+            gen: shared.gen(),
+            shared,
             tables: Vec::new(),
         };
-        s.retake(shared);
+        s.retake();
         s
     }
 
     /// The slots' tables, retaken first if the window counter moved since they were read
     /// (the handle's one check, before any use of a table).
-    #[inline]
-    fn current(&mut self, shared: &PhbShared) -> &[Option<Arc<GuestTable>>] {
-        if shared.gen().windows() != self.windows {
-            self.retake(shared);
+    #[inline(always)]
+    fn current(&mut self) -> &[Option<Arc<GuestTable>>] {
+        if self.gen.windows() != self.windows {
+            self.retake();
         }
         &self.tables
     }
@@ -62,8 +70,9 @@ impl Snapshot {
     /// The counter first: tables read after it are at least that new (a change between
     /// the two makes the next call retake them).
     #[cold]
-    fn retake(&mut self, shared: &PhbShared) {
-        let (windows, slots) = shared.slots.read_since();
+    #[inline(never)]
+    fn retake(&mut self) {
+        let (windows, slots) = self.shared.slots.read_since();
         self.windows = windows;
         self.tables.clear();
         self.tables.extend(slots.iter().map(|s| s.table().cloned()));
@@ -77,7 +86,7 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Vcpu<'a> {
     spapr: &'a Spapr,
-    phbs: Vec<Snapshot>,
+    phbs: Vec<Snapshot<'a>>,
 }
 
 impl Spapr {
@@ -95,16 +104,14 @@ impl Spapr {
 }
 
 impl WindowLookup for Vcpu<'_> {
-    #[inline]
+    #[inline(always)]
     fn with_table<R>(&mut self, liobn: u64, f: impl FnOnce(&GuestTable) -> R) -> Option<R> {
-        match self.spapr.decode(liobn)? {
-            Target::Pci { phb, slot } => {
-                let shared = &self.spapr.phbs().get(phb)?.shared;
-                let tables = self.phbs.get_mut(phb)?.current(shared);
-                tables.get(slot)?.as_deref().map(f)
-            }
-            Target::Vio(i) => Some(f(&self.spapr.vio().get(i)?.table)),
-        }
+        // One call of `f`, so that it is inlined here.
+        let table: &GuestTable = match self.spapr.decode(liobn)? {
+            Target::Pci { phb, slot } => self.phbs.get_mut(phb)?.current().get(slot)?.as_deref()?,
+            Target::Vio(i) => &self.spapr.vio().get(i)?.table,
+        };
+        Some(f(table))
     }
 }
 
@@ -114,8 +121,8 @@ impl Vcpu<'_> {
     /// PHB): for a VMM to call when the vCPU goes idle, as an RCU grace period ends.
     /// Answers are the same with or without it.
     pub fn forget_stale(&mut self) {
-        for (snap, p) in self.phbs.iter_mut().zip(self.spapr.phbs()) {
-            snap.current(&p.shared);
+        for snap in &mut self.phbs {
+            snap.current();
         }
     }
 

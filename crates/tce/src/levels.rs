@@ -25,12 +25,13 @@ use core::ptr;
 /// What a directory slot points at.
 type Child = AtomicPtr<()>;
 
-/// [`View::slot`] in a tree of `levels` levels (`levels >= 2`): the top entry,
-/// `levels - 2` directory entries, then the leaf slot. Called with a constant depth it
-/// unrolls (a translation's loads then follow one another with no loop control between
-/// them).
+/// The first slot of the leaf holding `rel` in a tree of `levels` levels (`levels >= 2`):
+/// the top entry, `levels - 2` directory entries, then the leaf pointer; `None` where a
+/// level is missing or `rel` is past the top. Called with a constant depth it unrolls (a
+/// translation's loads then follow one another with no loop control between them). The
+/// pointer returned starts a live leaf of `1 << bits` slots (I1).
 #[inline(always)]
-fn find_slot(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<&AtomicU64> {
+fn find_leaf(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<*const AtomicU64> {
     let mask = (1u64 << bits) - 1;
     let mut child = top
         .get((rel >> ((levels - 1) * bits)) as usize)?
@@ -49,9 +50,30 @@ fn find_slot(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<&AtomicU
     if child.is_null() {
         return None;
     }
-    // SAFETY: `child` is a live leaf of `1 << bits` slots (I1) and the masked index is
-    // below that.
-    Some(unsafe { &*(child as *const AtomicU64).add((rel & mask) as usize) })
+    Some(child as *const AtomicU64)
+}
+
+/// [`View::slot`] in a tree of `levels` levels: the leaf's slot of `rel`.
+#[inline(always)]
+fn find_slot(top: &[Child], rel: u64, levels: u32, bits: u32) -> Option<&AtomicU64> {
+    let leaf = find_leaf(top, rel, levels, bits)?;
+    // SAFETY: `leaf` starts a live leaf of `1 << bits` slots (I1, `find_leaf`) and the
+    // masked index is below that.
+    Some(unsafe { &*leaf.add((rel & ((1u64 << bits) - 1)) as usize) })
+}
+
+/// [`View::run`] in a tree of `levels` levels: `n` slots from `rel`, if they lie in one
+/// allocated leaf.
+#[inline(always)]
+fn find_run(top: &[Child], rel: u64, n: usize, levels: u32, bits: u32) -> Option<&[AtomicU64]> {
+    let start = (rel & ((1u64 << bits) - 1)) as usize;
+    if n > (1usize << bits) - start {
+        return None;
+    }
+    let leaf = find_leaf(top, rel, levels, bits)?;
+    // SAFETY: `leaf` starts a live leaf of `1 << bits` slots (I1, `find_leaf`), and
+    // `start + n <= 1 << bits` was checked above (`start` is masked below `1 << bits`).
+    Some(unsafe { core::slice::from_raw_parts(leaf.add(start), n) })
 }
 
 /// Counters of what the tree holds.
@@ -117,6 +139,31 @@ impl<'t> View<'t> {
                     3 => find_slot(top, rel, 3, bits),
                     4 => find_slot(top, rel, 4, bits),
                     _ => find_slot(top, rel, levels, bits),
+                }
+            }
+        }
+    }
+
+    /// The `n` slots from `rel` if they lie inside one allocated leaf and inside the
+    /// window; `None` otherwise (a missing level, a run across a leaf's end, or outside the
+    /// window). Never allocates: the batched writes' fast path, one walk for the run.
+    #[inline(always)]
+    pub(crate) fn run(&self, rel: u64, n: usize) -> Option<&'t [AtomicU64]> {
+        match *self {
+            View::Flat(leaf) => leaf.get(rel as usize..)?.get(..n),
+            View::Tree {
+                top,
+                levels,
+                bits,
+                entries,
+            } => {
+                if rel >= entries || n as u64 > entries - rel {
+                    return None;
+                }
+                match levels {
+                    2 => find_run(top, rel, n, 2, bits),
+                    3 => find_run(top, rel, n, 3, bits),
+                    _ => find_run(top, rel, n, levels, bits),
                 }
             }
         }

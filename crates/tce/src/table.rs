@@ -296,6 +296,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
     /// Writes the same entry to `count` consecutive entries from `first` (H_STUFF_TCE),
     /// then invalidates the range once. All-or-nothing like [`Self::put_batch`]; clearing
     /// never allocates.
+    #[inline]
     pub fn fill(&self, first: TceIndex, count: u64, tce: Tce) -> Result<(), TceError> {
         if tce.is_empty() {
             return self.clear(first, count).map(drop);
@@ -431,12 +432,79 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
         Ok(())
     }
 
-    /// Shared body of batched writes: check, pre-allocate, write leaf by leaf, kill once.
+    /// Shared body of batched writes: check, write, kill once. A range inside one leaf
+    /// that exists (a hypercall's batch of at most 512 entries, mostly) is written here
+    /// with one walk and no allocation check; any other goes to [`Self::write_leaves`].
+    /// Inlined so that each caller's `src` is a constant: what runs before the first
+    /// store is what a batch pays on top of its stores, since the kill that ends the
+    /// previous batch drains the store buffer first.
+    #[inline(always)]
     fn write_runs(&self, first: TceIndex, count: u64, src: Source<'_>) -> Result<(), TceError> {
         let rel = self.rel_range(first, count)?;
         if count == 0 {
             return Ok(());
         }
+        let run = usize::try_from(count)
+            .ok()
+            .and_then(|n| self.tree.view().run(rel, n));
+        match run {
+            Some(run) => {
+                Self::store_run(run, src, 0);
+                self.kill.kill_range(first, count);
+                Ok(())
+            }
+            None => self.write_leaves(first, rel, count, src),
+        }
+    }
+
+    /// Stores `src`'s entries `done..done + run.len()` into `run`, one relaxed (release)
+    /// store each: entries are stored as given, a load (or an add), a byte swap and a
+    /// store each; write-implies-read is applied by every reader (`Self::loaded`).
+    #[inline(always)]
+    fn store_run(run: &[AtomicU64], src: Source<'_>, done: usize) {
+        let n = run.len();
+        match src {
+            Source::Slice(tces) => {
+                for (slot, tce) in run.iter().zip(&tces[done..done + n]) {
+                    slot.store(Self::stored(*tce), Ordering::Release);
+                }
+            }
+            Source::BigEndian(be) => {
+                let src = &be[8 * done..8 * (done + n)];
+                for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(w);
+                    slot.store(u64::from_ne_bytes(b), Ordering::Release);
+                }
+            }
+            Source::Repeat(tce) => {
+                let v = Self::stored(tce);
+                for slot in run {
+                    slot.store(v, Ordering::Release);
+                }
+            }
+            Source::Linear { addr, shift, perm } => {
+                let step = 1u64 << shift;
+                let mut next = addr.wrapping_add((done as u64) << shift) | perm;
+                for slot in run {
+                    slot.store(next.to_be(), Ordering::Release);
+                    next = next.wrapping_add(step);
+                }
+            }
+        }
+    }
+
+    /// [`Self::write_runs`] of a range across leaves, or into a leaf not yet allocated:
+    /// every leaf the range needs is allocated first, so that nothing is written unless
+    /// all of it can be, then the range is written leaf by leaf and killed once.
+    #[inline(never)]
+    fn write_leaves(
+        &self,
+        first: TceIndex,
+        rel: u64,
+        count: u64,
+        src: Source<'_>,
+    ) -> Result<(), TceError> {
         // Where the leaf holding `r` ends: a one-level table is one leaf; lower levels hold
         // 2^level_bits entries (shifts, not divisions: a 64-bit division costs more than
         // a small batch's stores).
@@ -470,37 +538,7 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
                 .tree
                 .leaf_run(r, n, one_leaf)?
                 .ok_or(TceError::AllocFailed { bytes: 0 })?;
-            // Entries are stored as given, a load (or an add), a byte swap and a store
-            // each: write-implies-read is applied by every reader (`Self::loaded`).
-            match src {
-                Source::Slice(tces) => {
-                    for (slot, tce) in run.iter().zip(&tces[done..done + n]) {
-                        slot.store(Self::stored(*tce), Ordering::Release);
-                    }
-                }
-                Source::BigEndian(be) => {
-                    let src = &be[8 * done..8 * (done + n)];
-                    for (slot, w) in run.iter().zip(src.chunks_exact(8)) {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(w);
-                        slot.store(u64::from_ne_bytes(b), Ordering::Release);
-                    }
-                }
-                Source::Repeat(tce) => {
-                    let v = Self::stored(tce);
-                    for slot in run {
-                        slot.store(v, Ordering::Release);
-                    }
-                }
-                Source::Linear { addr, shift, perm } => {
-                    let step = 1u64 << shift;
-                    let mut next = addr.wrapping_add((done as u64) << shift) | perm;
-                    for slot in run {
-                        slot.store(next.to_be(), Ordering::Release);
-                        next = next.wrapping_add(step);
-                    }
-                }
-            }
+            Self::store_run(run, src, done);
             done += n;
             r += n as u64;
         }
