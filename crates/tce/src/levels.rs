@@ -481,3 +481,63 @@ impl Drop for LevelTree {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::addr::Iova;
+    use crate::page::PageShift;
+
+    fn tree(entries: u64, levels: u32, bits: u32) -> LevelTree {
+        let g = TableGeometry::new(Iova(0), PageShift::K4, entries, levels, bits).unwrap();
+        LevelTree::new(&g, u64::MAX).unwrap()
+    }
+
+    /// `run` is the slots `slot` finds, one after the other.
+    fn is_slots(t: &LevelTree, rel: u64, run: &[AtomicU64]) -> bool {
+        run.iter()
+            .zip(rel..)
+            .all(|(s, r)| t.view().slot(r).is_some_and(|x| ptr::eq(s, x)))
+    }
+
+    #[test]
+    fn a_run_is_found_only_inside_one_allocated_leaf_and_the_window() {
+        // Leaves of 16 entries; the last (48..64) only partly inside the window of 53.
+        let t = tree(53, 2, 4);
+        assert!(t.view().run(16, 1).is_none(), "no leaf allocated yet");
+        t.slot_alloc(20).unwrap();
+        t.slot_alloc(50).unwrap();
+        let v = t.view();
+        let whole = v.run(16, 16).expect("the whole leaf");
+        assert_eq!(whole.len(), 16);
+        assert!(is_slots(&t, 16, whole));
+        let tail = v.run(17, 15).expect("up to the leaf's end");
+        assert!(is_slots(&t, 17, tail));
+        assert!(v.run(17, 16).is_none(), "across the leaf's end");
+        assert!(v.run(0, 1).is_none(), "leaf 0 is missing");
+        assert!(v.run(32, 1).is_none(), "leaf 2 is missing");
+        let last = v.run(48, 5).expect("to the window's end");
+        assert!(is_slots(&t, 48, last));
+        assert!(v.run(48, 6).is_none(), "past the window, inside the leaf");
+        assert!(v.run(53, 0).is_none(), "starts past the window");
+        assert_eq!(v.run(20, 0).map(<[_]>::len), Some(0));
+    }
+
+    #[test]
+    fn a_run_in_a_three_level_tree_and_in_a_flat_table() {
+        let t = tree(64, 3, 2);
+        t.slot_alloc(37).unwrap();
+        let v = t.view();
+        let run = v.run(36, 4).expect("leaf 36..40");
+        assert!(is_slots(&t, 36, run));
+        assert!(v.run(38, 3).is_none(), "across the leaf's end");
+        assert!(v.run(40, 1).is_none(), "the next leaf is missing");
+
+        let flat = tree(10, 1, 0);
+        let v = flat.view();
+        let run = v.run(8, 2).expect("to the end");
+        assert!(is_slots(&flat, 8, run));
+        assert!(v.run(8, 3).is_none());
+        assert!(v.run(11, 0).is_none());
+    }
+}
