@@ -45,6 +45,10 @@ impl Slot {
     }
 }
 
+/// Window slots a PHB has at most: the default window and one DDW (QEMU's
+/// `SPAPR_PCI_DMA_MAX_WINDOWS`).
+pub(crate) const MAX_SLOTS: usize = 2;
+
 /// The slots of one PHB behind their lock, with the PHB's change counters.
 ///
 /// Lock order (this crate's one order, `iotlb.rs`): `PhbShared::iotlb` (the device IOTLB)

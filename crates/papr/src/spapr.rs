@@ -3,7 +3,7 @@
 
 use crate::iommu::{DeviceTranslator, PhbIommu};
 use crate::iotlb::{Generation, TlbCache};
-use crate::slots::{Slots, SlotsMut};
+use crate::slots::{Slots, SlotsMut, MAX_SLOTS};
 use crate::sync::RwLock;
 use crate::table::GuestTable;
 use crate::Profile;
@@ -266,7 +266,7 @@ impl Spapr {
                     pc.index
                 )));
             }
-            let nslots = if pc.ddw { 2 } else { 1 };
+            let nslots = if pc.ddw { MAX_SLOTS as u32 } else { 1 };
             for n in 0..nslots {
                 liobns.insert(
                     pci_liobn(pc.index, n),
@@ -314,7 +314,7 @@ impl Spapr {
             // At most 256 PHBs (their indices are distinct and below 256): i + 1 fits.
             pci[p.config.index as usize] = PciIndex {
                 phb: u16::try_from(i + 1).unwrap_or(0),
-                nslots: if p.config.ddw { 2 } else { 1 },
+                nslots: if p.config.ddw { MAX_SLOTS as u8 } else { 1 },
             };
         }
         let s = Self {
