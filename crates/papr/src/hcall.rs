@@ -4,7 +4,7 @@
 use crate::spapr::Spapr;
 use crate::table::GuestTable;
 use crate::{opcode, HStatus, Profile, MAX_MULTI_TCE};
-use spapr_tce::{Tce, TceIndex, MAX_BATCH};
+use spapr_tce::{Iova, Tce, TceIndex, MAX_BATCH};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, VolatileMemory};
 
 /// A decoded hypercall.
@@ -146,13 +146,12 @@ fn tce_valid<M: GuestMemoryBackend>(mem: &M, tce: u64, page_shift: u32) -> bool 
 /// KVM's `kvmppc_ioba_validate`: aligned, inside the window for the whole range.
 #[inline]
 fn range_ok(t: &GuestTable, ioba: u64, npages: u64) -> Option<TceIndex> {
-    let ps = t.page_shift();
-    if ioba & ((1 << ps) - 1) != 0 {
+    let g = t.geometry();
+    if ioba & g.offset_mask() != 0 {
         return None;
     }
-    let first = t.index_of(ioba)?;
-    let rel = first.0 - t.tces.geometry().first_index().0;
-    (npages <= t.nb_table() - rel).then_some(first)
+    let rel = g.relative_index(Iova(ioba))?;
+    (npages <= g.entries() - rel).then(|| TceIndex(g.first_index().0 + rel))
 }
 
 impl Spapr {
