@@ -236,8 +236,10 @@ impl<A: RealAddress, K: TceKill> TceTable<A, K> {
     /// (the kernel DMA API's `pnv_tce_build`/`pnv_tce_free`, which own their entries
     /// through the allocator and need no exchange). One plain release store: a racing
     /// reader sees the old or the new entry. Storing `Tce::EMPTY` where no level exists
-    /// succeeds without allocating.
-    #[inline]
+    /// succeeds without allocating. Always inlined: the kernel DMA API's map and unmap
+    /// call it once per page, and as a call it cost about 30 instructions of register
+    /// saves each (callgrind: 341 -> 281 instructions per one-page map+unmap).
+    #[inline(always)]
     pub fn store_no_kill(&self, index: TceIndex, tce: Tce) -> Result<(), TceError> {
         let rel = self.rel(index)?;
         let slot = if tce.is_empty() {
