@@ -65,7 +65,9 @@ impl TableGeometry {
         let (level_bits, top_entries) = if levels == 1 {
             (0, entries)
         } else {
-            if level_bits == 0 || level_bits > 32 {
+            // A lower level of `1 << level_bits` slots of 8 bytes must be addressable
+            // (`usize`; the bound matters only on a 32-bit host).
+            if level_bits == 0 || level_bits > 32 || level_bits >= usize::BITS - 3 {
                 return Err(coverage.into());
             }
             let low_bits = (levels - 1) * level_bits;

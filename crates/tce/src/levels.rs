@@ -113,7 +113,9 @@ impl<'t> View<'t> {
     #[inline(always)]
     pub(crate) fn load_raw(&self, rel: u64) -> Option<u64> {
         match *self {
-            View::Flat(leaf) => leaf.get(rel as usize).map(|s| s.load(Ordering::Relaxed)),
+            View::Flat(leaf) => leaf
+                .get(usize::try_from(rel).ok()?)
+                .map(|s| s.load(Ordering::Relaxed)),
             View::Tree { entries, .. } if rel >= entries => None,
             tree => Some(tree.slot(rel).map_or(0, |s| s.load(Ordering::Relaxed))),
         }
@@ -123,7 +125,7 @@ impl<'t> View<'t> {
     #[inline(always)]
     pub(crate) fn slot(&self, rel: u64) -> Option<&'t AtomicU64> {
         match *self {
-            View::Flat(leaf) => leaf.get(rel as usize),
+            View::Flat(leaf) => leaf.get(usize::try_from(rel).ok()?),
             View::Tree {
                 top,
                 levels,
@@ -150,7 +152,7 @@ impl<'t> View<'t> {
     #[inline(always)]
     pub(crate) fn run(&self, rel: u64, n: usize) -> Option<&'t [AtomicU64]> {
         match *self {
-            View::Flat(leaf) => leaf.get(rel as usize..)?.get(..n),
+            View::Flat(leaf) => leaf.get(usize::try_from(rel).ok()?..)?.get(..n),
             View::Tree {
                 top,
                 levels,
@@ -269,8 +271,9 @@ impl LevelTree {
     #[inline]
     pub(crate) fn slot_alloc(&self, rel: u64) -> Result<&AtomicU64, TceError> {
         match &self.top {
-            Top::Leaf(leaf) => leaf
-                .get(rel as usize)
+            Top::Leaf(leaf) => usize::try_from(rel)
+                .ok()
+                .and_then(|r| leaf.get(r))
                 .ok_or(TceError::AllocFailed { bytes: 0 }),
             Top::Dir(dir) => {
                 let leaf = self
@@ -291,7 +294,9 @@ impl LevelTree {
         alloc: bool,
     ) -> Result<Option<&[AtomicU64]>, TceError> {
         match &self.top {
-            Top::Leaf(leaf) => Ok(leaf.get(rel as usize..rel as usize + n)),
+            Top::Leaf(leaf) => Ok(usize::try_from(rel)
+                .ok()
+                .and_then(|r| leaf.get(r..)?.get(..n))),
             Top::Dir(dir) => {
                 let Some(leaf) = self.walk(dir, rel, alloc)? else {
                     return Ok(None);
