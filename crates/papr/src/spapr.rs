@@ -16,6 +16,13 @@ pub fn pci_liobn(phb_index: u32, window: u32) -> u32 {
     0x8000_0000 | (phb_index << 8) | window
 }
 
+/// Whether `liobn` has the shape of [`pci_liobn`] (high bit set, bits 16-30 clear): the
+/// hypercalls decode such a LIOBN from its bits as a PCI window, so no VIO device may
+/// use one.
+fn is_pci_liobn(liobn: u32) -> bool {
+    liobn & 0x8000_0000 != 0 && liobn & 0x7fff_0000 == 0
+}
+
 /// A PHB's BUID: `0x0800_0000_2000_0000 + index`.
 pub fn phb_buid(phb_index: u32) -> u64 {
     0x0800_0000_2000_0000 + u64::from(phb_index)
@@ -238,6 +245,7 @@ impl Spapr {
     pub fn new(config: SpaprConfig) -> Result<Self, ConfigError> {
         let mut liobns = HashMap::new();
         let mut phbs = Vec::new();
+        let mut pci = [PciIndex::default(); 256];
         let mut buids = std::collections::BTreeSet::new();
         for (i, pc) in config.phbs.iter().enumerate() {
             if pc.index > 0xff {
@@ -267,6 +275,11 @@ impl Spapr {
                 )));
             }
             let nslots = if pc.ddw { MAX_SLOTS as u32 } else { 1 };
+            // At most 256 PHBs (their indices are distinct and below 256): i + 1 fits.
+            pci[pc.index as usize] = PciIndex {
+                phb: u16::try_from(i + 1).unwrap_or(0),
+                nslots: nslots as u8,
+            };
             for n in 0..nslots {
                 liobns.insert(
                     pci_liobn(pc.index, n),
@@ -290,6 +303,12 @@ impl Spapr {
         }
         let mut vio = Vec::new();
         for (i, vc) in config.vio.iter().enumerate() {
+            if is_pci_liobn(vc.reg) && !liobns.contains_key(&vc.reg) {
+                return Err(ConfigError(format!(
+                    "VIO LIOBN {:#x} has the shape of a PCI LIOBN (0x8000_XXYY)",
+                    vc.reg
+                )));
+            }
             if liobns.insert(vc.reg, Target::Vio(i)).is_some() {
                 return Err(ConfigError(format!("LIOBN {:#x} used twice", vc.reg)));
             }
@@ -308,14 +327,6 @@ impl Spapr {
                 config: vc.clone(),
                 table: Arc::new(table),
             });
-        }
-        let mut pci = [PciIndex::default(); 256];
-        for (i, p) in phbs.iter().enumerate() {
-            // At most 256 PHBs (their indices are distinct and below 256): i + 1 fits.
-            pci[p.config.index as usize] = PciIndex {
-                phb: u16::try_from(i + 1).unwrap_or(0),
-                nslots: if p.config.ddw { MAX_SLOTS as u8 } else { 1 },
-            };
         }
         let s = Self {
             pci,
@@ -372,7 +383,7 @@ impl Spapr {
     #[inline]
     pub(crate) fn decode(&self, liobn: u64) -> Option<Target> {
         let l = u32::try_from(liobn).ok()?;
-        if l & 0x8000_0000 != 0 && l & 0x7fff_0000 == 0 {
+        if is_pci_liobn(l) {
             let (index, slot) = ((l >> 8) & 0xff, (l & 0xff) as usize);
             let pci = self.pci[index as usize];
             let phb = usize::from(pci.phb.checked_sub(1)?);

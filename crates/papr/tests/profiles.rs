@@ -291,4 +291,9 @@ fn bad_configurations_are_refused_with_a_reason() {
         .unwrap_err()
         .to_string()
         .contains("used twice"));
+    // A VIO LIOBN shaped like a PCI one (no PHB 1 here, no slot 5 anywhere) would be
+    // decoded as PCI by every hypercall and never reach its window.
+    let mut c = SpaprConfig::default();
+    c.vio[0].reg = 0x8000_0105;
+    assert!(Spapr::new(c).unwrap_err().to_string().contains("PCI LIOBN"));
 }
