@@ -150,8 +150,8 @@ struct Model {
     mapped: [BTreeMap<u64, (u64, bool)>; 2],
     /// Container -> the process its mappings are in.
     mm: [Option<Mm>; 2],
-    /// Container -> a driver is set (so group moves detach/attach windows).
-    driver: [bool; 2],
+    /// Container -> a driver is set (so group moves detach/attach windows): `Some(v2)`.
+    driver: [Option<bool>; 2],
     /// Group -> its PE lost the user's window 0 to linux's `pnv_ioda2_take_ownership` when
     /// a device was hot-added (the user's DMA through it faults; no isolation is lost).
     dropped0: [bool; 3],
@@ -261,8 +261,20 @@ proptest! {
             // An injected failure hits the next call that programs windows (attach, create,
             // a lazy default window), never a release (which would leave the kernel without
             // its window, a state the checker rightly reports).
+            // A SET_CONTAINER the driver refuses after the claim (v1 holds one group; a
+            // v2 container takes no IODA1 PE) programs nothing and then releases the
+            // claim, whose restore of the kernel's window would take the failure: not armed.
+            let refused_after_claim = |g: usize, c: usize| match model.driver[c] {
+                Some(v2) => !v2 || g == 2,
+                None => false,
+            };
             if let Some(skip) = armed.take() {
-                if matches!(op, Op::SetContainer { .. } | Op::SetIommu { .. } | Op::Create { .. } | Op::Map { .. } | Op::Unmap { .. }) {
+                let programs = match op {
+                    Op::SetContainer { g, c } => !refused_after_claim(g, c),
+                    Op::SetIommu { .. } | Op::Create { .. } | Op::Map { .. } | Op::Unmap { .. } => true,
+                    _ => false,
+                };
+                if programs {
                     w.m.env().fail_set_window(OpalError::Hardware, skip);
                 }
             }
@@ -289,14 +301,14 @@ proptest! {
                             // The last group's departure releases the driver.
                             next.mapped[c].clear();
                             next.mm[c] = None;
-                            next.driver[c] = false;
+                            next.driver[c] = None;
                         }
                     }
                     ok
                 }
                 Op::SetIommu { c, v2, p } => {
                     let ok = w.v.ioctl_int(PROCS[p], w.containers[c], ioctl::SET_IOMMU, if v2 { 7 } else { 2 }).is_ok();
-                    if ok { next.driver[c] = true; }
+                    if ok { next.driver[c] = Some(v2); }
                     ok
                 }
                 Op::Enable { c, p } => {
@@ -353,7 +365,7 @@ proptest! {
                         }
                         next.mapped[c].clear();
                         next.mm[c] = None;
-                        next.driver[c] = false;
+                        next.driver[c] = None;
                         w.containers[c] = w.v.open_container();
                     }
                     ok
