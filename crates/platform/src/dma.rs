@@ -249,8 +249,8 @@ impl DmaSession {
 }
 
 /// The unmap of a list [`map_sg_run`] mapped: one-page segments on consecutive entries of
-/// one another. Each segment's TCE is cleared and its kill counted, as the unmap of each
-/// would, then the run's bits are given back together (one `lock and` per bitmap word; the
+/// one another. Each segment's TCE is cleared, their kills (one per segment, as the unmap
+/// of each makes) counted together after the last, then the run's bits are given back together (one `lock and` per bitmap word; the
 /// bitmap ends as after freeing them one by one). `false` if the list is not such a run (nothing
 /// changed: the caller unmaps segment by segment).
 #[inline]
@@ -283,9 +283,10 @@ fn unmap_sg_run(table: &IommuTable, sg: &mut [SgEntry], cpu: u32, counters: &PeC
         let _ = table
             .tces
             .store_no_kill(TceIndex(index + k as u64), Tce::EMPTY);
-        counters.range_kill(cpu);
         e.set_dma(None);
     }
+    // One kill per segment, counted at once after the last clear.
+    counters.range_kills_at_once(cpu, n);
     // Cannot fail: `[rel, rel + n)` was checked against the allocator's size above.
     let _ = map.free(rel, n);
     true
@@ -336,15 +337,18 @@ fn map_one(
             .map(|a| a.entry)
     }
     .map_err(|_| DmaMapError::NoSpace)?;
-    store_entries(table, entry, npages, phys, perm, cpu, session).inspect_err(|_| {
+    let a = store_entries(table, entry, npages, phys, perm).inspect_err(|_| {
         let _ = map.free(entry, npages);
-    })
+    })?;
+    // `tce_kill` for the range, counted on the device's PE.
+    session.counters.range_kill(cpu);
+    Ok(a)
 }
 
 /// Stores the TCEs of `npages` pages from `phys` into the entries allocated from `entry`
-/// (`ppc_md.tce_build`) and counts the kill; the bus address of `phys`. On failure (a TCE
-/// level could not be allocated) the entries it stored are cleared again, and the caller
-/// still holds the allocation.
+/// (`ppc_md.tce_build`); the bus address of `phys`. The caller kills the range. On failure
+/// (a TCE level could not be allocated) the entries it stored are cleared again, and the
+/// caller still holds the allocation.
 #[inline]
 fn store_entries(
     table: &IommuTable,
@@ -352,8 +356,6 @@ fn store_entries(
     npages: u64,
     phys: u64,
     perm: TcePerm,
-    cpu: u32,
-    session: &DmaSession,
 ) -> Result<u64, DmaMapError> {
     let g = table.tces.geometry();
     let shift = g.page_shift().shift();
@@ -373,8 +375,6 @@ fn store_entries(
             return Err(DmaMapError::NoMemory);
         }
     }
-    // `tce_kill` for the range, counted on the device's PE.
-    session.counters.range_kill(cpu);
     Ok(g.bus_offset().raw() + (entry << shift) + (phys & mask))
 }
 
@@ -414,15 +414,20 @@ fn map_sg_run(
     let z = map.alloc_one_run(sg.len() as u64, cpu, &mut handle, limits)?;
     for k in 0..sg.len() {
         let entry = z + k as u64;
-        match store_entries(table, entry, 1, sg[k].phys(), perm, cpu, session) {
+        match store_entries(table, entry, 1, sg[k].phys(), perm) {
             Ok(a) => sg[k].set_dma(Some(a)),
             Err(e) => {
+                // The kills of the segments mapped, then their unmap.
+                session.counters.range_kills_at_once(cpu, k as u64);
                 undo_mapped(table, &mut sg[..k], cpu, &session.counters);
                 let _ = map.free(entry, sg.len() as u64 - k as u64);
                 return Some(Err(e));
             }
         }
     }
+    // One kill per segment, as the segment-by-segment map makes them; counted in one
+    // read-modify-write, after the last store, before the caller sees an address.
+    session.counters.range_kills_at_once(cpu, sg.len() as u64);
     Some(Ok(()))
 }
 

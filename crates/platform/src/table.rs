@@ -3,10 +3,15 @@
 //! PEs it is linked to (`it_group_list`), which receive its TCE kills.
 
 use crate::alloc::TceAllocator;
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
 use spapr_tce::{Hpa, TableGeometry, TableOptions, TceIndex, TceKill, TceTable};
 use std::collections::BTreeMap;
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+// The TCE cache's lock is std's even under loom: the models that reach it translate from
+// one thread only, and a loom lock would add a switch point under the PE's (std) state lock.
+use std::sync::{Arc, Mutex, MutexGuard as CacheGuard, RwLock, Weak};
 
 /// Keeps a value on its own cache lines (128 bytes covers adjacent-line prefetch).
 #[repr(align(128))]
@@ -15,16 +20,26 @@ pub(crate) struct Padded<T>(pub T);
 
 /// TCE invalidations a PE received (kernel.md 3.7): range kills after map/unmap, PE-wide
 /// kills when a window is set or unset; and the PHB's TCE cache they invalidate. Range
-/// kills are counted per CPU slot so that CPUs mapping through one PE do not share a
-/// counter.
+/// kills go to a per-CPU slot so that CPUs mapping through one PE do not share a cache
+/// line.
 ///
 /// The TCE cache models the hardware's: a device translation that finds a valid TCE keeps
 /// it, and later translations of that entry are served from the cache. Any kill on the PE
-/// (the sum of the counters moves) empties it before the next translation; so a TCE
-/// changed without a kill goes on being served from the cache, which is what the checker's
-/// `TceCacheCoherent` rule looks for. The cache is only touched by device translations
-/// (the simulator's DMA), never by the DMA API's hot path.
-#[derive(Debug, Default)]
+/// empties it before the next translation; so a TCE changed without a kill goes on being
+/// served from the cache, which is what the checker's `TceCacheCoherent` rule looks for.
+/// The cache is only touched by device translations (the simulator's DMA), never by the
+/// DMA API's hot path.
+///
+/// How a kill reaches the cache: every count is bumped with a read-modify-write (release)
+/// and the translation loads them (acquire) before it looks in the cache, emptying it if
+/// any moved since it was filled. Not the kernel's `this_cpu_inc` load and store: a
+/// caller's CPU number is only its claim, two threads that give the same one would lose a
+/// count, and a lost count can bring a slot back to the value the cache was filled at,
+/// which then serves a TCE from before the kill. A read-modify-write never loses one, and
+/// the acquire that sees a count sees every TCE written before the kills it includes
+/// (they form one release sequence), which a flag set with plain stores would not give.
+/// Loom model: `tests/loom.rs`.
+#[derive(Debug)]
 pub struct PeCounters {
     range: [Padded<AtomicU64>; 4],
     pe_wide: AtomicU64,
@@ -32,11 +47,22 @@ pub struct PeCounters {
     cache: Mutex<TceCache>,
 }
 
-/// The PHB's TCE cache of one PE: `(window slot, absolute index) -> TCE`, valid while no
-/// kill happened since `tag`.
+impl Default for PeCounters {
+    fn default() -> Self {
+        PeCounters {
+            range: Default::default(),
+            pe_wide: AtomicU64::new(0),
+            cache: Mutex::new(TceCache::default()),
+        }
+    }
+}
+
+/// The PHB's TCE cache of one PE: `(window slot, absolute index) -> TCE`, valid while the
+/// kill counts are still the ones it was filled at.
 #[derive(Debug, Default)]
 struct TceCache {
-    tag: u64,
+    range_seen: [u64; 4],
+    pe_seen: u64,
     entries: BTreeMap<(u32, u64), u64>,
 }
 
@@ -45,17 +71,27 @@ struct TceCache {
 const TCE_CACHE_ENTRIES: usize = 1024;
 
 impl PeCounters {
-    /// Counts one range kill from `cpu`. Each slot is a per-CPU counter, bumped with a
-    /// plain load and store as the kernel's `this_cpu_inc` is: two threads that claim to
-    /// be the same CPU may lose a count, never corrupt one.
+    /// Records one range kill from `cpu` (its slot keeps CPUs mapping through one PE off
+    /// each other's cache line). Release: the TCE writes before it are seen by the
+    /// translation that sees the kill.
     #[inline]
     pub fn range_kill(&self, cpu: u32) {
-        let c = &self.range[(cpu & 3) as usize].0;
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.range[(cpu & 3) as usize]
+            .0
+            .fetch_add(1, Ordering::Release);
     }
-    /// Counts one PE-wide kill.
+    /// Records `n` range kills from `cpu` at once: a scatter list's, one per segment, after
+    /// its last TCE store (what a translation can tell apart from `n` single kills is
+    /// only that none of them came before the last store).
+    #[inline]
+    pub fn range_kills_at_once(&self, cpu: u32, n: u64) {
+        self.range[(cpu & 3) as usize]
+            .0
+            .fetch_add(n, Ordering::Release);
+    }
+    /// Records one PE-wide kill.
     pub fn pe_kill(&self) {
-        self.pe_wide.fetch_add(1, Ordering::Relaxed);
+        self.pe_wide.fetch_add(1, Ordering::Release);
     }
     /// Range kills so far.
     pub fn range_kills(&self) -> u64 {
@@ -65,21 +101,22 @@ impl PeCounters {
     pub fn pe_kills(&self) -> u64 {
         self.pe_wide.load(Ordering::Relaxed)
     }
-    fn kill_tag(&self) -> u64 {
-        self.range_kills().wrapping_add(self.pe_kills())
-    }
-    fn cache(&self) -> std::sync::MutexGuard<'_, TceCache> {
+    /// The cache, emptied first if a kill happened since it was filled.
+    fn cache(&self) -> CacheGuard<'_, TceCache> {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let tag = self.kill_tag();
-        if c.tag != tag {
+        let range = self.range.each_ref().map(|s| s.0.load(Ordering::Acquire));
+        let pe = self.pe_wide.load(Ordering::Acquire);
+        if c.range_seen != range || c.pe_seen != pe {
             c.entries.clear();
-            c.tag = tag;
+            c.range_seen = range;
+            c.pe_seen = pe;
         }
         c
     }
     /// The TCE the PHB uses for entry `index` of window `slot`: the cached one if any,
-    /// else `load()`'s, kept if valid.
-    pub(crate) fn cached_tce(&self, slot: u32, index: u64, load: impl FnOnce() -> u64) -> u64 {
+    /// else `load()`'s, kept if valid. A device translation (`Pe::translate` calls it; public
+    /// so that the loom model can race it against kills).
+    pub fn cached_tce(&self, slot: u32, index: u64, load: impl FnOnce() -> u64) -> u64 {
         let mut c = self.cache();
         if let Some(v) = c.entries.get(&(slot, index)) {
             return *v;

@@ -5,10 +5,12 @@
 //! allocation may be live; while the table is the user's, no allocation may succeed.
 //! A no-progress detector fails the test if any thread stops finishing iterations.
 
+mod common;
+
 use spapr_platform::{Allocation, DmaLimits, TceAllocator};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn a_take_never_succeeds_over_a_live_allocation() {
@@ -107,22 +109,12 @@ fn a_take_never_succeeds_over_a_live_allocation() {
         })
     };
     start.wait();
-    let began = Instant::now();
-    let mut last = [(0u64, began); 3];
-    while began.elapsed() < Duration::from_millis(800) {
-        std::thread::sleep(Duration::from_millis(20));
-        for (i, (seen, at)) in last.iter_mut().enumerate() {
-            let v = progress[i].load(Ordering::Relaxed);
-            if v != *seen {
-                *seen = v;
-                *at = Instant::now();
-            }
-            assert!(
-                at.elapsed() < Duration::from_secs(2),
-                "thread {i} made no progress"
-            );
-        }
-    }
+    common::watch_progress(
+        &progress,
+        &["cpu 0", "cpu 1", "taker"],
+        Duration::from_millis(800),
+        Duration::from_secs(2),
+    );
     stop.store(true, Ordering::Relaxed);
     let takes = taker.join().unwrap();
     for h in handles {

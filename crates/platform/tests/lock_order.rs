@@ -7,6 +7,8 @@
 //! reset holding the PHB PE's lock while it takes each PE's deadlocks against the DMA
 //! gate).
 
+mod common;
+
 use iommu_core::OwnerCookie;
 use spapr_platform::{PowerNv, PowerNvConfig};
 use spapr_tce::DmaDirection;
@@ -94,24 +96,8 @@ fn views_and_ownership_changes_never_deadlock() {
         }));
     }
     start.wait();
-    let began = Instant::now();
     let stall = Duration::from_secs(2);
-    let mut last: Vec<(u64, Instant)> = names.iter().map(|_| (0, began)).collect();
-    while began.elapsed() < Duration::from_millis(1000) {
-        std::thread::sleep(Duration::from_millis(20));
-        for (i, (seen, at)) in last.iter_mut().enumerate() {
-            let v = progress[i].load(Ordering::Relaxed);
-            if v != *seen {
-                *seen = v;
-                *at = Instant::now();
-            }
-            assert!(
-                at.elapsed() < stall,
-                "no progress in {:?} for {stall:?} (deadlock)",
-                names[i]
-            );
-        }
-    }
+    common::watch_progress(&progress, &names, Duration::from_millis(1000), stall);
     // Every thread must have gone round at least once, and stop when asked.
     let deadline = Instant::now() + stall;
     for (i, name) in names.iter().enumerate() {

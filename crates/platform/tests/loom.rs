@@ -2,7 +2,8 @@
 //! CPU against `iommu_range_alloc` on another. They must not both miss each other: either
 //! the allocation fails (or is given back), or the take sees it and fails with -EBUSY.
 //! And of the EEH DMA gate against a freeze or a PHB fence (the EEH chain's locks are
-//! loom's under `cfg(loom)`): no false evidence, and a stop is seen by the next DMA. Run
+//! loom's under `cfg(loom)`): no false evidence, and a stop is seen by the next DMA. And
+//! of the PHB's TCE cache against range kills from two threads on one CPU slot. Run
 //! with `RUSTFLAGS="--cfg loom" cargo test -p spapr-platform --test loom --release`.
 #![cfg(loom)]
 
@@ -298,4 +299,40 @@ fn the_dma_gate_against_a_freeze_and_a_fence() {
             assert!(m.device_translate(nic, buf, Access::Read).is_err());
         });
     }
+}
+
+/// The PHB's TCE cache against range kills from two threads that claim one CPU slot
+/// (CPUs 0 and 4): one thread kills, rewrites the TCE and kills again (an unmap and a
+/// map), another kills once, a device translates in between. Once all are done, the next
+/// translation must see the rewritten TCE: a lost kill count must never bring the cache
+/// back to the tag it was filled at (`tce_kill` then a stale cached TCE).
+#[test]
+fn a_kill_is_never_lost_to_the_tce_cache() {
+    use loom::sync::atomic::{AtomicU64, Ordering};
+    use spapr_platform::PeCounters;
+    const OLD: u64 = 0x1000 | 3;
+    const NEW: u64 = 0x2000 | 3;
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let pe = Arc::new(PeCounters::default());
+        let tce = Arc::new(AtomicU64::new(OLD));
+        let remap = {
+            let (pe, tce) = (pe.clone(), tce.clone());
+            thread::spawn(move || {
+                pe.range_kill(4);
+                tce.store(NEW, Ordering::Relaxed);
+                pe.range_kill(4);
+            })
+        };
+        let other = {
+            let pe = pe.clone();
+            thread::spawn(move || pe.range_kill(0))
+        };
+        let _ = pe.cached_tce(0, 0, || tce.load(Ordering::Relaxed));
+        remap.join().unwrap();
+        other.join().unwrap();
+        let seen = pe.cached_tce(0, 0, || tce.load(Ordering::Relaxed));
+        assert_eq!(seen, NEW, "the cache served a TCE from before the kill");
+    });
 }
