@@ -258,3 +258,28 @@ fn a_bypass_device_unmaps_a_table_address_through_its_table() {
     );
     assert_eq!(pe.table(0).unwrap().allocator().unwrap().allocated(), 0);
 }
+
+/// A run mapped and unmapped from CPUs past the fourth (their kill slot is the CPU number
+/// modulo 4): every kill counted, one per segment each way.
+#[test]
+fn a_run_from_a_high_cpu_counts_a_kill_per_segment() {
+    let (m, d, pe, dev) = nic();
+    for (map_cpu, unmap_cpu) in [(5, 6), (7, 4), (u32::MAX, 1 << 20)] {
+        let mut sg: Vec<SgEntry> = (0..16u64).map(|k| SgEntry::new(k * PAGE, 0x1000)).collect();
+        let kills = pe.counters.range_kills();
+        d.map_sg(&mut sg, DmaDirection::ToDevice, map_cpu).unwrap();
+        assert_reaches_read(&m, dev, &sg);
+        assert_eq!(pe.counters.range_kills(), kills + 16, "CPU {map_cpu}");
+        d.unmap_sg(&mut sg, unmap_cpu).unwrap();
+        assert_eq!(pe.counters.range_kills(), kills + 32, "CPU {unmap_cpu}");
+        assert!(sg.iter().all(|e| e.dma_address().is_none()));
+    }
+}
+
+/// Each entry's bus address can be read by the device at its buffer.
+fn assert_reaches_read(m: &PowerNv, dev: iommu_core::DeviceId, sg: &[SgEntry]) {
+    for e in sg {
+        let a = e.dma_address().expect("mapped");
+        assert_eq!(m.device_translate(dev, a, Access::Read), Ok(e.phys()));
+    }
+}
