@@ -354,6 +354,39 @@ impl SpinPools {
     }
 }
 
+/// The PHB's TCE kill register as the kernel's DMA API drives it: `pnv_ioda2_tce_build` and
+/// `pnv_ioda2_tce_free` each end with `pnv_pci_ioda2_tce_invalidate`, whose PHB3 form
+/// (`pnv_pci_phb3_tce_invalidate`) is a full barrier (`mb()`, so the PHB sees the TCE
+/// stores before the kill) and one 8-byte store per page to the register naming the PE and
+/// the address. Many CPUs write the register at once; the hardware takes each write, so
+/// the store needs no read-modify-write. The kill the kernel's algorithm makes, for a
+/// baseline of `dma_map_page`/`dma_unmap_page` that includes it.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct KillRegister {
+    reg: AtomicU64,
+}
+
+impl KillRegister {
+    /// Kills `npages` pages from entry `index` of PE `pe`'s table (4K pages, as
+    /// `pnv_pci_phb3_tce_invalidate` encodes them: PE number in the top bits, the page
+    /// address below).
+    #[inline]
+    pub fn kill(&self, pe: u64, index: u64, npages: u64) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let base = (1u64 << 63) | (pe << 48);
+        for k in 0..npages {
+            self.reg
+                .store((base | ((index + k) << 12)).to_be(), Ordering::Relaxed);
+        }
+    }
+
+    /// The last value written (for tests).
+    pub fn last(&self) -> u64 {
+        u64::from_be(self.reg.load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +435,16 @@ mod tests {
         (7, 0x10_2000, 7),        // past its end
         (7, 0x10_0000, u64::MAX), // a count that wraps
     ];
+
+    #[test]
+    fn the_kill_register_holds_the_last_page_killed_with_its_pe() {
+        let r = KillRegister::default();
+        assert_eq!(r.last(), 0);
+        r.kill(5, 0x40, 3);
+        assert_eq!(r.last(), (1 << 63) | (5 << 48) | (0x42 << 12));
+        r.kill(5, 0x40, 0);
+        assert_eq!(r.last(), (1 << 63) | (5 << 48) | (0x42 << 12));
+    }
 
     #[test]
     fn the_checked_stuff_floor_stores_in_range_and_refuses_the_rest_unchanged() {
