@@ -134,6 +134,23 @@ fn map_unmap(d: &DmaSession, iters: u64, cpu: u32) -> Duration {
     start.elapsed()
 }
 
+/// The baseline's loop: one page mapped from CPU 0 and unmapped, `iters` times, with the
+/// given TCE store (entry, real address) and clear.
+fn spin_map_unmap(
+    spin: &spapr_benchkit::legal::SpinPools,
+    iters: u64,
+    store: impl Fn(usize, u64),
+    clear: impl Fn(usize),
+) -> Duration {
+    let start = Instant::now();
+    for i in 0..iters {
+        let phys = (i & 0xffff) << 16;
+        let a = spin.map_with(0, 1, |e| store(e, phys)).expect("spin map");
+        spin.unmap_with(black_box(a), 1, &clear);
+    }
+    start.elapsed()
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut cmp = Comparison::new();
@@ -165,15 +182,7 @@ fn main() {
         "dma_map+unmap/1 page",
         1.0,
         "spinlock pools + TCE store/clear",
-        |iters| {
-            let start = Instant::now();
-            for i in 0..iters {
-                let phys = (i & 0xffff) << 16;
-                let a = spin.map_with(0, 1, |e| bstore(e, phys)).expect("spin map");
-                spin.unmap_with(black_box(a), 1, bclear);
-            }
-            start.elapsed()
-        },
+        |iters| spin_map_unmap(&spin, iters, bstore, bclear),
         |iters| map_unmap(&d, iters, 0),
     );
 
@@ -189,21 +198,18 @@ fn main() {
         0.0,
         "spinlock pools + TCE store/clear + mb() and kill-register store",
         |iters| {
-            let start = Instant::now();
-            for i in 0..iters {
-                let phys = (i & 0xffff) << 16;
-                let a = spin
-                    .map_with(0, 1, |e| {
-                        bstore(e, phys);
-                        kreg.kill(1, e as u64, 1);
-                    })
-                    .expect("spin map");
-                spin.unmap_with(black_box(a), 1, |e| {
+            spin_map_unmap(
+                &spin,
+                iters,
+                |e, phys| {
+                    bstore(e, phys);
+                    kreg.kill(1, e as u64, 1);
+                },
+                |e| {
                     bclear(e);
                     kreg.kill(1, e as u64, 1);
-                });
-            }
-            start.elapsed()
+                },
+            )
         },
         |iters| map_unmap(&d, iters, 0),
     );
