@@ -226,8 +226,17 @@ pub struct Pe {
     pub tce32_start: u64,
     /// `tce32_size` (= the PHB's `m32_pci_base`).
     pub tce32_size: u64,
-    /// Kills received.
-    pub counters: Arc<PeCounters>,
+    /// Kills received, and the PHB's TCE cache they invalidate. Private: whoever could
+    /// reach it could count kills that never happened or fill the cache with a TCE no
+    /// table holds (`PeCounters::cached_tce` keeps what its loader returns), and a device
+    /// would then DMA through it. Read through [`Pe::range_kills`] and [`Pe::pe_kills`]:
+    ///
+    /// ```compile_fail,E0616
+    /// fn poison(pe: &spapr_platform::Pe) {
+    ///     pe.counters.cached_tce(0, 0, || 0x1000 | 3);
+    /// }
+    /// ```
+    pub(crate) counters: Arc<PeCounters>,
     /// Whether its kernel tables implement `xchg_no_kill` (borrowing ownership needs it).
     pub xchg_no_kill: bool,
     /// Its ops' `create_table` (VFIO compares it between groups of one container).
@@ -248,6 +257,16 @@ pub struct Pe {
 }
 
 impl Pe {
+    /// Range kills received (`tce_kill` of a range, every CPU's count summed).
+    pub fn range_kills(&self) -> u64 {
+        self.counters.range_kills()
+    }
+
+    /// Whole-PE kills received (a window set or unset, a freeze).
+    pub fn pe_kills(&self) -> u64 {
+        self.counters.pe_kills()
+    }
+
     pub(crate) fn new(
         number: u32,
         scope: PeScope,

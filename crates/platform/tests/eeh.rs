@@ -270,7 +270,7 @@ fn a_fenced_phb_stops_every_pe_until_its_complete_reset() {
     let nvme = m.device("nvme0").unwrap();
     let (p, q) = (pe(&m, nic), pe(&m, nvme));
     let phb = m.phbs()[0].clone();
-    let kills = p.counters.pe_kills();
+    let kills = p.pe_kills();
     assert_eq!(phb.eeh_recover(), Err(Errno::Einval));
     phb.eeh_fence();
     phb.eeh_fence();
@@ -294,7 +294,7 @@ fn a_fenced_phb_stops_every_pe_until_its_complete_reset() {
     );
     let e = phb.eeh();
     assert!(!e.fenced && !e.isolated && e.resets == 1);
-    assert_eq!(p.counters.pe_kills(), kills + 1);
+    assert_eq!(p.pe_kills(), kills + 1);
     assert!(!q.eeh().isolated && !q.eeh().mmio_frozen);
     assert!(m.device_translate(nic, buf, Access::Read).is_ok());
     assert_eq!(m.device_mmio_read(nvme, 4), Ok(4));

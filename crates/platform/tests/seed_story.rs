@@ -202,17 +202,17 @@ fn pe_kills_are_counted_per_pe() {
     let m = boot(Design::Fixed);
     let nic = m.device("nic0").unwrap();
     let pe = m.pe_of(nic).unwrap();
-    let (r0, p0) = (pe.counters.range_kills(), pe.counters.pe_kills());
+    let (r0, p0) = (pe.range_kills(), pe.pe_kills());
     live_dma(&m, "nic0", "ixgbe");
-    assert_eq!(pe.counters.range_kills(), r0 + 1);
+    assert_eq!(pe.range_kills(), r0 + 1);
     m.unbind_driver(nic).unwrap();
-    assert_eq!(pe.counters.range_kills(), r0 + 2);
+    assert_eq!(pe.range_kills(), r0 + 2);
     let c = m.claim_group(nic, VFIO).unwrap();
-    assert_eq!(pe.counters.pe_kills(), p0 + 1, "unset window 0");
+    assert_eq!(pe.pe_kills(), p0 + 1, "unset window 0");
     m.release(c).unwrap();
-    assert_eq!(pe.counters.pe_kills(), p0 + 2, "set window 0 again");
+    assert_eq!(pe.pe_kills(), p0 + 2, "set window 0 again");
     let other = m.pe_of(m.device("nvme0").unwrap()).unwrap();
-    assert_eq!(other.counters.range_kills(), 0);
+    assert_eq!(other.range_kills(), 0);
 }
 
 #[test]

@@ -176,11 +176,7 @@ fn resets_freeze_until_deactivate_and_keep_the_windows() {
     let (v, c, start) = setup();
     let t = pe(&v).table(1).unwrap();
     let idx = spapr_tce::TceIndex(t.geometry().first_index().0);
-    let (tce, mapped, kills) = (
-        t.get(idx).unwrap(),
-        t.count_mapped(),
-        pe(&v).counters.pe_kills(),
-    );
+    let (tce, mapped, kills) = (t.get(idx).unwrap(), t.count_mapped(), pe(&v).pe_kills());
     for reset in [6, 7] {
         assert_eq!(op(&v, c, reset), Ok(0), "case 13");
         assert_eq!(op(&v, c, GET_STATE), Ok(2));
@@ -194,7 +190,7 @@ fn resets_freeze_until_deactivate_and_keep_the_windows() {
         // no kill.
         assert_eq!(t.get(idx).unwrap(), tce);
         assert_eq!(t.count_mapped(), mapped);
-        assert_eq!(pe(&v).counters.pe_kills(), kills);
+        assert_eq!(pe(&v).pe_kills(), kills);
         assert!(dma(&v, start + 8, Access::Read).is_ok());
     }
     assert_eq!(op(&v, c, 11), Err(Errno::Einval));
@@ -471,7 +467,7 @@ fn a_fenced_phb_reads_unavail_and_its_reset_refreezes_the_passed_pe() {
     let phb = m.phbs()[p.phb as usize].clone();
     let t = p.table(1).unwrap();
     let idx = spapr_tce::TceIndex(t.geometry().first_index().0);
-    let (tce, kills) = (t.get(idx).unwrap(), p.counters.pe_kills());
+    let (tce, kills) = (t.get(idx).unwrap(), p.pe_kills());
     phb.eeh_fence();
     assert!(matches!(
         dma(&v, start + 8, Access::Read),
@@ -491,7 +487,7 @@ fn a_fenced_phb_reads_unavail_and_its_reset_refreezes_the_passed_pe() {
     assert_eq!(phb.eeh_reset_full(false), Ok(()));
     assert!(!phb.eeh().fenced && !phb.eeh().isolated);
     assert_eq!(t.get(idx).unwrap(), tce, "windows and TCEs survive");
-    assert_eq!(p.counters.pe_kills(), kills + 1, "the TCE cache is killed");
+    assert_eq!(p.pe_kills(), kills + 1, "the TCE cache is killed");
     let e = p.eeh();
     assert!(
         e.mmio_frozen && e.dma_stopped,

@@ -596,13 +596,13 @@ fn a_failed_map_kills_what_its_unwind_cleared() {
     v.machine()
         .env()
         .inject(FaultPoint::TceStore, Some(pe.id()), 2, OpalError::Hardware);
-    let kills = pe.counters.range_kills();
+    let kills = pe.range_kills();
     assert_eq!(
         call(&v, c, ioctl::MAP_DMA, encode::map(RW, ua, start, 8 << 16)),
         Err(Errno::Enomem)
     );
     assert_eq!(
-        pe.counters.range_kills(),
+        pe.range_kills(),
         kills + 1,
         "one kill of the two cleared entries"
     );

@@ -158,8 +158,8 @@ impl Engine {
                     "windows" => {
                         Seen::Num((0..2).filter(|n| pe.table(*n).is_some()).count() as u64)
                     }
-                    "range_kills" => Seen::Num(pe.counters.range_kills()),
-                    "pe_kills" => Seen::Num(pe.counters.pe_kills()),
+                    "range_kills" => Seen::Num(pe.range_kills()),
+                    "pe_kills" => Seen::Num(pe.pe_kills()),
                     other => return Err(format!("no PE attribute {other}")),
                 }
             }
