@@ -48,6 +48,46 @@ pub fn pool_hash(cpu: u32) -> usize {
     (cpu.wrapping_mul(0x61C8_8647) >> 30) as usize
 }
 
+/// A read-only view of a kernel table's allocator ([`IommuTable::allocator`](crate::IommuTable::allocator)).
+/// The allocator itself stays inside the crate: whoever held it could free a driver's
+/// live entry (the next map would hand out the same bus address: two buffers aliased),
+/// or give back the saturation that keeps the kernel out of a table lent to a user.
+///
+/// ```compile_fail,E0599
+/// fn free_a_live_entry(t: &spapr_platform::IommuTable) {
+///     t.allocator().unwrap().free(1, 1);
+/// }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct AllocatorView<'a>(pub(crate) &'a TceAllocator);
+
+impl AllocatorView<'_> {
+    /// Entries in the bitmap (the window's).
+    pub fn size(&self) -> u64 {
+        self.0.size()
+    }
+    /// Pools (`nr_pools`).
+    pub fn nr_pools(&self) -> usize {
+        self.0.nr_pools()
+    }
+    /// The reserved range `[start, end)`.
+    pub fn reserved(&self) -> (u64, u64) {
+        self.0.reserved()
+    }
+    /// `iommu_table_in_use`.
+    pub fn in_use(&self) -> bool {
+        self.0.in_use()
+    }
+    /// Entries allocated besides the reservations.
+    pub fn allocated(&self) -> u64 {
+        self.0.allocated()
+    }
+    /// Whether a user took the table (every bit set).
+    pub fn saturated(&self) -> bool {
+        self.0.saturated()
+    }
+}
+
 /// One pool's range and next-fit hint.
 #[derive(Debug)]
 struct Pool {

@@ -72,7 +72,7 @@ pub mod ram;
 pub mod scatterlist;
 pub mod table;
 
-pub use alloc::{pool_hash, Allocation, DmaLimits, EntryLimits, TceAllocator};
+pub use alloc::{pool_hash, Allocation, AllocatorView, DmaLimits, EntryLimits, TceAllocator};
 pub use dma::{DmaMapError, DmaSession};
 pub use eeh::{
     DriverResult, EehState, PhbEehState, Recovery, VfReset, EEH_FREEZE_WINDOW, EEH_MAX_FREEZES,

@@ -694,7 +694,18 @@ impl Pe {
     /// disables bypass, unsets window 0 and leaves the devices without a table; later
     /// calls find `tables[0]` empty and return at once. Borrowing: `iommu_take_ownership`
     /// on every table (-EBUSY while a kernel mapping is live or the bitmap is saturated).
-    pub fn take_ownership(&self) -> Result<(), Errno> {
+    ///
+    /// Inside the crate: only the blocking domain's attach calls it (`iommu.rs`), under
+    /// the core's DMA ownership. Public, it would drop a bound driver's window and bypass
+    /// with no claim, and its partner below would give the kernel's window 0 and bypass
+    /// back to a PE a user owns:
+    ///
+    /// ```compile_fail,E0624
+    /// fn take(pe: &spapr_platform::Pe) {
+    ///     let _ = pe.take_ownership();
+    /// }
+    /// ```
+    pub(crate) fn take_ownership(&self) -> Result<(), Errno> {
         let mut st = self.lock();
         match self.ops {
             TableGroupOps::Ioda2 => {
@@ -776,8 +787,15 @@ impl Pe {
     }
 
     /// `release_ownership`: IODA2 (first call) re-creates the default configuration;
-    /// borrowing clears every TCE and gives the bitmaps back.
-    pub fn release_ownership(&self) -> Result<(), Errno> {
+    /// borrowing clears every TCE and gives the bitmaps back. Inside the crate, as
+    /// [`Self::take_ownership`]:
+    ///
+    /// ```compile_fail,E0624
+    /// fn give_back(pe: &spapr_platform::Pe) {
+    ///     let _ = pe.release_ownership();
+    /// }
+    /// ```
+    pub(crate) fn release_ownership(&self) -> Result<(), Errno> {
         let mut st = self.lock();
         match self.ops {
             TableGroupOps::Ioda2 => {

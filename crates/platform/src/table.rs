@@ -232,9 +232,14 @@ impl IommuTable {
             links,
         })
     }
-    /// Its links.
-    pub fn links(&self) -> &Arc<TableLinks> {
+    /// Its links (inside the crate: through them a caller could count kills no update
+    /// made, which would hide a missing one from `TceCacheCoherent`).
+    pub(crate) fn links(&self) -> &Arc<TableLinks> {
         &self.links
+    }
+    /// PEs whose TCE caches its updates invalidate now (every PE it is programmed on).
+    pub fn linked_pes(&self) -> usize {
+        self.links.linked()
     }
     /// The window's shape.
     pub fn geometry(&self) -> &TableGeometry {
@@ -269,10 +274,10 @@ impl IommuTable {
     pub fn is_kernel_table(&self) -> bool {
         self.map.is_some()
     }
-    /// The kernel allocator of a kernel table (its bitmap; allocating from it writes no
-    /// TCE). For tests and benchmarks of the allocator on a real window.
-    pub fn allocator(&self) -> Option<&TceAllocator> {
-        self.map.as_ref()
+    /// A read-only view of a kernel table's allocator (its bitmap); `None` for a user
+    /// table. The kernel DMA API is the only way to change it.
+    pub fn allocator(&self) -> Option<crate::AllocatorView<'_>> {
+        self.map.as_ref().map(crate::AllocatorView)
     }
     /// The window's first bus address.
     pub fn start(&self) -> u64 {

@@ -207,10 +207,18 @@ fn pe_kills_are_counted_per_pe() {
     assert_eq!(pe.range_kills(), r0 + 1);
     m.unbind_driver(nic).unwrap();
     assert_eq!(pe.range_kills(), r0 + 2);
+    let window0 = pe.table(0).unwrap();
+    assert_eq!(
+        window0.linked_pes(),
+        1,
+        "window 0's updates reach its PE's cache"
+    );
     let c = m.claim_group(nic, VFIO).unwrap();
     assert_eq!(pe.pe_kills(), p0 + 1, "unset window 0");
+    assert_eq!(window0.linked_pes(), 0, "unset: its updates reach no PE");
     m.release(c).unwrap();
     assert_eq!(pe.pe_kills(), p0 + 2, "set window 0 again");
+    assert_eq!(pe.table(0).unwrap().linked_pes(), 1);
     let other = m.pe_of(m.device("nvme0").unwrap()).unwrap();
     assert_eq!(other.range_kills(), 0);
 }
