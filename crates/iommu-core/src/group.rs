@@ -106,7 +106,6 @@ impl Group {
     pub(crate) fn lock(&self) -> MutexGuard<'_, GroupState> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-    /// A weak handle.
     /// Whether the group is owned by `owner` in ownership epoch `epoch` (a claim made then
     /// is still current).
     pub fn is_owned_by(&self, owner: OwnerCookie, epoch: u64) -> bool {
@@ -126,8 +125,52 @@ impl Group {
     pub fn devices(&self) -> Vec<DeviceId> {
         self.lock().devices.clone()
     }
+    /// A weak handle.
     pub(crate) fn downgrade(&self) -> std::sync::Weak<GroupInner> {
         Arc::downgrade(&self.0)
+    }
+    /// An [`OwnershipLease`] on ownership by `owner` in epoch `epoch` (a claim's: see
+    /// [`crate::Claim::lease`]).
+    pub fn lease(&self, owner: OwnerCookie, epoch: u64) -> OwnershipLease {
+        OwnershipLease {
+            group: self.downgrade(),
+            owner,
+            epoch,
+        }
+    }
+}
+
+/// Whether a claim is still current, asked later by something that outlives the claim's
+/// borrow: a table lent to a user under the claim (a borrowing PE's kernel table) refuses
+/// writes once the claim has ended, so a handle kept past the release cannot write into
+/// the table the kernel has taken back. It grants nothing: it can only say no. It holds
+/// the group weakly, so it never keeps a group alive (a group lives exactly as long as
+/// its devices).
+#[derive(Clone)]
+pub struct OwnershipLease {
+    group: std::sync::Weak<GroupInner>,
+    owner: OwnerCookie,
+    epoch: u64,
+}
+
+impl OwnershipLease {
+    /// Whether the group still exists and is owned by the lease's owner in its epoch
+    /// ([`Group::is_owned_by`]; the group's state lock, taken and dropped).
+    pub fn is_live(&self) -> bool {
+        self.group.upgrade().is_some_and(|g| {
+            let gs = g.state.lock().unwrap_or_else(|p| p.into_inner());
+            gs.owner == Some(self.owner) && gs.epoch == self.epoch && gs.owner_cnt > 0
+        })
+    }
+}
+
+impl fmt::Debug for OwnershipLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnershipLease")
+            .field("owner", &self.owner)
+            .field("epoch", &self.epoch)
+            .field("live", &self.is_live())
+            .finish()
     }
 }
 

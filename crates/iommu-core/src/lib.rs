@@ -47,6 +47,6 @@ pub use check::{Evidence, Finding, Programmer, Rule, Violation};
 pub use device::{BusType, DeviceAddr, DeviceId, DeviceInfo, DriverBinding};
 pub use domain::{AttachCtx, Domain, DomainOps, DomainType};
 pub use errno::Errno;
-pub use group::{Group, GroupId, OwnerCookie};
+pub use group::{Group, GroupId, OwnerCookie, OwnershipLease};
 pub use ops::{Cap, IommuOps};
 pub use trace::{Event, EventKind};

@@ -324,3 +324,43 @@ fn a_stale_claim_releases_nothing_of_the_next_owner() {
     drop(a2);
     assert_eq!(core.group_view(&g).owner, None);
 }
+
+/// A lease says whether its claim is still current: live while the claim (or another of
+/// the same ownership) holds the group, dead once the ownership ends, and dead for good
+/// even when the same owner claims again (a new epoch). It never keeps the group alive.
+#[test]
+fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
+    let (core, _d, devs) = setup(2, 2);
+    let g = core.device_group(devs[0]).unwrap().unwrap();
+    let refs = g.ref_count();
+    let a0 = core.claim_device(devs[0], OWNER_A).unwrap();
+    let lease = a0.lease();
+    assert_eq!(
+        g.ref_count(),
+        refs + 1,
+        "the claim's reference, none for the lease"
+    );
+    assert!(lease.is_live());
+    let a1 = core.claim_device(devs[1], OWNER_A).unwrap();
+    a0.release().unwrap();
+    assert!(
+        lease.is_live(),
+        "the same ownership goes on through the second claim"
+    );
+    drop(a1);
+    assert!(!lease.is_live(), "the ownership ended");
+    let again = core.claim_group(&g, OWNER_A).unwrap();
+    assert!(
+        !lease.is_live(),
+        "a new claim by the same owner is a new epoch"
+    );
+    assert!(again.lease().is_live());
+    let other = g.lease(OWNER_B, again.epoch());
+    assert!(!other.is_live(), "another owner's lease on this epoch");
+    drop(again);
+    drop(g);
+    for d in devs {
+        core.remove_device(d).unwrap();
+    }
+    assert!(!lease.is_live(), "the group is gone");
+}

@@ -517,8 +517,14 @@ impl Pe {
         if !token.valid_for(self) {
             return Err(Errno::Eperm);
         }
-        self.make_table(num, page_shift, window_size, levels)
-            .map(UserTable)
+        let table = self.make_table(num, page_shift, window_size, levels)?;
+        Ok(match self.ops {
+            TableGroupOps::Ioda2 => UserTable::made(table),
+            // The kernel's own table: lent for as long as the claim lasts.
+            TableGroupOps::Borrowing => {
+                UserTable::lent(table, token.group.lease(token.owner, token.epoch))
+            }
+        })
     }
 
     fn make_table(

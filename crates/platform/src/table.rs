@@ -3,6 +3,7 @@
 //! PEs it is linked to (`it_group_list`), which receive its TCE kills.
 
 use crate::alloc::TceAllocator;
+use iommu_core::OwnershipLease;
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
 use spapr_tce::{Hpa, TableGeometry, TableOptions, TceIndex, TceKill, TceTable};
@@ -312,24 +313,53 @@ impl IommuTable {
 /// Write access to a user's table: handed out only by [`crate::Pe::create_table`] against
 /// a live claim of the PE's group (VFIO's windows, a borrowed table lent to a user).
 /// Reads go through [`IommuTable`] (`Deref`).
+///
+/// A borrowed table (a borrowing PE's kernel window 0) is the kernel's again once the
+/// claim ends, so its `UserTable` carries the claim's [`OwnershipLease`] and every write
+/// checks it: a handle kept past the release gets [`spapr_tce::TceError::Revoked`] and
+/// changes nothing (the kernel's DMA and a device behind it never see a user's entry). A
+/// table made for the user is reachable by no device once its window is unset, so it
+/// carries none and its writes cost no check.
 #[derive(Clone, Debug)]
-pub struct UserTable(pub(crate) Arc<IommuTable>);
+pub struct UserTable {
+    table: Arc<IommuTable>,
+    lease: Option<OwnershipLease>,
+}
 
 impl std::ops::Deref for UserTable {
     type Target = IommuTable;
     fn deref(&self) -> &IommuTable {
-        &self.0
+        &self.table
     }
 }
 
 impl UserTable {
+    /// A table made for the user (no lease: see the type's doc).
+    pub(crate) fn made(table: Arc<IommuTable>) -> Self {
+        Self { table, lease: None }
+    }
+    /// The kernel's table lent to the user under `lease`.
+    pub(crate) fn lent(table: Arc<IommuTable>, lease: OwnershipLease) -> Self {
+        Self {
+            table,
+            lease: Some(lease),
+        }
+    }
+    /// The entries, if this handle may still write them.
+    #[inline]
+    fn writable(&self) -> Result<&HwTable, spapr_tce::TceError> {
+        match &self.lease {
+            Some(l) if !l.is_live() => Err(spapr_tce::TceError::Revoked),
+            _ => Ok(&self.table.tces),
+        }
+    }
     /// The shared table (what a PE's window holds).
     pub fn shared(&self) -> &Arc<IommuTable> {
-        &self.0
+        &self.table
     }
     /// Sets the entry at `index` and kills it.
     pub fn set(&self, index: TceIndex, tce: spapr_tce::Tce) -> Result<(), spapr_tce::TceError> {
-        self.0.tces.set(index, tce)
+        self.writable()?.set(index, tce)
     }
     /// `xchg_no_kill`: replaces an entry, returns the old one; the caller kills.
     pub fn exchange_no_kill(
@@ -337,7 +367,7 @@ impl UserTable {
         index: TceIndex,
         tce: spapr_tce::Tce,
     ) -> Result<spapr_tce::Tce, spapr_tce::TceError> {
-        self.0.tces.exchange_no_kill(index, tce)
+        self.writable()?.exchange_no_kill(index, tce)
     }
     /// Maps `count` consecutive pages from `addr` with `perm`, then one kill.
     pub fn put_linear(
@@ -347,11 +377,11 @@ impl UserTable {
         addr: u64,
         perm: spapr_tce::TcePerm,
     ) -> Result<(), spapr_tce::TceError> {
-        self.0.tces.put_linear(first, count, addr, perm)
+        self.writable()?.put_linear(first, count, addr, perm)
     }
     /// Zeroes a range without reading it (the owner knows what it held), then one kill.
     pub fn zero_exclusive(&self, first: TceIndex, count: u64) -> Result<(), spapr_tce::TceError> {
-        self.0.tces.zero_exclusive(first, count)
+        self.writable()?.zero_exclusive(first, count)
     }
     /// Zeroes a range of this table and clears the same range of `uas` (the user
     /// addresses VFIO v2 keeps beside each TCE) in one pass, reporting the user addresses
@@ -364,7 +394,7 @@ impl UserTable {
         count: u64,
         f: impl FnMut(spapr_tce::Tce, u64),
     ) -> Result<u64, spapr_tce::TceError> {
-        uas.clear_exclusive_runs_paired(&self.0.tces, first, count, f)
+        uas.clear_exclusive_runs_paired(self.writable()?, first, count, f)
     }
     /// Clears a range, calling `f` for each old entry, then one kill.
     pub fn clear_exclusive_with(
@@ -373,7 +403,7 @@ impl UserTable {
         count: u64,
         f: impl FnMut(TceIndex, spapr_tce::Tce),
     ) -> Result<spapr_tce::ClearStats, spapr_tce::TceError> {
-        self.0.tces.clear_exclusive_with(first, count, f)
+        self.writable()?.clear_exclusive_with(first, count, f)
     }
     /// Clears a range, then one kill.
     pub fn clear(
@@ -381,10 +411,13 @@ impl UserTable {
         first: TceIndex,
         count: u64,
     ) -> Result<spapr_tce::ClearStats, spapr_tce::TceError> {
-        self.0.tces.clear(first, count)
+        self.writable()?.clear(first, count)
     }
-    /// `tce_kill` for a range (after `exchange_no_kill`s).
+    /// `tce_kill` for a range (after `exchange_no_kill`s); nothing once revoked (it
+    /// changed nothing to kill).
     pub fn kill(&self, first: TceIndex, count: u64) {
-        self.0.tces.kill(first, count)
+        if let Ok(t) = self.writable() {
+            t.kill(first, count)
+        }
     }
 }

@@ -200,6 +200,57 @@ fn borrowing_ops_lend_window_0_only_with_matching_parameters() {
     assert_eq!(pe.max_dynamic_windows(), 0);
 }
 
+/// A borrowed table is lent for as long as the claim lasts: the user's handle writes it
+/// while the claim holds, and once the claim is released (the kernel has its window 0
+/// back) every write through a handle kept past it is refused with `Revoked` and changes
+/// nothing, so neither the kernel's DMA nor a device ever meets a user's entry there.
+#[test]
+fn a_borrowed_table_kept_past_its_claim_writes_nothing() {
+    let m = ioda1();
+    let a = m.device("a").unwrap();
+    let pe = m.pe_of(a).unwrap();
+    let c = m.claim_group(a, OWNER).unwrap();
+    let t = pe
+        .create_table(0, 12, 1 << 31, 1, &pe.window_token(&c).unwrap())
+        .unwrap();
+    let first = t.geometry().first_index();
+    let user = Tce::new(0x4000_0000, TcePerm::READ_WRITE);
+    t.set(first, user).unwrap();
+    assert_eq!(t.get(first), Ok(user), "a live claim writes");
+    t.clear(first, 1).unwrap();
+    m.release(c).unwrap();
+    let kept = t.clone();
+    let kernel = pe.table(0).unwrap();
+    let (kills, mapped) = (pe.range_kills(), kernel.count_mapped());
+    for (i, r) in [
+        kept.zero_exclusive(first, 4),
+        kept.clear(first, 4).map(drop),
+        kept.clear_exclusive_with(first, 4, |_, _| {}).map(drop),
+        kept.exchange_no_kill(first, user).map(drop),
+        kept.set(first, user).map(drop),
+        kept.put_linear(first, 4, 0x4000_0000, TcePerm::READ_WRITE),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(r, Err(spapr_tce::TceError::Revoked), "write {i}");
+    }
+    kept.kill(first, 4);
+    assert_eq!(kernel.get(first), Ok(Tce::EMPTY));
+    assert_eq!(kernel.count_mapped(), mapped, "no entry written");
+    assert_eq!(
+        pe.range_kills(),
+        kills,
+        "no kill counted for writes refused"
+    );
+    assert_eq!(
+        m.device_translate(a, kernel.start(), Access::Read).ok(),
+        None,
+        "the device meets no user entry"
+    );
+    assert!(m.check().is_empty(), "{:?}", m.check());
+}
+
 #[test]
 fn ioda2_create_table_checks_page_size_geometry_and_slot() {
     let m = seed();

@@ -43,6 +43,10 @@ pub enum TceError {
         /// Size of the level that could not be allocated.
         bytes: u64,
     },
+    /// Write access to the table was revoked: it was lent under a claim that has ended
+    /// (a borrowing PE's kernel table, which the kernel has taken back).
+    #[error("write access to the table was revoked (the claim it was lent under has ended)")]
+    Revoked,
     /// A batched put of more entries than one call may carry.
     #[error("batch of {len} TCEs exceeds the limit of {max}")]
     BatchTooLarge {
