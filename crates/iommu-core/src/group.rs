@@ -42,6 +42,14 @@ pub(crate) struct GroupState {
     pub(crate) epoch: u64,
 }
 
+impl GroupState {
+    /// Owned by `owner` in ownership epoch `epoch`. (`owner` is set exactly while
+    /// `owner_cnt > 0`; both are asked, so a state that broke that would read as unowned.)
+    fn owned_by(&self, owner: OwnerCookie, epoch: u64) -> bool {
+        self.owner == Some(owner) && self.epoch == epoch && self.owner_cnt > 0
+    }
+}
+
 pub(crate) struct GroupInner {
     id: GroupId,
     name: String,
@@ -109,8 +117,7 @@ impl Group {
     /// Whether the group is owned by `owner` in ownership epoch `epoch` (a claim made then
     /// is still current).
     pub fn is_owned_by(&self, owner: OwnerCookie, epoch: u64) -> bool {
-        let gs = self.lock();
-        gs.owner == Some(owner) && gs.epoch == epoch && gs.owner_cnt > 0
+        self.lock().owned_by(owner, epoch)
     }
     /// The owner and ownership epoch (None: the kernel's).
     pub fn owner(&self) -> Option<(OwnerCookie, u64)> {
@@ -158,8 +165,10 @@ impl OwnershipLease {
     /// ([`Group::is_owned_by`]; the group's state lock, taken and dropped).
     pub fn is_live(&self) -> bool {
         self.group.upgrade().is_some_and(|g| {
-            let gs = g.state.lock().unwrap_or_else(|p| p.into_inner());
-            gs.owner == Some(self.owner) && gs.epoch == self.epoch && gs.owner_cnt > 0
+            g.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .owned_by(self.owner, self.epoch)
         })
     }
 }

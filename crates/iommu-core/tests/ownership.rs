@@ -341,6 +341,7 @@ fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
         "the claim's reference, none for the lease"
     );
     assert!(lease.is_live());
+    assert!(format!("{lease:?}").contains("live: true"), "{lease:?}");
     let a1 = core.claim_device(devs[1], OWNER_A).unwrap();
     a0.release().unwrap();
     assert!(
@@ -349,6 +350,7 @@ fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
     );
     drop(a1);
     assert!(!lease.is_live(), "the ownership ended");
+    assert!(format!("{lease:?}").contains("live: false"), "{lease:?}");
     let again = core.claim_group(&g, OWNER_A).unwrap();
     assert!(
         !lease.is_live(),

@@ -66,10 +66,6 @@ impl AllocatorView<'_> {
     pub fn size(&self) -> u64 {
         self.0.size()
     }
-    /// Pools (`nr_pools`).
-    pub fn nr_pools(&self) -> usize {
-        self.0.nr_pools()
-    }
     /// The reserved range `[start, end)`.
     pub fn reserved(&self) -> (u64, u64) {
         self.0.reserved()

@@ -235,6 +235,12 @@ fn a_borrowed_table_kept_past_its_claim_writes_nothing() {
     {
         assert_eq!(r, Err(spapr_tce::TceError::Revoked), "write {i}");
     }
+    let uas: spapr_tce::TceTable<spapr_tce::Ua> =
+        spapr_tce::TceTable::new(*kept.geometry(), spapr_tce::TableOptions::powernv()).unwrap();
+    assert_eq!(
+        kept.zero_exclusive_with_uas(&uas, first, 4, |_, _| {}),
+        Err(spapr_tce::TceError::Revoked)
+    );
     kept.kill(first, 4);
     assert_eq!(kernel.get(first), Ok(Tce::EMPTY));
     assert_eq!(kernel.count_mapped(), mapped, "no entry written");

@@ -279,3 +279,32 @@ fn assert_reaches_read(m: &PowerNv, dev: iommu_core::DeviceId, sg: &[SgEntry]) {
         assert_eq!(m.device_translate(dev, a, Access::Read), Ok(e.phys()));
     }
 }
+
+/// The allocator's read-only view reads the bitmap as it is: nothing allocated on a fresh
+/// window, each mapping counted and the table in use while one is live, the 32-bit MMIO
+/// hole reserved (from the PE's 32-bit window size to 4 GiB, in the window's pages), never
+/// saturated while the kernel has it.
+#[test]
+fn the_allocator_view_reads_the_bitmap() {
+    let (_m, d, pe, _) = nic();
+    let table = pe.table(0).unwrap();
+    let view = table.allocator().unwrap();
+    let shift = table.geometry().page_shift().shift();
+    assert_eq!(
+        view.reserved(),
+        (pe.tce32_size >> shift, (1u64 << 32) >> shift)
+    );
+    assert_eq!((view.allocated(), view.in_use()), (0, false));
+    let a: Vec<u64> = (0..3u64)
+        .map(|k| {
+            d.map_page(k * PAGE, 0x1000, DmaDirection::ToDevice, 0)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!((view.allocated(), view.in_use()), (3, true));
+    assert!(!view.saturated());
+    for x in a {
+        d.unmap_page(x, 0x1000, 0).unwrap();
+    }
+    assert_eq!((view.allocated(), view.in_use()), (0, false));
+}
