@@ -54,7 +54,9 @@ pub(crate) struct GroupInner {
     id: GroupId,
     name: String,
     data: Box<dyn Any + Send + Sync>,
-    state: Mutex<GroupState>,
+    /// Shared only with [`OwnershipLease`]s, which hold it weakly: asking a lease takes no
+    /// reference to the group (its count is what `RefcountBalance` checks).
+    state: Arc<Mutex<GroupState>>,
     release: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -85,7 +87,7 @@ impl Group {
             id,
             name,
             data,
-            state: Mutex::new(GroupState::default()),
+            state: Arc::new(Mutex::new(GroupState::default())),
             release: Mutex::new(release),
         }))
     }
@@ -140,7 +142,7 @@ impl Group {
     /// [`crate::Claim::lease`]).
     pub fn lease(&self, owner: OwnerCookie, epoch: u64) -> OwnershipLease {
         OwnershipLease {
-            group: self.downgrade(),
+            state: Arc::downgrade(&self.0.state),
             owner,
             epoch,
         }
@@ -151,11 +153,11 @@ impl Group {
 /// borrow: a table lent to a user under the claim (a borrowing PE's kernel table) refuses
 /// writes once the claim has ended, so a handle kept past the release cannot write into
 /// the table the kernel has taken back. It grants nothing: it can only say no. It holds
-/// the group weakly, so it never keeps a group alive (a group lives exactly as long as
-/// its devices).
+/// the group's state weakly and never the group, so it neither keeps a group alive (a
+/// group lives exactly as long as its devices) nor, when asked, counts as a reference.
 #[derive(Clone)]
 pub struct OwnershipLease {
-    group: std::sync::Weak<GroupInner>,
+    state: std::sync::Weak<Mutex<GroupState>>,
     owner: OwnerCookie,
     epoch: u64,
 }
@@ -164,9 +166,8 @@ impl OwnershipLease {
     /// Whether the group still exists and is owned by the lease's owner in its epoch
     /// ([`Group::is_owned_by`]; the group's state lock, taken and dropped).
     pub fn is_live(&self) -> bool {
-        self.group.upgrade().is_some_and(|g| {
-            g.state
-                .lock()
+        self.state.upgrade().is_some_and(|st| {
+            st.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .owned_by(self.owner, self.epoch)
         })
