@@ -166,20 +166,28 @@ impl OwnershipLease {
     /// Whether the group still exists and is owned by the lease's owner in its epoch
     /// ([`Group::is_owned_by`]; the group's state lock, taken and dropped).
     pub fn is_live(&self) -> bool {
-        self.state.upgrade().is_some_and(|st| {
-            st.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .owned_by(self.owner, self.epoch)
-        })
+        self.while_live(|| ()).is_some()
+    }
+
+    /// Runs `f` if the lease is live, holding the group's state lock throughout, so that
+    /// the ownership cannot end (a release takes that lock first) between the check and
+    /// what `f` does; `None`, without running `f`, if it is not. `f` must not take the
+    /// group's lock or any lock taken before it (the core's): the platform's lock order,
+    /// core → group → PE → table, lets it write a table.
+    pub fn while_live<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        let st = self.state.upgrade()?;
+        let gs = st.lock().unwrap_or_else(|p| p.into_inner());
+        gs.owned_by(self.owner, self.epoch).then(f)
     }
 }
 
 impl fmt::Debug for OwnershipLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not `is_live`: formatting must not take the group's lock (a caller holding it
+        // would deadlock).
         f.debug_struct("OwnershipLease")
             .field("owner", &self.owner)
             .field("epoch", &self.epoch)
-            .field("live", &self.is_live())
             .finish()
     }
 }

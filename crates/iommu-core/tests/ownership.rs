@@ -341,7 +341,15 @@ fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
         "the claim's reference, none for the lease"
     );
     assert!(lease.is_live());
-    assert!(format!("{lease:?}").contains("live: true"), "{lease:?}");
+    assert_eq!(
+        format!("{lease:?}"),
+        format!(
+            "OwnershipLease {{ owner: {:?}, epoch: {} }}",
+            OWNER_A,
+            a0.epoch()
+        )
+    );
+    assert_eq!(lease.while_live(|| 7), Some(7));
     let a1 = core.claim_device(devs[1], OWNER_A).unwrap();
     a0.release().unwrap();
     assert!(
@@ -350,7 +358,9 @@ fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
     );
     drop(a1);
     assert!(!lease.is_live(), "the ownership ended");
-    assert!(format!("{lease:?}").contains("live: false"), "{lease:?}");
+    let mut ran = false;
+    assert_eq!(lease.while_live(|| ran = true), None);
+    assert!(!ran, "a dead lease runs nothing");
     let again = core.claim_group(&g, OWNER_A).unwrap();
     assert!(
         !lease.is_live(),

@@ -201,6 +201,11 @@ pub enum WindowError {
     /// OPAL refused (`opal_pci_map_pe_dma_window`).
     #[error("OPAL status {}", .0.code())]
     Opal(OpalError),
+    /// The table is a kernel DMA table lent to a user (a borrowing PE's window 0): it is
+    /// that PE's window only, and never another PE's, where it would outlive the lend
+    /// (`-EINVAL`; the kernel's VFIO never mixes such groups in one container).
+    #[error("a kernel table lent to a user is its own PE's window only")]
+    KernelTable,
 }
 
 /// Group data: how a group finds its PE (`iommu_group_get_iommudata`).
@@ -619,6 +624,9 @@ impl Pe {
         if !token.valid_for(self) {
             return Err(WindowError::NotOwner);
         }
+        if table.is_kernel_table() && self.ops != TableGroupOps::Borrowing {
+            return Err(WindowError::KernelTable);
+        }
         let mut st = self.lock();
         let by = Programmer::User {
             owner: token.owner,
@@ -701,8 +709,9 @@ impl Pe {
     /// calls find `tables[0]` empty and return at once. Borrowing: `iommu_take_ownership`
     /// on every table (-EBUSY while a kernel mapping is live or the bitmap is saturated).
     ///
-    /// Inside the crate: only the blocking domain's attach calls it (`iommu.rs`), under
-    /// the core's DMA ownership. Public, it would drop a bound driver's window and bypass
+    /// Inside the crate: the domains' attach calls it (`iommu.rs`: the blocking domain's,
+    /// under the core's DMA ownership, and in the `V6_7` design the platform domain's, the
+    /// history the checker catches). Public, it would drop a bound driver's window and bypass
     /// with no claim, and its partner below would give the kernel's window 0 and bypass
     /// back to a PE a user owns:
     ///

@@ -317,9 +317,12 @@ impl IommuTable {
 /// A borrowed table (a borrowing PE's kernel window 0) is the kernel's again once the
 /// claim ends, so its `UserTable` carries the claim's [`OwnershipLease`] and every write
 /// checks it: a handle kept past the release gets [`spapr_tce::TceError::Revoked`] and
-/// changes nothing (the kernel's DMA and a device behind it never see a user's entry). A
-/// table made for the user is reachable by no device once its window is unset, so it
-/// carries none and its writes cost no check.
+/// changes nothing (the kernel's DMA and a device behind it never see a user's entry); a
+/// write in flight holds the group's lock, so the release waits for it. A table made for
+/// the user carries none and its writes cost no check: once its window is unset no device
+/// reaches it (VFIO unsets every window before it releases the claim; a release that
+/// leaves one programmed is what `NoUserMappingAfterRelease` reports, and an IODA2 PE
+/// refuses a lent kernel table, [`crate::WindowError::KernelTable`]).
 #[derive(Clone, Debug)]
 pub struct UserTable {
     table: Arc<IommuTable>,
@@ -345,12 +348,20 @@ impl UserTable {
             lease: Some(lease),
         }
     }
-    /// The entries, if this handle may still write them.
+    /// Runs the write `f` on the entries if this handle may still write them: for a lent
+    /// table, under the lease (the group's lock held, so the claim cannot end, and the
+    /// release clear the table, between the check and the write: group → table, the
+    /// crate's order); `Revoked` without running it once the claim has ended.
     #[inline]
-    fn writable(&self) -> Result<&HwTable, spapr_tce::TceError> {
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&HwTable) -> Result<R, spapr_tce::TceError>,
+    ) -> Result<R, spapr_tce::TceError> {
         match &self.lease {
-            Some(l) if !l.is_live() => Err(spapr_tce::TceError::Revoked),
-            _ => Ok(&self.table.tces),
+            Some(l) => l
+                .while_live(|| f(&self.table.tces))
+                .unwrap_or(Err(spapr_tce::TceError::Revoked)),
+            None => f(&self.table.tces),
         }
     }
     /// The shared table (what a PE's window holds).
@@ -359,7 +370,7 @@ impl UserTable {
     }
     /// Sets the entry at `index` and kills it.
     pub fn set(&self, index: TceIndex, tce: spapr_tce::Tce) -> Result<(), spapr_tce::TceError> {
-        self.writable()?.set(index, tce)
+        self.write(|t| t.set(index, tce))
     }
     /// `xchg_no_kill`: replaces an entry, returns the old one; the caller kills.
     pub fn exchange_no_kill(
@@ -367,7 +378,7 @@ impl UserTable {
         index: TceIndex,
         tce: spapr_tce::Tce,
     ) -> Result<spapr_tce::Tce, spapr_tce::TceError> {
-        self.writable()?.exchange_no_kill(index, tce)
+        self.write(|t| t.exchange_no_kill(index, tce))
     }
     /// Maps `count` consecutive pages from `addr` with `perm`, then one kill.
     pub fn put_linear(
@@ -377,11 +388,11 @@ impl UserTable {
         addr: u64,
         perm: spapr_tce::TcePerm,
     ) -> Result<(), spapr_tce::TceError> {
-        self.writable()?.put_linear(first, count, addr, perm)
+        self.write(|t| t.put_linear(first, count, addr, perm))
     }
     /// Zeroes a range without reading it (the owner knows what it held), then one kill.
     pub fn zero_exclusive(&self, first: TceIndex, count: u64) -> Result<(), spapr_tce::TceError> {
-        self.writable()?.zero_exclusive(first, count)
+        self.write(|t| t.zero_exclusive(first, count))
     }
     /// Zeroes a range of this table and clears the same range of `uas` (the user
     /// addresses VFIO v2 keeps beside each TCE) in one pass, reporting the user addresses
@@ -394,7 +405,7 @@ impl UserTable {
         count: u64,
         f: impl FnMut(spapr_tce::Tce, u64),
     ) -> Result<u64, spapr_tce::TceError> {
-        uas.clear_exclusive_runs_paired(self.writable()?, first, count, f)
+        self.write(|t| uas.clear_exclusive_runs_paired(t, first, count, f))
     }
     /// Clears a range, calling `f` for each old entry, then one kill.
     pub fn clear_exclusive_with(
@@ -403,7 +414,7 @@ impl UserTable {
         count: u64,
         f: impl FnMut(TceIndex, spapr_tce::Tce),
     ) -> Result<spapr_tce::ClearStats, spapr_tce::TceError> {
-        self.writable()?.clear_exclusive_with(first, count, f)
+        self.write(|t| t.clear_exclusive_with(first, count, f))
     }
     /// Clears a range, then one kill.
     pub fn clear(
@@ -411,13 +422,14 @@ impl UserTable {
         first: TceIndex,
         count: u64,
     ) -> Result<spapr_tce::ClearStats, spapr_tce::TceError> {
-        self.writable()?.clear(first, count)
+        self.write(|t| t.clear(first, count))
     }
     /// `tce_kill` for a range (after `exchange_no_kill`s); nothing once revoked (it
     /// changed nothing to kill).
     pub fn kill(&self, first: TceIndex, count: u64) {
-        if let Ok(t) = self.writable() {
-            t.kill(first, count)
-        }
+        let _ = self.write(|t| {
+            t.kill(first, count);
+            Ok(())
+        });
     }
 }

@@ -294,6 +294,54 @@ fn ioda2_create_table_checks_page_size_geometry_and_slot() {
     assert_eq!(pe.max_dynamic_windows(), 2);
 }
 
+/// A borrowing PE's kernel table, lent to a user, is that PE's window only: an IODA2 PE
+/// of the same owner refuses it (`KernelTable`, -EINVAL through VFIO) and keeps its
+/// window 0 unset, so the user's devices there never reach what the kernel maps into the
+/// table once the lend ends (found by review: the window base matched, 0 on both).
+#[test]
+fn an_ioda2_pe_refuses_a_kernel_table_lent_by_another_pe() {
+    let m = PowerNv::booted(PowerNvConfig {
+        phbs: vec![
+            PhbConfig::new(PhbModel::Ioda1, vec![(1, PeScope::Bus(1))]),
+            PhbConfig::new(PhbModel::Phb4, vec![(1, PeScope::Bus(1))]),
+        ],
+        devices: vec![
+            DeviceConfig::new("old", 0, 1, 0, 32),
+            DeviceConfig::new("new", 1, 1, 0, 64),
+        ],
+        ..PowerNvConfig::seed()
+    })
+    .unwrap();
+    let (old, new) = (m.device("old").unwrap(), m.device("new").unwrap());
+    let (lender, pe) = (m.pe_of(old).unwrap(), m.pe_of(new).unwrap());
+    let c_old = m.claim_group(old, OWNER).unwrap();
+    let c_new = m.claim_group(new, OWNER).unwrap();
+    let lent = lender
+        .create_table(
+            0,
+            12,
+            lender.tce32_size,
+            1,
+            &lender.window_token(&c_old).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        lent.start(),
+        pe.window_base(0),
+        "the base alone does not tell them apart"
+    );
+    assert_eq!(
+        pe.set_window(0, &lent, &pe.window_token(&c_new).unwrap()),
+        Err(WindowError::KernelTable)
+    );
+    assert!(pe.table(0).is_none(), "window 0 stays unset");
+    assert_eq!(lent.linked_pes(), 1, "linked to its own PE only");
+    assert!(m.check().is_empty(), "{:?}", m.check());
+    m.release(c_old).unwrap();
+    assert!(m.check().is_empty(), "{:?}", m.check());
+    drop(c_new);
+}
+
 #[test]
 fn set_window_refuses_a_table_for_the_other_slot_with_opal_parameter() {
     let m = seed();

@@ -114,6 +114,7 @@ impl Vfio {
     fn window_error(&self, e: WindowError) -> Errno {
         match e {
             WindowError::NotOwner => Errno::Eperm,
+            WindowError::KernelTable => Errno::Einval,
             WindowError::Opal(o) => self.opal(o),
         }
     }
