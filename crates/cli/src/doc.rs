@@ -248,7 +248,7 @@ const MAX_SUGGEST_LEN: usize = 64;
 
 /// The closest of `candidates` to `word`, if close enough to be a likely typo (a distance
 /// of at most half the candidate's length, at least 2). Bounded: a word longer than
-/// [`MAX_SUGGEST_LEN`] gets no suggestion.
+/// `MAX_SUGGEST_LEN` gets no suggestion.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     if word.len() > MAX_SUGGEST_LEN {
         return None;

@@ -534,7 +534,7 @@ impl TceAllocator {
     /// `n` calls of [`Self::alloc_one`] with one scatter-list handle, in one claim: the
     /// entries they would take when the first is the one `alloc_one` picks and the `n - 1`
     /// after it are free too, all in one bitmap word and inside the pool: `[z, z + n)`,
-    /// claimed with one `lock or` (the exclusive claim of [`Self::update`], which gives
+    /// claimed with one `lock or` (the exclusive claim of `update`, which gives
     /// back its own bits if a racing claim got one of them first). The pool hint and the
     /// handle are left as the `n` calls would leave them. `None` when the run is not free
     /// or the claim raced, and then nothing changed: the caller makes the `n` calls. Like
