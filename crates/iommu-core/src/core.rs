@@ -669,11 +669,6 @@ impl<const WHOLE: bool> Claim<WHOLE> {
     pub fn is_current(&self) -> bool {
         self.group.is_owned_by(self.owner, self.epoch)
     }
-    /// An [`OwnershipLease`](crate::OwnershipLease) on this claim's ownership, for what
-    /// must stop working when the claim ends.
-    pub fn lease(&self) -> crate::OwnershipLease {
-        self.group.lease(self.owner, self.epoch)
-    }
     /// Releases now. Errors of re-attaching the default domain are returned; the claim is
     /// gone either way.
     pub fn release(mut self) -> Result<(), Errno> {

@@ -138,8 +138,8 @@ impl Group {
     pub(crate) fn downgrade(&self) -> std::sync::Weak<GroupInner> {
         Arc::downgrade(&self.0)
     }
-    /// An [`OwnershipLease`] on ownership by `owner` in epoch `epoch` (a claim's: see
-    /// [`crate::Claim::lease`]).
+    /// An [`OwnershipLease`] on ownership by `owner` in epoch `epoch` (a claim's:
+    /// [`crate::Claim::owner`] and [`crate::Claim::epoch`]).
     pub fn lease(&self, owner: OwnerCookie, epoch: u64) -> OwnershipLease {
         OwnershipLease {
             state: Arc::downgrade(&self.0.state),

@@ -334,7 +334,7 @@ fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
     let g = core.device_group(devs[0]).unwrap().unwrap();
     let refs = g.ref_count();
     let a0 = core.claim_device(devs[0], OWNER_A).unwrap();
-    let lease = a0.lease();
+    let lease = g.lease(OWNER_A, a0.epoch());
     assert_eq!(
         g.ref_count(),
         refs + 1,
@@ -366,7 +366,7 @@ fn a_lease_lives_exactly_as_long_as_its_claims_ownership() {
         !lease.is_live(),
         "a new claim by the same owner is a new epoch"
     );
-    assert!(again.lease().is_live());
+    assert!(g.lease(OWNER_A, again.epoch()).is_live());
     let other = g.lease(OWNER_B, again.epoch());
     assert!(!other.is_live(), "another owner's lease on this epoch");
     drop(again);

@@ -49,8 +49,9 @@
 //! group's view before it locks the PE; the device-group callback runs under the core and
 //! takes the PE. A write through a lent table ([`UserTable`] of a borrowing PE) holds the
 //! group while it stores and kills (group → table), so a release, which takes the group
-//! first, waits for it (`tests/lease_stress.rs`). The machine's own maps (devices, buffers, sessions, boot state) are
-//! leaves: never held while calling into the core or locking a PE. A stress test runs
+//! first, waits for it (`tests/lease_stress.rs`). The machine's own maps (devices,
+//! buffers, sessions, boot state) are leaves: never held while calling into the core or
+//! locking a PE. A stress test runs
 //! views and checks against claims, binds and maps with a no-progress detector
 //! (`tests/lock_order.rs`).
 //!
