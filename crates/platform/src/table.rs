@@ -39,7 +39,7 @@ pub(crate) struct Padded<T>(pub T);
 /// which then serves a TCE from before the kill. A read-modify-write never loses one, and
 /// the acquire that sees a count sees every TCE written before the kills it includes
 /// (they form one release sequence), which a flag set with plain stores would not give.
-/// Loom model: `tests/loom.rs`.
+/// Loom model: `tests/loom.rs`; stress test with a no-progress detector: `tests/kill_stress.rs`.
 #[derive(Debug)]
 pub struct PeCounters {
     range: [Padded<AtomicU64>; 4],
